@@ -1,0 +1,39 @@
+//! Command-line flags, parsed in one step into a [`Command`] that says what to run.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const DEFAULT_CONFIG: &str = "/etc/regapp/regapp.toml";
+
+/// A self-hosted container registry in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "regapp", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the registry.
+    Serve(ServeArgs),
+    /// Check a configuration file; prints every problem with its file, line and key.
+    CheckConfig(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Run with built-in development settings: data in ./regapp-data, engine on 127.0.0.1:5000.
+    #[arg(long, conflicts_with = "config")]
+    pub dev: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}

@@ -1,0 +1,137 @@
+//! Reporting every problem of a configuration file, each with its line and key.
+//!
+//! serde stops at the first error, so each `section.key` is first deserialized on its own (a
+//! document holding just that key): each bad key yields its own error, and the line comes from
+//! `toml_edit`'s spans. Only a file whose every key passes is deserialized whole.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub origin: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// One or more problems; `Display` prints one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn single(error: ConfigError) -> ConfigErrors {
+        ConfigErrors(vec![error])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn line_at(text: &str, span: Option<Range<usize>>) -> Option<usize> {
+    let offset = span?.start.min(text.len());
+    Some(text[..offset].matches('\n').count() + 1)
+}
+
+/// The span of `section.key` (or of `section` alone) in the document.
+fn key_span(
+    doc: &toml_edit::ImDocument<&str>,
+    section: &str,
+    key: Option<&str>,
+) -> Option<Range<usize>> {
+    let root = doc.as_table();
+    match key {
+        None => root.key(section)?.span(),
+        Some(key) => root.get(section)?.as_table()?.key(key)?.span(),
+    }
+}
+
+pub(super) fn deserialize_reporting_every_key<T: DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, ConfigErrors> {
+    let error = |line, key: Option<String>, message: String| ConfigError {
+        origin: origin.to_owned(),
+        line,
+        key,
+        message,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        ConfigErrors::single(error(line_at(text, e.span()), None, e.message().to_owned()))
+    })?;
+    let doc = toml_edit::ImDocument::parse(text).ok();
+    let span =
+        |section: &str, key: Option<&str>| doc.as_ref().and_then(|d| key_span(d, section, key));
+
+    let mut errors = Vec::new();
+    for (section, value) in &table {
+        // An unknown section is one error, not one per key inside it.
+        let mut empty = toml::Table::new();
+        empty.insert(section.clone(), toml::Value::Table(toml::Table::new()));
+        if let Err(e) = T::deserialize(toml::Value::Table(empty)) {
+            if e.message().starts_with("unknown field") {
+                let line = line_at(text, span(section, None));
+                errors.push(error(line, Some(section.clone()), e.message().to_owned()));
+                continue;
+            }
+        }
+        let candidates: Vec<(Option<&str>, toml::Value)> = match value {
+            toml::Value::Table(inner) if !inner.is_empty() => inner
+                .iter()
+                .map(|(key, v)| {
+                    let mut one = toml::Table::new();
+                    one.insert(key.clone(), v.clone());
+                    (Some(key.as_str()), toml::Value::Table(one))
+                })
+                .collect(),
+            other => vec![(None, other.clone())],
+        };
+        for (key, partial) in candidates {
+            let mut doc = toml::Table::new();
+            doc.insert(section.clone(), partial);
+            if let Err(e) = T::deserialize(toml::Value::Table(doc)) {
+                let name = match key {
+                    Some(key) => format!("{section}.{key}"),
+                    None => section.clone(),
+                };
+                errors.push(error(
+                    line_at(text, span(section, key)),
+                    Some(name),
+                    e.message().to_owned(),
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(ConfigErrors(errors));
+    }
+    T::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigErrors::single(error(None, None, e.message().to_owned())))
+}

@@ -1,0 +1,9 @@
+//! regapp: one binary for a self-hosted container registry.
+//!
+//! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod registry;
+pub mod storage;

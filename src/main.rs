@@ -1,0 +1,54 @@
+//! The `regapp` binary: flags, logging, and a call into the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use regapp::cli::{Cli, Command};
+use regapp::config::Settings;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("REGAPP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::CheckConfig(arg) => match Settings::load(&arg.config) {
+            Ok(settings) => {
+                println!("{}: ok\n{settings}", arg.config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve(args) => {
+            let settings = if args.dev {
+                Settings::dev()
+            } else {
+                match Settings::load(&args.config.config) {
+                    Ok(settings) => settings,
+                    Err(errors) => {
+                        eprintln!("{errors}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("starting the async runtime");
+            match runtime.block_on(regapp::app::serve(settings)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("regapp: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

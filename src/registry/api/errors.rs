@@ -1,0 +1,182 @@
+//! The one table from engine errors to OCI error codes and HTTP statuses.
+//!
+//! Every error answer is the spec's JSON body `{"errors":[{"code","message","detail"}]}`:
+//! `message` is the code's fixed description, `detail` says what happened in this request.
+
+use http::{header, HeaderValue, StatusCode};
+use serde_json::json;
+
+use super::response::{json_response, Response};
+use crate::registry::store::StoreError;
+use crate::storage::StorageError;
+
+/// An error answer of the API, carrying what its headers need.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid repository name: {0}")]
+    NameInvalid(String),
+    #[error("{0}")]
+    DigestInvalid(String),
+    #[error("invalid reference: {0}")]
+    ReferenceInvalid(String),
+    #[error("upload id {0:?} is not one this registry hands out")]
+    UploadIdInvalid(String),
+    #[error("requested range is outside the blob of {size} bytes")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("Content-Range {0:?} is not of the form <start>-<end>")]
+    ContentRangeInvalid(String),
+    #[error("Content-Length {length} does not match Content-Range {start}-{end}")]
+    ChunkSizeMismatch { length: u64, start: u64, end: u64 },
+    #[error("the stored manifest is {stored}, which the request's Accept header does not allow")]
+    ManifestNotAcceptable { stored: &'static str },
+    #[error("query parameter n must be a non-negative integer, got {0:?}")]
+    PaginationInvalid(String),
+    #[error("no such endpoint")]
+    NotFound,
+    #[error("method not allowed on this endpoint")]
+    MethodNotAllowed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The OCI error codes regapp answers with, and their fixed descriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    Unsupported,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unknown,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "blob unknown to registry",
+            Code::BlobUploadInvalid => "blob upload invalid",
+            Code::BlobUploadUnknown => "blob upload unknown to registry",
+            Code::DigestInvalid => "provided digest did not match uploaded content",
+            Code::ManifestBlobUnknown => {
+                "manifest references a manifest or blob unknown to registry"
+            }
+            Code::ManifestInvalid => "manifest invalid",
+            Code::ManifestUnknown => "manifest unknown to registry",
+            Code::NameInvalid => "invalid repository name",
+            Code::NameUnknown => "repository name not known to registry",
+            Code::SizeInvalid => "provided length did not match content length",
+            Code::Unsupported => "the operation is unsupported",
+            Code::RangeInvalid => "invalid content range",
+            Code::PaginationNumberInvalid => "invalid number of results requested",
+            Code::Unknown => "unknown error",
+        }
+    }
+}
+
+impl ApiError {
+    /// The code and status of this error. No catch-all arm: a new error must be placed here.
+    pub fn code_and_status(&self) -> (Code, StatusCode) {
+        use StatusCode as S;
+        match self {
+            ApiError::NameInvalid(_) => (Code::NameInvalid, S::BAD_REQUEST),
+            ApiError::DigestInvalid(_) => (Code::DigestInvalid, S::BAD_REQUEST),
+            ApiError::ReferenceInvalid(_) => (Code::ManifestInvalid, S::BAD_REQUEST),
+            ApiError::UploadIdInvalid(_) => (Code::BlobUploadUnknown, S::NOT_FOUND),
+            ApiError::RangeNotSatisfiable { .. } => (Code::RangeInvalid, S::RANGE_NOT_SATISFIABLE),
+            ApiError::ContentRangeInvalid(_) => (Code::RangeInvalid, S::RANGE_NOT_SATISFIABLE),
+            ApiError::ChunkSizeMismatch { .. } => (Code::SizeInvalid, S::BAD_REQUEST),
+            ApiError::ManifestNotAcceptable { .. } => (Code::ManifestUnknown, S::NOT_FOUND),
+            ApiError::PaginationInvalid(_) => (Code::PaginationNumberInvalid, S::BAD_REQUEST),
+            ApiError::NotFound => (Code::Unsupported, S::NOT_FOUND),
+            ApiError::MethodNotAllowed => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
+            ApiError::Store(e) => match e {
+                StoreError::NameUnknown(_) => (Code::NameUnknown, S::NOT_FOUND),
+                StoreError::BlobUnknown(_) => (Code::BlobUnknown, S::NOT_FOUND),
+                StoreError::UploadUnknown => (Code::BlobUploadUnknown, S::NOT_FOUND),
+                StoreError::UploadOutOfOrder { .. } => {
+                    (Code::RangeInvalid, S::RANGE_NOT_SATISFIABLE)
+                }
+                StoreError::UploadInvalid(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
+                StoreError::DigestMismatch { .. } => (Code::DigestInvalid, S::BAD_REQUEST),
+                StoreError::ManifestUnknown(_) => (Code::ManifestUnknown, S::NOT_FOUND),
+                StoreError::ManifestInvalid(_) => (Code::ManifestInvalid, S::BAD_REQUEST),
+                StoreError::ManifestTooLarge { .. } => {
+                    (Code::ManifestInvalid, S::PAYLOAD_TOO_LARGE)
+                }
+                StoreError::ManifestBlobUnknown(_) => (Code::ManifestBlobUnknown, S::BAD_REQUEST),
+                StoreError::DeleteDisabled => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
+                StoreError::Body(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
+                StoreError::Storage(StorageError::Full { .. }) => {
+                    (Code::Unknown, S::INSUFFICIENT_STORAGE)
+                }
+                StoreError::Storage(
+                    StorageError::NotFound { .. }
+                    | StorageError::Io { .. }
+                    | StorageError::InvalidKey(_),
+                ) => (Code::Unknown, S::INTERNAL_SERVER_ERROR),
+            },
+        }
+    }
+
+    pub fn into_response(self) -> Response {
+        let (code, status) = self.code_and_status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, source = ?std::error::Error::source(&self), "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        let body = json!({"errors": [{
+            "code": code.as_str(),
+            "message": code.message(),
+            "detail": self.to_string(),
+        }]});
+        let mut response = json_response(status, &body);
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::RangeNotSatisfiable { size } => {
+                headers.insert(header::CONTENT_RANGE, value(format!("bytes */{size}")));
+            }
+            ApiError::Store(StoreError::UploadOutOfOrder { size, .. }) => {
+                headers.insert(header::RANGE, value(upload_range(*size)));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// The `Range` header of an upload of `size` bytes, in distribution's form (`0-0` when empty).
+pub fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+pub fn value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("header values built here are visible ASCII")
+}

@@ -1,0 +1,91 @@
+//! The OCI Distribution HTTP API over the store: routes → handlers → the error table.
+//! Knows HTTP (the `http` and `hyper` types) but no TLS, no authentication and no pingora:
+//! the edge puts those in front.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{HeaderMap, Method};
+use http_body_util::BodyDataStream;
+
+use crate::registry::store::{Body, Store};
+
+mod errors;
+mod handlers;
+mod response;
+mod routes;
+pub mod server;
+
+pub use errors::{ApiError, Code};
+pub use response::{Response, ResponseBody};
+use response::{API_VERSION, API_VERSION_VALUE};
+pub use routes::Route;
+
+/// The registry API. Cheap to clone; one per engine.
+#[derive(Clone)]
+pub struct Api {
+    store: Arc<Store>,
+}
+
+/// What a handler gets of a request besides its body, once the route is known. (The body is
+/// passed apart: it is a stream that is `Send` but not `Sync`.)
+pub(crate) struct Request {
+    pub method: Method,
+    pub headers: HeaderMap,
+    query: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header(&self, name: http::header::HeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Api {
+    pub fn new(store: Arc<Store>) -> Api {
+        Api { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Answers one request. Never fails: errors become the spec's JSON error answers.
+    pub async fn handle<B>(&self, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = request.into_parts();
+        let body: Body =
+            Box::pin(BodyDataStream::new(body).map_err(|e| io::Error::other(e.into())));
+        let query = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let request = Request {
+            method: parts.method,
+            headers: parts.headers,
+            query,
+        };
+        let mut response = match Route::parse(parts.uri.path()) {
+            Ok(route) => handlers::dispatch(&self.store, route, request, body).await,
+            Err(e) => Err(e),
+        }
+        .unwrap_or_else(ApiError::into_response);
+        response
+            .headers_mut()
+            .insert(API_VERSION, API_VERSION_VALUE);
+        response
+    }
+}

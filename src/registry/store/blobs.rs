@@ -1,0 +1,97 @@
+//! Blobs as a repository sees them: a blob is served by a repository only through its
+//! `_layers` link, and the bytes live once in `blobs/`.
+
+use bytes::Bytes;
+
+use super::error::OrUnknown;
+use super::{paths, Store, StoreError, StoreResult};
+use crate::registry::types::{ByteRange, Digest, RepoName};
+use crate::storage::ByteStream;
+
+impl Store {
+    /// The size of a blob the repository may serve.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> StoreResult<u64> {
+        let unknown = || StoreError::BlobUnknown(digest.clone());
+        self.driver
+            .stat(&paths::layer_link(repo, digest))
+            .await
+            .or_unknown(unknown)?;
+        let info = self
+            .driver
+            .stat(&paths::blob_data(digest))
+            .await
+            .or_unknown(unknown)?;
+        Ok(info.size)
+    }
+
+    /// Streams a blob (or a range of it) the repository may serve.
+    pub async fn blob_read(
+        &self,
+        digest: &Digest,
+        range: Option<ByteRange>,
+    ) -> StoreResult<ByteStream> {
+        let (offset, len) = match range {
+            Some(r) => (r.start, Some(r.len())),
+            None => (0, None),
+        };
+        self.driver
+            .reader(&paths::blob_data(digest), offset, len)
+            .await
+            .or_unknown(|| StoreError::BlobUnknown(digest.clone()))
+    }
+
+    /// Removes the repository's link to a blob; the bytes stay for garbage collection to judge.
+    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
+        self.ensure_delete_enabled()?;
+        let link = paths::layer_link(repo, digest);
+        self.driver
+            .stat(&link)
+            .await
+            .or_unknown(|| StoreError::BlobUnknown(digest.clone()))?;
+        let dir = link
+            .strip_suffix("/link")
+            .expect("layer links end in /link");
+        self.driver
+            .delete(dir)
+            .await
+            .or_unknown(|| StoreError::BlobUnknown(digest.clone()))
+    }
+
+    /// Links a blob that `from` may serve into `repo`. Returns false when `from` cannot serve it,
+    /// in which case the caller opens an ordinary upload instead.
+    pub async fn blob_mount(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+    ) -> StoreResult<bool> {
+        match self.blob_size(from, digest).await {
+            Ok(_) => {
+                self.link_blob(repo, digest).await?;
+                Ok(true)
+            }
+            Err(StoreError::BlobUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the blob's bytes exist at all, whoever links them.
+    pub(super) async fn blob_exists(&self, digest: &Digest) -> StoreResult<bool> {
+        match self.driver.stat(&paths::blob_data(digest)).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(super) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
+        self.driver
+            .put(
+                &paths::layer_link(repo, digest),
+                Bytes::from(digest.to_string()),
+            )
+            .await?;
+        self.catalog.note(repo).await;
+        Ok(())
+    }
+}

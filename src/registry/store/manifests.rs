@@ -1,0 +1,228 @@
+//! Manifests: stored as blobs, made part of a repository by a revision link, named by tags.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::error::OrUnknown;
+use super::summaries::ManifestSummary;
+use super::{paths, Store, StoreError, StoreResult};
+use crate::registry::types::manifest::is_external;
+use crate::registry::types::{Digest, ParsedManifest, Reference, RepoName, Tag};
+
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: &'static str,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Store {
+    /// The digest a reference names in the repository, if it has it.
+    pub async fn manifest_digest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> StoreResult<Digest> {
+        let unknown = || StoreError::ManifestUnknown(reference.to_string());
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(tag) => self.tag_target(repo, tag).await?.ok_or_else(unknown)?,
+        };
+        self.driver
+            .stat(&paths::revision_link(repo, &digest))
+            .await
+            .or_unknown(unknown)?;
+        Ok(digest)
+    }
+
+    pub async fn manifest_get(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> StoreResult<StoredManifest> {
+        let digest = self.manifest_digest(repo, reference).await?;
+        let body = self
+            .driver
+            .get(&paths::blob_data(&digest))
+            .await
+            .or_unknown(|| StoreError::ManifestUnknown(reference.to_string()))?;
+        let summary = self.summary(&digest, &body)?;
+        Ok(StoredManifest {
+            digest,
+            media_type: summary.media_type,
+            body,
+        })
+    }
+
+    /// Stores a manifest after checking it is well formed and that everything it references is
+    /// in the repository; then links it, and tags it when the reference is a tag.
+    pub async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> StoreResult<PutManifest> {
+        let limit = self.options.manifest_max_bytes;
+        if body.len() > limit {
+            return Err(StoreError::ManifestTooLarge { limit });
+        }
+        let manifest = ParsedManifest::parse(&body, content_type)?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &body);
+                if actual != *expected {
+                    return Err(StoreError::DigestMismatch {
+                        expected: expected.clone(),
+                        actual,
+                    });
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&body),
+        };
+        self.check_references(repo, &manifest).await?;
+
+        if !self.blob_exists(&digest).await? {
+            self.driver
+                .put(&paths::blob_data(&digest), body.clone())
+                .await?;
+        }
+        let link = Bytes::from(digest.to_string());
+        self.driver
+            .put(&paths::revision_link(repo, &digest), link.clone())
+            .await?;
+        if let Reference::Tag(tag) = reference {
+            self.driver
+                .put(&paths::tag_index_link(repo, tag, &digest), link.clone())
+                .await?;
+            self.driver
+                .put(&paths::tag_current_link(repo, tag), link)
+                .await?;
+        }
+        self.catalog.note(repo).await;
+        let summary = self.summaries.insert(
+            digest.clone(),
+            ManifestSummary::of(&manifest, body.len() as u64),
+        );
+        Ok(PutManifest {
+            digest,
+            subject: summary.subject.clone(),
+        })
+    }
+
+    /// Deletes a manifest by digest (with every tag pointing at it) or a tag alone.
+    pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> StoreResult<()> {
+        self.ensure_delete_enabled()?;
+        match reference {
+            Reference::Tag(tag) => {
+                let unknown = || StoreError::ManifestUnknown(reference.to_string());
+                self.tag_target(repo, tag).await?.ok_or_else(unknown)?;
+                self.driver
+                    .delete(&paths::tag_dir(repo, tag))
+                    .await
+                    .or_unknown(unknown)
+            }
+            Reference::Digest(digest) => {
+                let link = paths::revision_link(repo, digest);
+                self.driver
+                    .stat(&link)
+                    .await
+                    .or_unknown(|| StoreError::ManifestUnknown(digest.to_string()))?;
+                // Tags first: a crash in between leaves a manifest without tags, never a tag
+                // pointing at a manifest that is gone.
+                for tag in self.tags_pointing_at(repo, digest).await? {
+                    match self.driver.delete(&paths::tag_dir(repo, &tag)).await {
+                        Err(e) if !e.is_not_found() => return Err(e.into()),
+                        _ => {}
+                    }
+                }
+                let dir = link
+                    .strip_suffix("/link")
+                    .expect("revision links end in /link");
+                self.driver
+                    .delete(dir)
+                    .await
+                    .or_unknown(|| StoreError::ManifestUnknown(digest.to_string()))
+            }
+        }
+    }
+
+    async fn check_references(
+        &self,
+        repo: &RepoName,
+        manifest: &ParsedManifest,
+    ) -> StoreResult<()> {
+        for blob in manifest.referenced_blobs() {
+            if is_external(blob) {
+                continue;
+            }
+            match self.blob_size(repo, &blob.digest).await {
+                Ok(_) => {}
+                Err(StoreError::BlobUnknown(d)) => return Err(StoreError::ManifestBlobUnknown(d)),
+                Err(e) => return Err(e),
+            }
+        }
+        for child in &manifest.manifests {
+            match self
+                .driver
+                .stat(&paths::revision_link(repo, &child.digest))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    return Err(StoreError::ManifestBlobUnknown(child.digest.clone()))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary of a stored manifest, from the cache or by parsing `body`.
+    fn summary(&self, digest: &Digest, body: &[u8]) -> StoreResult<Arc<ManifestSummary>> {
+        if let Some(summary) = self.summaries.get(digest) {
+            return Ok(summary);
+        }
+        let manifest = ParsedManifest::parse(body, None)?;
+        Ok(self.summaries.insert(
+            digest.clone(),
+            ManifestSummary::of(&manifest, body.len() as u64),
+        ))
+    }
+
+    pub(super) async fn summary_of_stored(
+        &self,
+        digest: &Digest,
+    ) -> StoreResult<Arc<ManifestSummary>> {
+        if let Some(summary) = self.summaries.get(digest) {
+            return Ok(summary);
+        }
+        let body = self.driver.get(&paths::blob_data(digest)).await?;
+        self.summary(digest, &body)
+    }
+
+    pub(super) async fn tag_target(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> StoreResult<Option<Digest>> {
+        match self.driver.get(&paths::tag_current_link(repo, tag)).await {
+            Ok(link) => Ok(parse_link(&link)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A link file's digest; a damaged link reads as absent rather than failing the request.
+pub(super) fn parse_link(link: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(link).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,82 @@
+//! The registry store: blobs, uploads, manifests, tags, referrers and the catalog, kept in
+//! registry:2's layout over a [`StorageDriver`]. It knows nothing of HTTP.
+//!
+//! Invariant: a blob, manifest, link or tag becomes visible only through one atomic driver
+//! operation (`put` or `rename`) after its content is complete and durable, and links are written
+//! only after what they point to exists. A crash at any point leaves the old state or the new,
+//! plus at most an unreferenced blob or a stale upload for garbage collection.
+
+use std::sync::Arc;
+
+use crate::storage::{ByteStream, StorageDriver};
+
+mod blobs;
+mod catalog;
+mod error;
+mod manifests;
+pub mod paths;
+mod referrers;
+mod summaries;
+mod tags;
+mod uploads;
+
+pub use error::{StoreError, StoreResult};
+pub use manifests::{PutManifest, StoredManifest};
+
+use catalog::Catalog;
+use summaries::Summaries;
+use uploads::UploadSessions;
+
+/// How the store behaves; filled from the `[storage]` settings by the app.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub delete_enabled: bool,
+    pub manifest_max_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            delete_enabled: true,
+            manifest_max_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+pub struct Store {
+    driver: Arc<dyn StorageDriver>,
+    options: StoreOptions,
+    uploads: UploadSessions,
+    summaries: Summaries,
+    catalog: Catalog,
+}
+
+/// A request body as the store consumes it.
+pub type Body = ByteStream;
+
+impl Store {
+    pub fn new(driver: Arc<dyn StorageDriver>, options: StoreOptions) -> Store {
+        Store {
+            driver,
+            options,
+            uploads: UploadSessions::default(),
+            summaries: Summaries::default(),
+            catalog: Catalog::default(),
+        }
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.options
+    }
+
+    fn ensure_delete_enabled(&self) -> StoreResult<()> {
+        if self.options.delete_enabled {
+            Ok(())
+        } else {
+            Err(StoreError::DeleteDisabled)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,214 @@
+//! Upload sessions: bytes stream into `_uploads/<id>/data` while they are hashed, and become a
+//! blob only once the whole content matches the digest the client names.
+//!
+//! The hash state of each session is kept in memory between chunks. It is only a cache: when it
+//! is missing (after a restart) or does not cover the bytes on disk (after a failed chunk), the
+//! data file is hashed again from the start, so a session survives anything the file survives.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::error::OrUnknown;
+use super::{paths, Body, Store, StoreError, StoreResult};
+use crate::registry::types::{Algorithm, Digest, Hasher, RepoName, UploadId};
+use crate::storage::ObjectWriter;
+
+/// Hash states of open sessions, each behind its own lock so that chunks of one session are
+/// applied one at a time.
+#[derive(Default)]
+pub(super) struct UploadSessions {
+    open: Mutex<HashMap<UploadId, Arc<tokio::sync::Mutex<HashState>>>>,
+}
+
+/// A hasher and the number of bytes it has consumed.
+#[derive(Default)]
+struct HashState {
+    hashed: Option<(Hasher, u64)>,
+}
+
+/// Sessions whose hash state is kept; beyond it idle states are dropped (they can be rebuilt).
+const MAX_CACHED_SESSIONS: usize = 4096;
+
+impl UploadSessions {
+    fn session(&self, id: UploadId) -> Arc<tokio::sync::Mutex<HashState>> {
+        let mut open = self.open.lock().expect("upload session map poisoned");
+        if open.len() >= MAX_CACHED_SESSIONS {
+            open.retain(|_, state| Arc::strong_count(state) > 1);
+        }
+        open.entry(id).or_default().clone()
+    }
+
+    fn forget(&self, id: &UploadId) {
+        self.open
+            .lock()
+            .expect("upload session map poisoned")
+            .remove(id);
+    }
+}
+
+impl Store {
+    /// Opens an upload session.
+    pub async fn upload_start(&self, repo: &RepoName) -> StoreResult<UploadId> {
+        let id = UploadId::new_random();
+        let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.driver
+            .put(&paths::upload_started_at(repo, &id), Bytes::from(started))
+            .await?;
+        self.driver
+            .put(&paths::upload_data(repo, &id), Bytes::new())
+            .await?;
+        Ok(id)
+    }
+
+    /// Bytes received so far.
+    pub async fn upload_size(&self, repo: &RepoName, id: &UploadId) -> StoreResult<u64> {
+        let info = self
+            .driver
+            .stat(&paths::upload_data(repo, id))
+            .await
+            .or_unknown(|| StoreError::UploadUnknown)?;
+        Ok(info.size)
+    }
+
+    /// Appends a chunk. `start` is where the client says the chunk begins (`Content-Range`);
+    /// it must be the current size. Returns the new size.
+    pub async fn upload_append(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: Body,
+    ) -> StoreResult<u64> {
+        let session = self.uploads.session(*id);
+        let mut state = session.lock().await;
+        let (hasher, size) = self
+            .append_locked(repo, id, &mut state, start, body, false)
+            .await?;
+        state.hashed = Some((hasher, size));
+        Ok(size)
+    }
+
+    /// Finishes an upload with an optional last chunk: verifies the digest, makes the blob
+    /// visible and links it into the repository. On a digest mismatch nothing is kept.
+    pub async fn upload_finish(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        last_chunk: Option<Body>,
+    ) -> StoreResult<()> {
+        let session = self.uploads.session(*id);
+        let mut state = session.lock().await;
+        let body = last_chunk.unwrap_or_else(|| futures_util::stream::empty().boxed());
+        let (hasher, _) = self
+            .append_locked(repo, id, &mut state, None, body, true)
+            .await?;
+        let data = paths::upload_data(repo, id);
+        let hasher = if hasher.algorithm() == digest.algorithm() {
+            hasher
+        } else {
+            self.rehash(&data, digest.algorithm()).await?.0
+        };
+        let actual = hasher.finish();
+        if actual != *digest {
+            self.discard_upload(repo, id).await?;
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        if !self.blob_exists(digest).await? {
+            self.driver.rename(&data, &paths::blob_data(digest)).await?;
+        }
+        self.link_blob(repo, digest).await?;
+        self.discard_upload(repo, id).await
+    }
+
+    /// Cancels an upload and removes what it received.
+    pub async fn upload_cancel(&self, repo: &RepoName, id: &UploadId) -> StoreResult<()> {
+        let session = self.uploads.session(*id);
+        let _state = session.lock().await;
+        self.upload_size(repo, id).await?;
+        self.discard_upload(repo, id).await
+    }
+
+    /// A whole blob in one request (`POST …/uploads/?digest=`).
+    pub async fn upload_monolithic(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: Body,
+    ) -> StoreResult<()> {
+        let id = self.upload_start(repo).await?;
+        self.upload_finish(repo, &id, digest, Some(body)).await
+    }
+
+    async fn append_locked(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        state: &mut HashState,
+        start: Option<u64>,
+        mut body: Body,
+        durable: bool,
+    ) -> StoreResult<(Hasher, u64)> {
+        let data = paths::upload_data(repo, id);
+        let size = self.upload_size(repo, id).await?;
+        if let Some(requested) = start {
+            if requested != size {
+                return Err(StoreError::UploadOutOfOrder { requested, size });
+            }
+        }
+        let mut hasher = match state.hashed.take() {
+            Some((hasher, hashed)) if hashed == size => hasher,
+            _ => {
+                let (hasher, hashed) = self.rehash(&data, Algorithm::Sha256).await?;
+                if hashed != size {
+                    return Err(StoreError::UploadInvalid(
+                        "upload data changed while it was read".into(),
+                    ));
+                }
+                hasher
+            }
+        };
+        let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
+        while let Some(chunk) = body.next().await {
+            // On error the hash state is not put back: the next request rebuilds it from disk.
+            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            hasher.update(&chunk);
+            writer.write(chunk).await?;
+        }
+        let size = writer.size();
+        if durable {
+            writer.commit().await?;
+        } else {
+            writer.close().await?;
+        }
+        Ok((hasher, size))
+    }
+
+    /// Hashes a stored object from its start; returns the hasher and the bytes it consumed.
+    async fn rehash(&self, key: &str, algorithm: Algorithm) -> StoreResult<(Hasher, u64)> {
+        let mut hasher = algorithm.hasher();
+        let mut consumed = 0;
+        let mut stream = self.driver.reader(key, 0, None).await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| crate::storage::StorageError::from_io(key, e))?;
+            hasher.update(&chunk);
+            consumed += chunk.len() as u64;
+        }
+        Ok((hasher, consumed))
+    }
+
+    async fn discard_upload(&self, repo: &RepoName, id: &UploadId) -> StoreResult<()> {
+        self.uploads.forget(id);
+        match self.driver.delete(&paths::upload_dir(repo, id)).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

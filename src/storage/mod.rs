@@ -1,0 +1,97 @@
+//! The storage driver: bytes under keys, and nothing registry-shaped.
+//!
+//! A key is a `/`-separated relative path such as `docker/registry/v2/blobs/sha256/ab/…/data`.
+//! Keys are built only by `registry::store::paths`; a driver still refuses keys that try to
+//! leave its root. Deduplication, locking and digests live above this trait, so that an
+//! object-store driver (S3 through `object_store`: multipart writes, conditional puts) can sit
+//! beside the filesystem one without the layers above changing.
+
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub mod fs;
+#[cfg(test)]
+mod suite;
+
+pub use fs::FsDriver;
+
+/// A stream of an object's bytes.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    #[error("{key}: the storage is full")]
+    Full { key: String },
+    #[error("{key}: {source}")]
+    Io {
+        key: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid storage key {0:?}")]
+    InvalidKey(String),
+}
+
+impl StorageError {
+    pub fn from_io(key: &str, source: io::Error) -> StorageError {
+        let key = key.to_owned();
+        match source.kind() {
+            io::ErrorKind::NotFound => StorageError::NotFound { key },
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StorageError::Full { key },
+            _ => StorageError::Io { key, source },
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
+/// Bytes under keys. Every method is safe to call concurrently.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// Reads a whole small object (a link, a manifest).
+    async fn get(&self, key: &str) -> StorageResult<Bytes>;
+    /// Writes a small object atomically and durably: readers see the old content or the new one.
+    async fn put(&self, key: &str, content: Bytes) -> StorageResult<()>;
+    /// Streams `len` bytes (or all) of an object from `offset`.
+    async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream>;
+    /// Opens a streaming writer. With `append` it continues an existing object (a resumed upload);
+    /// otherwise it starts the object afresh.
+    async fn writer(&self, key: &str, append: bool) -> StorageResult<Box<dyn ObjectWriter>>;
+    async fn stat(&self, key: &str) -> StorageResult<ObjectInfo>;
+    /// Names of the direct children of a directory-like key, in no particular order.
+    async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
+    /// Deletes an object, or everything under a directory-like key.
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Moves an object atomically and durably, replacing whatever is at `to`.
+    async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;
+}
+
+/// A streaming write in progress. Dropping it without `close`/`commit` abandons the bytes.
+#[async_trait]
+pub trait ObjectWriter: Send {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()>;
+    /// Bytes in the object so far, including what was there before an append.
+    fn size(&self) -> u64;
+    /// Makes the bytes readable and the object appendable again (end of an upload chunk).
+    async fn close(self: Box<Self>) -> StorageResult<()>;
+    /// Like `close`, and the bytes survive a power loss (before a blob becomes visible).
+    async fn commit(self: Box<Self>) -> StorageResult<()>;
+}

@@ -1,0 +1,111 @@
+//! One behaviour suite every storage driver must pass. Each driver's test module calls
+//! [`run_all`] with a fresh, empty driver.
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+use super::StorageDriver;
+
+async fn read_all(driver: &dyn StorageDriver, key: &str, offset: u64, len: Option<u64>) -> Vec<u8> {
+    let chunks: Vec<Bytes> = driver
+        .reader(key, offset, len)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    chunks.concat()
+}
+
+pub async fn run_all(driver: &dyn StorageDriver) {
+    put_get_and_replace(driver).await;
+    streaming_write_append_and_ranged_read(driver).await;
+    list_hides_temporaries_and_delete_is_recursive(driver).await;
+    rename_replaces_target(driver).await;
+    missing_keys_are_not_found(driver).await;
+    keys_cannot_escape_the_root(driver).await;
+}
+
+async fn put_get_and_replace(driver: &dyn StorageDriver) {
+    driver
+        .put("a/b/link", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    assert_eq!(driver.get("a/b/link").await.unwrap(), "one");
+    driver
+        .put("a/b/link", Bytes::from_static(b"two"))
+        .await
+        .unwrap();
+    assert_eq!(driver.get("a/b/link").await.unwrap(), "two");
+    let info = driver.stat("a/b/link").await.unwrap();
+    assert_eq!((info.size, info.is_dir), (3, false));
+    assert!(driver.stat("a/b").await.unwrap().is_dir);
+}
+
+async fn streaming_write_append_and_ranged_read(driver: &dyn StorageDriver) {
+    let mut w = driver.writer("up/data", false).await.unwrap();
+    w.write(Bytes::from_static(b"hello ")).await.unwrap();
+    assert_eq!(w.size(), 6);
+    w.close().await.unwrap();
+    let mut w = driver.writer("up/data", true).await.unwrap();
+    assert_eq!(w.size(), 6);
+    w.write(Bytes::from_static(b"world")).await.unwrap();
+    w.commit().await.unwrap();
+    assert_eq!(read_all(driver, "up/data", 0, None).await, b"hello world");
+    assert_eq!(read_all(driver, "up/data", 6, Some(3)).await, b"wor");
+    // A fresh (non-append) writer starts the object over.
+    let w = driver.writer("up/data", false).await.unwrap();
+    assert_eq!(w.size(), 0);
+    w.commit().await.unwrap();
+    assert_eq!(driver.stat("up/data").await.unwrap().size, 0);
+}
+
+async fn list_hides_temporaries_and_delete_is_recursive(driver: &dyn StorageDriver) {
+    driver.put("dir/x", Bytes::new()).await.unwrap();
+    driver.put("dir/sub/y", Bytes::new()).await.unwrap();
+    let mut names = driver.list("dir").await.unwrap();
+    names.sort();
+    assert_eq!(names, ["sub", "x"]);
+    driver.delete("dir").await.unwrap();
+    assert!(driver.stat("dir/x").await.unwrap_err().is_not_found());
+}
+
+async fn rename_replaces_target(driver: &dyn StorageDriver) {
+    driver
+        .put("m/src", Bytes::from_static(b"new"))
+        .await
+        .unwrap();
+    driver
+        .put("m/dst/data", Bytes::from_static(b"old"))
+        .await
+        .unwrap();
+    driver.rename("m/src", "m/dst/data").await.unwrap();
+    assert_eq!(driver.get("m/dst/data").await.unwrap(), "new");
+    assert!(driver.get("m/src").await.unwrap_err().is_not_found());
+    driver.rename("m/dst/data", "n/o/p/data").await.unwrap();
+    assert_eq!(driver.get("n/o/p/data").await.unwrap(), "new");
+}
+
+async fn missing_keys_are_not_found(driver: &dyn StorageDriver) {
+    assert!(driver.get("nope").await.unwrap_err().is_not_found());
+    assert!(driver.stat("nope/x").await.unwrap_err().is_not_found());
+    assert!(driver.list("nope").await.unwrap_err().is_not_found());
+    assert!(driver.delete("nope").await.unwrap_err().is_not_found());
+    assert!(driver.reader("nope", 0, None).await.is_err());
+}
+
+async fn keys_cannot_escape_the_root(driver: &dyn StorageDriver) {
+    for key in ["../x", "a/../../x", "/etc/passwd", ""] {
+        assert!(driver.get(key).await.is_err(), "{key:?} was read");
+        assert!(
+            driver.put(key, Bytes::new()).await.is_err(),
+            "{key:?} was written"
+        );
+    }
+}
+
+#[tokio::test]
+async fn fs_driver_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    run_all(&super::FsDriver::new(dir.path())).await;
+}
