@@ -41,7 +41,7 @@ x = 1
             (Some(3), Some("storage.delete_enabled")),
             (Some(4), Some("storage.colour")),
             (Some(7), Some("engine.listen")),
-            (Some(10), Some("nonsense.x")),
+            (Some(9), Some("nonsense")),
         ]
     );
     assert!(

@@ -8,7 +8,7 @@ use super::errors::ApiError;
 use super::response::{json_response, Response};
 use super::routes::Route;
 use super::Request;
-use crate::registry::store::{Body, Store};
+use crate::registry::store::{Body, Store, StoreError};
 use crate::registry::types::{Digest, Reference, UploadId};
 
 mod blobs;
@@ -30,14 +30,22 @@ pub(super) async fn dispatch(
         (Route::Referrers(name, digest), M::GET) => {
             listing::referrers(store, &name, &parse_digest(&digest)?, &req).await
         }
-        (Route::Manifest(name, reference), M::GET | M::HEAD) => {
-            manifests::get(store, &name, &parse_reference(&reference)?, &req).await
+        (Route::Manifest(name, reference), M::GET | M::HEAD | M::DELETE) => {
+            // A tag that breaks the grammar can name no manifest: 404, as for any unknown one.
+            let reference = match parse_reference(&reference) {
+                Err(ApiError::ReferenceInvalid(_)) => {
+                    return Err(StoreError::ManifestUnknown(reference).into())
+                }
+                parsed => parsed?,
+            };
+            if req.method == M::DELETE {
+                manifests::delete(store, &name, &reference).await
+            } else {
+                manifests::get(store, &name, &reference, &req).await
+            }
         }
         (Route::Manifest(name, reference), M::PUT) => {
             manifests::put(store, &name, &parse_reference(&reference)?, &req, body).await
-        }
-        (Route::Manifest(name, reference), M::DELETE) => {
-            manifests::delete(store, &name, &parse_reference(&reference)?).await
         }
         (Route::Blob(name, digest), M::GET | M::HEAD) => {
             blobs::get(store, &name, &parse_digest(&digest)?, &req).await

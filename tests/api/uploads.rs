@@ -1,0 +1,238 @@
+//! Upload sessions: POST, PATCH, GET status, PUT, DELETE, and cross-repository mounts.
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+
+use super::{sha256, Engine};
+
+async fn start(e: &Engine, repo: &str) -> String {
+    let r = e
+        .call(
+            Method::POST,
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(r.header("range"), "0-0");
+    let location = r.header("location").to_owned();
+    assert!(location.starts_with(&format!("/v2/{repo}/blobs/uploads/")));
+    assert!(location.ends_with(r.header("docker-upload-uuid")));
+    location
+}
+
+#[tokio::test]
+async fn chunked_upload_with_status_and_a_last_chunk_on_put() {
+    let e = Engine::new();
+    let location = start(&e, "a").await;
+    let r = e
+        .call(
+            Method::PATCH,
+            &location,
+            &[("content-range", "0-4")],
+            "hello",
+        )
+        .await;
+    assert_eq!((r.status, r.header("range")), (StatusCode::ACCEPTED, "0-4"));
+    let r = e.call(Method::PATCH, &location, &[], " wor").await;
+    assert_eq!(r.header("range"), "0-8");
+    let r = e.get(&location).await;
+    assert_eq!(
+        (r.status, r.header("range")),
+        (StatusCode::NO_CONTENT, "0-8")
+    );
+    assert_eq!(r.header("location"), location);
+    let digest = sha256(b"hello world");
+    let r = e
+        .call(
+            Method::PUT,
+            &format!("{location}?digest={digest}"),
+            &[],
+            "ld",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("location"), format!("/v2/a/blobs/{digest}"));
+    assert_eq!(r.header("docker-content-digest"), digest);
+    assert_eq!(
+        e.get(&format!("/v2/a/blobs/{digest}")).await.body,
+        "hello world"
+    );
+    // The session is gone once finished.
+    let r = e.get(&location).await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into())
+    );
+}
+
+#[tokio::test]
+async fn an_out_of_order_chunk_is_416_and_changes_nothing() {
+    let e = Engine::new();
+    let location = start(&e, "a").await;
+    e.call(Method::PATCH, &location, &[("content-range", "0-2")], "abc")
+        .await;
+    for range in ["0-2", "5-7"] {
+        let r = e
+            .call(Method::PATCH, &location, &[("content-range", range)], "xyz")
+            .await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(r.error_code(), "RANGE_INVALID");
+        assert_eq!(r.header("range"), "0-2");
+    }
+    assert_eq!(e.get(&location).await.header("range"), "0-2");
+}
+
+#[tokio::test]
+async fn a_chunk_whose_length_contradicts_its_range_is_size_invalid() {
+    let e = Engine::new();
+    let location = start(&e, "a").await;
+    let r = e
+        .call(
+            Method::PATCH,
+            &location,
+            &[("content-range", "0-9"), ("content-length", "3")],
+            "abc",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::BAD_REQUEST, "SIZE_INVALID".into())
+    );
+    let r = e
+        .call(
+            Method::PATCH,
+            &location,
+            &[("content-range", "nonsense")],
+            "abc",
+        )
+        .await;
+    assert_eq!(r.error_code(), "RANGE_INVALID");
+}
+
+#[tokio::test]
+async fn a_wrong_digest_is_digest_invalid_and_leaves_no_blob() {
+    let e = Engine::new();
+    let location = start(&e, "a").await;
+    e.call(Method::PATCH, &location, &[], "content").await;
+    let wrong = sha256(b"other");
+    let r = e
+        .call(
+            Method::PUT,
+            &format!("{location}?digest={wrong}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.error_code()),
+        (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into())
+    );
+    assert_eq!(
+        e.get(&format!("/v2/a/blobs/{wrong}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let right = sha256(b"content");
+    assert_eq!(
+        e.get(&format!("/v2/a/blobs/{right}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Monolithic too.
+    let r = e
+        .call(
+            Method::POST,
+            &format!("/v2/a/blobs/uploads/?digest={wrong}"),
+            &[],
+            "content",
+        )
+        .await;
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    // PUT without a digest, or with a malformed one.
+    let location = start(&e, "a").await;
+    let r = e.call(Method::PUT, &location, &[], Bytes::new()).await;
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+    let r = e
+        .call(
+            Method::PUT,
+            &format!("{location}?digest=sha256:zz"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.error_code(), "DIGEST_INVALID");
+}
+
+#[tokio::test]
+async fn cancel_removes_the_session() {
+    let e = Engine::new();
+    let location = start(&e, "a").await;
+    let r = e.call(Method::DELETE, &location, &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = e.call(Method::DELETE, &location, &[], Bytes::new()).await;
+    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+    let r = e.call(Method::PATCH, &location, &[], "x").await;
+    assert_eq!(r.error_code(), "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_upload_ids_are_upload_unknown() {
+    let e = Engine::new();
+    for id in [
+        "00000000-0000-4000-8000-000000000000",
+        "not-a-uuid",
+        "..%2F..%2Fx",
+    ] {
+        let r = e.get(&format!("/v2/a/blobs/uploads/{id}")).await;
+        assert_eq!(
+            (r.status, r.error_code()),
+            (StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN".into())
+        );
+    }
+}
+
+#[tokio::test]
+async fn mount_links_a_blob_from_another_repository_or_opens_a_session() {
+    let e = Engine::new();
+    let digest = e.push_blob("src", b"shared").await;
+    let r = e
+        .call(
+            Method::POST,
+            &format!("/v2/dst/blobs/uploads/?mount={digest}&from=src"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(r.header("location"), format!("/v2/dst/blobs/{digest}"));
+    assert_eq!(
+        e.get(&format!("/v2/dst/blobs/{digest}")).await.body,
+        "shared"
+    );
+    // Not in `from`, or no `from`: an ordinary session.
+    let missing = sha256(b"nowhere");
+    for query in [
+        format!("mount={missing}&from=src"),
+        format!("mount={digest}"),
+    ] {
+        let r = e
+            .call(
+                Method::POST,
+                &format!("/v2/other/blobs/uploads/?{query}"),
+                &[],
+                Bytes::new(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{query}");
+        assert!(r.header("location").starts_with("/v2/other/blobs/uploads/"));
+    }
+    let r = e
+        .call(
+            Method::POST,
+            &format!("/v2/dst/blobs/uploads/?mount={digest}&from=BAD"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.error_code(), "NAME_INVALID");
+}

@@ -1,0 +1,15 @@
+//! regapp's integration tests: one test binary, shared helpers in `util`, real clients beside.
+//!
+//! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
+//! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
+//!
+//! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
+//! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
+//! Needs the Debian packages `skopeo` and `docker-registry`.
+//!
+//! Run: `cargo test --test tests` (add `-- --nocapture` to see timings).
+
+mod api;
+mod compat;
+mod skopeo;
+mod util;

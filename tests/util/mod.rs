@@ -1,0 +1,115 @@
+//! Shared helpers for the integration tests: registry servers (regapp and the reference
+//! docker-registry), the skopeo client, OCI image layouts built on disk, and comparisons.
+//!
+//! Tests are written against the [`Registry`] trait and get their server from
+//! [`registry_under_test`], so the same tests can validate this harness against docker-registry
+//! (`REGAPP_TEST_TARGET=docker-registry`) while the engine is being written.
+
+// Each test module uses its own subset of these helpers.
+#![allow(dead_code)]
+
+pub mod docker_registry;
+pub mod images;
+pub mod layout;
+pub mod process;
+pub mod regapp;
+pub mod skopeo;
+
+use std::path::Path;
+use std::time::Duration;
+
+pub use docker_registry::DockerRegistry;
+pub use regapp::Regapp;
+pub use skopeo::Skopeo;
+
+/// A running registry server, whatever implements it.
+pub trait Registry {
+    /// Short name for messages: "regapp" or "docker-registry".
+    fn name(&self) -> &'static str;
+    /// `127.0.0.1:PORT`, as used in image references.
+    fn host(&self) -> &str;
+    /// `http://127.0.0.1:PORT`.
+    fn url(&self) -> String {
+        format!("http://{}", self.host())
+    }
+    /// Stops the server gracefully (SIGTERM, then SIGKILL); the log stays readable.
+    fn stop(&mut self);
+    /// Everything the server printed so far.
+    fn log(&self) -> String;
+}
+
+/// Which implementation [`registry_under_test`] starts; from `REGAPP_TEST_TARGET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Regapp,
+    DockerRegistry,
+}
+
+impl Target {
+    /// Reads `REGAPP_TEST_TARGET`: unset or `regapp` → regapp; `docker-registry` → the reference.
+    pub fn from_env() -> Self {
+        match std::env::var("REGAPP_TEST_TARGET").as_deref() {
+            Err(std::env::VarError::NotPresent) | Ok("" | "regapp") => Self::Regapp,
+            Ok("docker-registry") => Self::DockerRegistry,
+            Ok(other) => panic!(
+                "REGAPP_TEST_TARGET={other:?}: expected `regapp` (the default) or `docker-registry`"
+            ),
+            Err(e) => panic!("REGAPP_TEST_TARGET: {e}"),
+        }
+    }
+}
+
+/// Starts the registry under test on storage `root`: regapp, unless `REGAPP_TEST_TARGET` says
+/// otherwise (see [`Target::from_env`]).
+pub fn registry_under_test(root: &Path) -> Box<dyn Registry> {
+    match Target::from_env() {
+        Target::Regapp => Box::new(Regapp::start(root)),
+        Target::DockerRegistry => Box::new(DockerRegistry::start(root)),
+    }
+}
+
+/// The repository names `GET /v2/_catalog` lists, two per page, following `Link` headers.
+pub fn catalog(registry: &dyn Registry) -> Vec<String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("a plain-HTTP reqwest client builds");
+    let mut names = Vec::new();
+    let mut next = Some(format!("{}/v2/_catalog?n=2", registry.url()));
+    let mut pages = 0;
+    while let Some(url) = next.take() {
+        pages += 1;
+        assert!(
+            pages <= 1000,
+            "{}: catalog pagination does not end",
+            registry.name()
+        );
+        let response = client
+            .get(&url)
+            .send()
+            .unwrap_or_else(|e| panic!("GET {url} on {}: {e}", registry.name()));
+        let status = response.status();
+        next = response
+            .headers()
+            .get("link")
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| Some(&l[l.find('<')? + 1..l.find('>')?]))
+            .map(|target| match target.starts_with('/') {
+                true => format!("{}{target}", registry.url()),
+                false => target.to_owned(),
+            });
+        let body = response.text().expect("read the catalog body");
+        assert!(status.is_success(), "GET {url}: {status}: {body}");
+        let page: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("GET {url}: body is not JSON ({e}): {body}"));
+        let repositories = page["repositories"]
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {url}: no `repositories` array: {body}"));
+        names.extend(
+            repositories
+                .iter()
+                .map(|r| r.as_str().expect("repository names are strings").to_owned()),
+        );
+    }
+    names
+}

@@ -1,0 +1,75 @@
+//! Runs the `regapp` binary built by Cargo for this test run, serving one storage root.
+
+use std::path::Path;
+use std::process::Command;
+
+use tempfile::TempDir;
+
+use super::process::ServerProcess;
+use super::Registry;
+
+/// The one line regapp prints to stdout once its engine listener is bound.
+const LISTENING: &str = "regapp engine listening on http://";
+
+/// A regapp engine on a free loopback port; killed on drop.
+pub struct Regapp {
+    process: ServerProcess,
+    host: String,
+    /// Holds the generated config file for as long as the server runs.
+    _config_dir: TempDir,
+}
+
+impl Regapp {
+    /// Writes a config for `root` (delete enabled, port 0), starts regapp and waits for its
+    /// listening line. Panics with regapp's output if it does not come up.
+    pub fn start(root: &Path) -> Self {
+        let config_dir = tempfile::tempdir().expect("create a temp dir for the regapp config");
+        let config = config_dir.path().join("regapp.toml");
+        let root = root.to_str().expect("test storage roots are UTF-8 paths");
+        let text = format!(
+            "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n",
+            toml_string(root)
+        );
+        std::fs::write(&config, text).expect("write the regapp config");
+
+        let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
+        command.arg("serve").arg("--config").arg(&config);
+        if std::env::var_os("RUST_LOG").is_none() {
+            command.env("RUST_LOG", "info");
+        }
+        let (mut process, found) = ServerProcess::spawn("regapp", "regapp", command, |line| {
+            line.strip_prefix(LISTENING)
+                .map(|rest| rest.trim().to_owned())
+        });
+        let host = process.wait_for_line(&found, "its listening line");
+        process.wait_for_http(&host);
+        Self {
+            process,
+            host,
+            _config_dir: config_dir,
+        }
+    }
+}
+
+impl Registry for Regapp {
+    fn name(&self) -> &'static str {
+        "regapp"
+    }
+
+    fn host(&self) -> &str {
+        &self.host
+    }
+
+    fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    fn log(&self) -> String {
+        self.process.log()
+    }
+}
+
+/// A TOML basic string: quoted, with `\` and `"` escaped.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
