@@ -11,5 +11,6 @@
 
 mod api;
 mod compat;
+mod crash;
 mod skopeo;
 mod util;

@@ -134,6 +134,13 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    /// Kills the server with SIGKILL, as a crash or `kill -9` would, and reaps it.
+    pub fn kill_hard(&mut self) {
+        self.stopped = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Everything the server printed so far, stdout and stderr interleaved by line.
     pub fn log(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

@@ -51,6 +51,13 @@ impl Regapp {
     }
 }
 
+impl Regapp {
+    /// `kill -9`: no chance to finish anything.
+    pub fn kill_hard(&mut self) {
+        self.process.kill_hard();
+    }
+}
+
 impl Registry for Regapp {
     fn name(&self) -> &'static str {
         "regapp"
