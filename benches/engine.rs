@@ -1,0 +1,2 @@
+//! The engine benchmark: regapp beside docker-registry (work in progress).
+fn main() {}
