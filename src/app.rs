@@ -1,9 +1,15 @@
 //! Wiring: builds every part from the settings and runs them. The only module that knows them all.
 
+use std::io::Write;
+use std::net::TcpListener as StdListener;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Settings;
+use crate::auth::Authenticator;
+use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
+use crate::config::{EdgeSettings, Settings, TlsSettings};
+use crate::edge::Edge;
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
 use crate::storage::FsDriver;
@@ -11,11 +17,24 @@ use crate::storage::FsDriver;
 /// Errors that end the process: reported once, then regapp exits non-zero.
 pub type AppError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long open requests may finish after a shutdown signal.
-const DRAIN: Duration = Duration::from_secs(30);
+/// How long the engine alone lets open requests finish after a shutdown signal.
+const ENGINE_DRAIN: Duration = Duration::from_secs(30);
+/// A self-signed certificate lives this long; it is regenerated well before it ends.
+const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
-/// Runs the engine until SIGTERM or SIGINT.
-pub async fn serve(settings: Settings) -> Result<(), AppError> {
+/// Runs regapp until it is told to stop: the edge in front of the engine when the settings
+/// have an `[edge]`, else the engine alone on `engine.listen`.
+pub fn serve(settings: Settings) -> Result<(), AppError> {
+    match settings.edge.clone() {
+        Some(edge) => serve_with_edge(&settings, edge),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(serve_engine_alone(settings)),
+    }
+}
+
+async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
     let (listener, local) = server::bind(settings.engine.listen)
         .await
@@ -23,8 +42,72 @@ pub async fn serve(settings: Settings) -> Result<(), AppError> {
     // Tests and scripts read this line to learn the port; keep its form.
     println!("regapp engine listening on http://{local}");
     tracing::info!(%local, root = %settings.storage.root.display(), "engine listening");
-    server::serve(listener, Api::new(store), shutdown_signal(), DRAIN).await?;
+    server::serve(listener, Api::new(store), shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppError> {
+    let engine_listener = StdListener::bind(settings.engine.listen)
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
+    engine_listener.set_nonblocking(true)?;
+    let front_token = random_token();
+    let engine_api =
+        Api::new(Arc::new(build_store(settings))).require_front_token(front_token.clone());
+
+    let authenticator = Authenticator::load(&edge.auth.htpasswd)
+        .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;
+    let _htpasswd_watch = authenticator.watch()?;
+
+    let resolver = Arc::new(CertResolver::new());
+    let files = match &edge.tls {
+        TlsSettings::Files {
+            cert_file,
+            key_file,
+        } => Some(Arc::new(FilesSource::open(
+            cert_file,
+            key_file,
+            resolver.clone(),
+        )?)),
+        TlsSettings::SelfSigned { state_dir } => {
+            let cert =
+                selfsigned::load_or_generate(&edge.hostname, state_dir, SELF_SIGNED_VALIDITY)?;
+            resolver.install(cert.key.clone())?;
+            let ca = cert.write_ca(state_dir)?;
+            tracing::info!(trust = %ca.display(), "serving a self-signed certificate");
+            None
+        }
+    };
+    let _certificate_watch = match &files {
+        Some(files) => Some(files.watch(DEFAULT_DEBOUNCE)?),
+        None => None,
+    };
+
+    let on_reload = {
+        let authenticator = authenticator.clone();
+        Box::new(move || {
+            // Both log their own outcome.
+            let _ = authenticator.reload();
+            if let Some(files) = &files {
+                let _ = files.reload();
+            }
+        })
+    };
+    println!(
+        "regapp listening on https://{} (engine on http://{})",
+        edge.https_listen,
+        engine_listener.local_addr()?
+    );
+    Edge {
+        settings: edge,
+        engine_listener,
+        engine_api,
+        front_token,
+        authenticator,
+        resolver,
+        on_reload,
+    }
+    .run();
     Ok(())
 }
 
@@ -37,6 +120,70 @@ pub fn build_store(settings: &Settings) -> Store {
             manifest_max_bytes: settings.engine.max_manifest_bytes,
         },
     )
+}
+
+/// A secret only this process knows (two random UUIDs: 244 random bits).
+fn random_token() -> String {
+    format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// `regapp serve --dev`: makes sure the dev user exists and says how to use the registry.
+pub fn prepare_dev(settings: &Settings) -> Result<(), AppError> {
+    let Some(edge) = &settings.edge else {
+        return Ok(());
+    };
+    let data = &settings.storage.root;
+    std::fs::create_dir_all(data)?;
+    let password_file = data.join("dev-password");
+    let password = match std::fs::read_to_string(&password_file) {
+        Ok(p) if edge.auth.htpasswd.exists() => p.trim().to_owned(),
+        _ => {
+            let password = random_token()[..20].to_owned();
+            let hash = bcrypt::hash(&password, 10)?;
+            write_private(&edge.auth.htpasswd, format!("dev:{hash}\n").as_bytes())?;
+            write_private(&password_file, password.as_bytes())?;
+            password
+        }
+    };
+    let url = format!("https://localhost:{}", edge.https_listen.port());
+    let ca = match &edge.tls {
+        TlsSettings::SelfSigned { state_dir } => state_dir.join("ca.crt"),
+        TlsSettings::Files { cert_file, .. } => cert_file.clone(),
+    };
+    let host = format!("localhost:{}", edge.https_listen.port());
+    println!("regapp (dev mode)");
+    println!("  registry  {url}");
+    println!("  user      dev");
+    println!("  password  {password}");
+    println!("  trust     {}", ca.display());
+    println!(
+        "    curl    curl --cacert {} -u dev:{password} {url}/v2/",
+        ca.display()
+    );
+    println!(
+        "    skopeo  skopeo login --cert-dir {} {host}",
+        ca.parent().unwrap_or(Path::new(".")).display()
+    );
+    println!("    docker  sudo mkdir -p /etc/docker/certs.d/{host} && sudo cp {} /etc/docker/certs.d/{host}/ca.crt", ca.display());
+    Ok(())
+}
+
+fn write_private(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(content)
 }
 
 async fn shutdown_signal() {

@@ -3,7 +3,10 @@
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
 pub mod app;
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod registry;
 pub mod storage;

@@ -39,11 +39,13 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .expect("starting the async runtime");
-            match runtime.block_on(regapp::app::serve(settings)) {
+            if args.dev {
+                if let Err(e) = regapp::app::prepare_dev(&settings) {
+                    eprintln!("regapp: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match regapp::app::serve(settings) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("regapp: {e}");

@@ -10,7 +10,10 @@
 //! Run: `cargo test --test tests` (add `-- --nocapture` to see timings).
 
 mod api;
+mod auth;
+mod certs;
 mod compat;
 mod crash;
+mod edge;
 mod skopeo;
 mod util;

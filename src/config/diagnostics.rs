@@ -72,10 +72,42 @@ fn key_span(
     }
 }
 
-pub(super) fn deserialize_reporting_every_key<T: DeserializeOwned>(
-    text: &str,
-    origin: &str,
-) -> Result<T, ConfigErrors> {
+/// Finds where a key is written, for errors found after deserialization (a missing or
+/// contradictory value).
+pub(super) struct Locator<'a> {
+    text: &'a str,
+    origin: &'a str,
+    doc: Option<toml_edit::ImDocument<&'a str>>,
+}
+
+impl Locator<'_> {
+    /// An error about `section.key`, or about `section` when `key` is None.
+    pub fn error(
+        &self,
+        section: &str,
+        key: Option<&str>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let span = self
+            .doc
+            .as_ref()
+            .and_then(|d| key_span(d, section, key).or_else(|| key_span(d, section, None)));
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: line_at(self.text, span),
+            key: Some(match key {
+                Some(key) => format!("{section}.{key}"),
+                None => section.to_owned(),
+            }),
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
+    text: &'a str,
+    origin: &'a str,
+) -> Result<(T, Locator<'a>), ConfigErrors> {
     let error = |line, key: Option<String>, message: String| ConfigError {
         origin: origin.to_owned(),
         line,
@@ -132,6 +164,7 @@ pub(super) fn deserialize_reporting_every_key<T: DeserializeOwned>(
         errors.sort_by_key(|e| e.line);
         return Err(ConfigErrors(errors));
     }
-    T::deserialize(toml::Value::Table(table))
-        .map_err(|e| ConfigErrors::single(error(None, None, e.message().to_owned())))
+    let value = T::deserialize(toml::Value::Table(table))
+        .map_err(|e| ConfigErrors::single(error(None, None, e.message().to_owned())))?;
+    Ok((value, Locator { text, origin, doc }))
 }

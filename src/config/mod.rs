@@ -4,6 +4,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use ipnet::IpNet;
 
 mod diagnostics;
 mod raw;
@@ -15,6 +18,8 @@ pub use diagnostics::{ConfigError, ConfigErrors};
 pub struct Settings {
     pub storage: StorageSettings,
     pub engine: EngineSettings,
+    /// The TLS edge; without an `[edge]` section the engine runs alone on `engine.listen`.
+    pub edge: Option<EdgeSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +34,38 @@ pub struct EngineSettings {
     /// The engine's plain-HTTP listener; loopback unless it is meant to be reached directly.
     pub listen: SocketAddr,
     pub max_manifest_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeSettings {
+    /// The name clients use; redirects and certificates are for it.
+    pub hostname: String,
+    pub https_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    /// Client networks allowed in; empty means everyone.
+    pub allow: Vec<IpNet>,
+    /// How long SIGTERM waits for requests in flight.
+    pub shutdown_grace: Duration,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TlsSettings {
+    /// PEM files, reloaded when they change and on SIGHUP.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// A generated certificate for the hostname, localhost and 127.0.0.1, kept in `state_dir`
+    /// with `ca.crt` for clients to trust.
+    SelfSigned { state_dir: PathBuf },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub htpasswd: PathBuf,
+    pub realm: String,
 }
 
 pub const DEFAULT_ROOT: &str = "/var/lib/regapp/registry";
@@ -51,7 +88,12 @@ impl Settings {
 
     /// Checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigErrors> {
-        let raw = diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
+        let (raw, locator) =
+            diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
+        let edge = match raw.edge {
+            None => None,
+            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, &locator)?),
+        };
         Ok(Settings {
             storage: StorageSettings {
                 root: raw
@@ -70,22 +112,102 @@ impl Settings {
                     .max_manifest_bytes
                     .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             },
+            edge,
         })
     }
 
-    /// `regapp serve --dev`: data in `./regapp-data`, engine on 127.0.0.1:5000.
+    /// `regapp serve --dev`: data in `./regapp-data`, the edge with a self-signed certificate
+    /// on https://localhost:5443 (redirect on :5080), the engine behind it on 127.0.0.1:5000.
     pub fn dev() -> Settings {
+        let root = PathBuf::from("regapp-data");
         Settings {
             storage: StorageSettings {
-                root: PathBuf::from("regapp-data"),
+                root: root.clone(),
                 delete_enabled: true,
             },
             engine: EngineSettings {
                 listen: DEFAULT_LISTEN.parse().expect("the default parses"),
                 max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
             },
+            edge: Some(EdgeSettings {
+                hostname: "localhost".to_owned(),
+                https_listen: "127.0.0.1:5443".parse().expect("a literal address"),
+                http_listen: "127.0.0.1:5080".parse().expect("a literal address"),
+                allow: Vec::new(),
+                shutdown_grace: Duration::from_secs(5),
+                tls: TlsSettings::SelfSigned {
+                    state_dir: root.join("tls"),
+                },
+                auth: AuthSettings {
+                    htpasswd: root.join("htpasswd"),
+                    realm: "regapp-dev".to_owned(),
+                },
+            }),
         }
     }
+}
+
+fn edge_settings(
+    edge: raw::RawEdge,
+    tls: raw::RawTls,
+    auth: raw::RawAuth,
+    locator: &diagnostics::Locator<'_>,
+) -> Result<EdgeSettings, ConfigErrors> {
+    let mut errors = Vec::new();
+    let hostname = edge.hostname.unwrap_or_default();
+    if hostname.is_empty() {
+        errors.push(locator.error(
+            "edge",
+            Some("hostname"),
+            "the edge needs the name clients use",
+        ));
+    }
+    let tls = match tls.mode.unwrap_or(raw::RawTlsMode::Files) {
+        raw::RawTlsMode::Files => TlsSettings::Files {
+            cert_file: tls
+                .cert_file
+                .unwrap_or_else(|| PathBuf::from("/etc/regapp/tls/fullchain.pem")),
+            key_file: tls
+                .key_file
+                .unwrap_or_else(|| PathBuf::from("/etc/regapp/tls/privkey.pem")),
+        },
+        raw::RawTlsMode::SelfSigned => TlsSettings::SelfSigned {
+            state_dir: tls
+                .state_dir
+                .unwrap_or_else(|| PathBuf::from("/var/lib/regapp/tls")),
+        },
+        raw::RawTlsMode::Acme => {
+            errors.push(locator.error(
+                "tls",
+                Some("mode"),
+                "\"acme\" is not available in this version; use \"files\" or \"self-signed\"",
+            ));
+            TlsSettings::SelfSigned {
+                state_dir: PathBuf::new(),
+            }
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(EdgeSettings {
+        hostname,
+        https_listen: edge
+            .https_listen
+            .unwrap_or_else(|| "0.0.0.0:443".parse().expect("a literal address")),
+        http_listen: edge
+            .http_listen
+            .unwrap_or_else(|| "0.0.0.0:80".parse().expect("a literal address")),
+        allow: edge.allow.unwrap_or_default(),
+        shutdown_grace: edge.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        tls,
+        auth: AuthSettings {
+            htpasswd: auth
+                .htpasswd
+                .unwrap_or_else(|| PathBuf::from("/etc/regapp/htpasswd")),
+            realm: auth.realm.unwrap_or_else(|| "regapp".to_owned()),
+        },
+    })
 }
 
 impl fmt::Display for Settings {
@@ -101,7 +223,31 @@ impl fmt::Display for Settings {
             f,
             "engine.max_manifest_bytes = {}",
             self.engine.max_manifest_bytes
-        )
+        )?;
+        let Some(edge) = &self.edge else {
+            return write!(f, "\n(no [edge]: the engine alone serves engine.listen)");
+        };
+        writeln!(f)?;
+        writeln!(f, "edge.hostname = {}", edge.hostname)?;
+        writeln!(f, "edge.https_listen = {}", edge.https_listen)?;
+        writeln!(f, "edge.http_listen = {}", edge.http_listen)?;
+        writeln!(f, "edge.allow = {:?}", edge.allow)?;
+        writeln!(f, "edge.shutdown_grace = {:?}", edge.shutdown_grace)?;
+        match &edge.tls {
+            TlsSettings::Files {
+                cert_file,
+                key_file,
+            } => writeln!(
+                f,
+                "tls: files {} + {}",
+                cert_file.display(),
+                key_file.display()
+            )?,
+            TlsSettings::SelfSigned { state_dir } => {
+                writeln!(f, "tls: self-signed in {}", state_dir.display())?
+            }
+        }
+        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())
     }
 }
 

@@ -1,7 +1,10 @@
-//! The file's shape as serde reads it: every key optional, unknown keys refused.
+//! The file's shape as serde reads it: every key optional, unknown keys refused. Values that
+//! have a type (addresses, durations, CIDRs, modes) are parsed here, so a bad one is reported
+//! with its key and line.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -12,6 +15,11 @@ pub(super) struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub engine: RawEngine,
+    pub edge: Option<RawEdge>,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -26,4 +34,54 @@ pub(super) struct RawStorage {
 pub(super) struct RawEngine {
     pub listen: Option<SocketAddr>,
     pub max_manifest_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEdge {
+    pub hostname: Option<String>,
+    pub https_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub allow: Option<Vec<ipnet::IpNet>>,
+    pub shutdown_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(super) enum RawTlsMode {
+    Files,
+    SelfSigned,
+    Acme,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTls {
+    pub mode: Option<RawTlsMode>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Where `self-signed` keeps its certificate (and `ca.crt` for clients to trust).
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub htpasswd: Option<PathBuf>,
+    pub realm: Option<String>,
+}
+
+/// A duration written as humans do: `"30s"`, `"5m"`, `"24h"`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\": {e}"))
+            })
+    }
 }

@@ -7,6 +7,30 @@ fn the_shipped_config_is_valid() {
     assert_eq!(settings.storage.root, PathBuf::from(DEFAULT_ROOT));
     assert!(settings.storage.delete_enabled);
     assert_eq!(settings.engine.listen.to_string(), DEFAULT_LISTEN);
+    let edge = settings.edge.expect("the shipped config runs the edge");
+    assert_eq!(edge.hostname, "registry.example.com");
+    assert_eq!(edge.shutdown_grace, Duration::from_secs(30));
+}
+
+#[test]
+fn an_edge_needs_a_hostname_and_acme_is_not_offered_yet() {
+    let text = "[edge]\nhttps_listen = \"127.0.0.1:1\"\n\n[tls]\nmode = \"acme\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(1), "edge.hostname".to_owned()),
+            (Some(5), "tls.mode".to_owned())
+        ]
+    );
+    let errors = Settings::parse("[edge]\nshutdown_grace = \"soon\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].key.as_deref(), Some("edge.shutdown_grace"));
 }
 
 #[test]

@@ -134,6 +134,22 @@ impl ServerProcess {
         let _ = self.child.wait();
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (SIGHUP, SIGTERM …) without waiting for anything.
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("a child pid fits in pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own unreaped child.
+        unsafe { libc::kill(pid, signal) };
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the server with SIGKILL, as a crash or `kill -9` would, and reaps it.
     pub fn kill_hard(&mut self) {
         self.stopped = true;

@@ -6,7 +6,7 @@
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::response::{json_response, Response};
+use super::response::{bytes, Response};
 use crate::registry::store::StoreError;
 use crate::storage::StorageError;
 
@@ -33,6 +33,8 @@ pub enum ApiError {
     PaginationInvalid(String),
     #[error("no such endpoint")]
     NotFound,
+    #[error("requests must come through regapp's TLS edge")]
+    NotThroughFront,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
     #[error(transparent)]
@@ -52,6 +54,9 @@ pub enum Code {
     NameInvalid,
     NameUnknown,
     SizeInvalid,
+    Unauthorized,
+    Denied,
+    TooManyRequests,
     Unsupported,
     RangeInvalid,
     PaginationNumberInvalid,
@@ -71,6 +76,9 @@ impl Code {
             Code::NameInvalid => "NAME_INVALID",
             Code::NameUnknown => "NAME_UNKNOWN",
             Code::SizeInvalid => "SIZE_INVALID",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::Unsupported => "UNSUPPORTED",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
@@ -78,7 +86,7 @@ impl Code {
         }
     }
 
-    fn message(self) -> &'static str {
+    pub fn message(self) -> &'static str {
         match self {
             Code::BlobUnknown => "blob unknown to registry",
             Code::BlobUploadInvalid => "blob upload invalid",
@@ -92,6 +100,9 @@ impl Code {
             Code::NameInvalid => "invalid repository name",
             Code::NameUnknown => "repository name not known to registry",
             Code::SizeInvalid => "provided length did not match content length",
+            Code::Unauthorized => "authentication required",
+            Code::Denied => "requested access to the resource is denied",
+            Code::TooManyRequests => "too many requests",
             Code::Unsupported => "the operation is unsupported",
             Code::RangeInvalid => "invalid content range",
             Code::PaginationNumberInvalid => "invalid number of results requested",
@@ -115,6 +126,7 @@ impl ApiError {
             ApiError::ManifestNotAcceptable { .. } => (Code::ManifestUnknown, S::NOT_FOUND),
             ApiError::PaginationInvalid(_) => (Code::PaginationNumberInvalid, S::BAD_REQUEST),
             ApiError::NotFound => (Code::Unsupported, S::NOT_FOUND),
+            ApiError::NotThroughFront => (Code::Denied, S::FORBIDDEN),
             ApiError::MethodNotAllowed => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
             ApiError::Store(e) => match e {
                 StoreError::NameUnknown(_) => (Code::NameUnknown, S::NOT_FOUND),
@@ -152,12 +164,11 @@ impl ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let body = json!({"errors": [{
-            "code": code.as_str(),
-            "message": code.message(),
-            "detail": self.to_string(),
-        }]});
-        let mut response = json_response(status, &body);
+        let mut response = bytes(
+            status,
+            "application/json",
+            error_body(code, &self.to_string()),
+        );
         let headers = response.headers_mut();
         match &self {
             ApiError::RangeNotSatisfiable { size } => {
@@ -170,6 +181,19 @@ impl ApiError {
         }
         response
     }
+}
+
+/// The spec's JSON error body: `{"errors":[{"code","message","detail"}]}`. The edge answers
+/// 401, 403 and 429 with it too.
+pub fn error_body(code: Code, detail: &str) -> bytes::Bytes {
+    let body = json!({"errors": [{
+        "code": code.as_str(),
+        "message": code.message(),
+        "detail": detail,
+    }]});
+    serde_json::to_vec(&body)
+        .expect("a JSON value always serialises")
+        .into()
 }
 
 /// The `Range` header of an upload of `size` bytes, in distribution's form (`0-0` when empty).

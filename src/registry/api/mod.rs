@@ -18,7 +18,7 @@ mod response;
 mod routes;
 pub mod server;
 
-pub use errors::{ApiError, Code};
+pub use errors::{error_body, ApiError, Code};
 pub use response::{Response, ResponseBody};
 use response::{API_VERSION, API_VERSION_VALUE};
 pub use routes::Route;
@@ -27,7 +27,13 @@ pub use routes::Route;
 #[derive(Clone)]
 pub struct Api {
     store: Arc<Store>,
+    front_token: Option<Arc<str>>,
 }
+
+/// The header by which a trusted front (regapp's edge) proves a request came through it.
+pub const FRONT_TOKEN_HEADER: &str = "x-regapp-front-token";
+/// The header by which the front names the authenticated user (trusted only with the token).
+pub const FRONT_USER_HEADER: &str = "x-regapp-user";
 
 /// What a handler gets of a request besides its body, once the route is known. (The body is
 /// passed apart: it is a stream that is `Send` but not `Sync`.)
@@ -52,7 +58,35 @@ impl Request {
 
 impl Api {
     pub fn new(store: Arc<Store>) -> Api {
-        Api { store }
+        Api {
+            store,
+            front_token: None,
+        }
+    }
+
+    /// Refuses every request that does not carry `token` in [`FRONT_TOKEN_HEADER`]: with the
+    /// edge in front, the engine's loopback port must not be a way around authentication,
+    /// whichever local user connects to it. The token lives only in this process's memory.
+    pub fn require_front_token(mut self, token: String) -> Api {
+        self.front_token = Some(token.into());
+        self
+    }
+
+    fn came_through_front(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.front_token else {
+            return true;
+        };
+        let given = headers
+            .get(FRONT_TOKEN_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        // Constant time: how much of the token matched must not show in the answer's timing.
+        given.len() == expected.len()
+            && given
+                .iter()
+                .zip(expected.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -78,9 +112,13 @@ impl Api {
             headers: parts.headers,
             query,
         };
-        let mut response = match Route::parse(parts.uri.path()) {
-            Ok(route) => handlers::dispatch(&self.store, route, request, body).await,
-            Err(e) => Err(e),
+        let mut response = if !self.came_through_front(&request.headers) {
+            Err(ApiError::NotThroughFront)
+        } else {
+            match Route::parse(parts.uri.path()) {
+                Ok(route) => handlers::dispatch(&self.store, route, request, body).await,
+                Err(e) => Err(e),
+            }
         }
         .unwrap_or_else(ApiError::into_response);
         response

@@ -1,0 +1,221 @@
+//! The facade the edge calls: one [`Authenticator::check`] per request, answering with an
+//! [`AuthDecision`]. It puts the parts together in this order, each step for a reason:
+//!
+//! 1. no or malformed `Authorization: Basic` → `MissingCredentials` (nothing to limit or verify);
+//! 2. the client's failure bucket is empty → `Limited`, before the cache, so a limited client
+//!    cannot keep guessing against the cache;
+//! 3. the pair is in the current set's cache → `Allowed`, no bcrypt;
+//! 4. wait for a verification slot (as many as CPU cores: more would only queue on the blocking
+//!    pool), then look at steps 2 and 3 again, since other requests may have failed or verified
+//!    meanwhile — this keeps a flood of parallel guesses from one address within its burst;
+//! 5. verify on a blocking thread; a success is cached, a failure takes a token.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use super::basic::parse_basic;
+use super::limiter::FailureLimiter;
+use super::users::{LoadError, Reloaded, Users, Verification};
+use super::watch::{self, WatchError, WatchGuard};
+
+/// The answer for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthDecision {
+    /// Valid credentials for this htpasswd user.
+    Allowed { user: String },
+    /// No `Authorization` header, another scheme, or a malformed Basic value: 401.
+    MissingCredentials,
+    /// Unknown user or wrong password: 401.
+    Denied,
+    /// Too many failures from this address: 429 with `Retry-After`. Whole seconds, rounded up,
+    /// at least one, so `retry_after.as_secs()` is the header value.
+    Limited { retry_after: Duration },
+}
+
+/// A snapshot of the counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthStats {
+    /// Users in the current set.
+    pub users: usize,
+    pub reloads_ok: u64,
+    pub reload_errors: u64,
+    /// bcrypt/argon2 verifications run, the dummy ones for unknown users included.
+    pub verifications: u64,
+    pub cache_hits: u64,
+    /// Checks answered `Denied`.
+    pub denied: u64,
+    /// Checks answered `Limited`.
+    pub limited: u64,
+}
+
+/// HTTP Basic authentication against a hot-reloaded htpasswd file. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Authenticator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    users: Arc<Users>,
+    limiter: FailureLimiter,
+    verify_slots: Semaphore,
+    verifications: AtomicU64,
+    cache_hits: AtomicU64,
+    denied: AtomicU64,
+    limited: AtomicU64,
+}
+
+impl Authenticator {
+    /// Loads the htpasswd file; fails if it is missing or does not parse. Blocking (file I/O and
+    /// one dummy hash at the file's highest cost): call it at startup.
+    pub fn load(htpasswd: impl Into<PathBuf>) -> Result<Self, LoadError> {
+        Self::with_limiter(htpasswd, FailureLimiter::default())
+    }
+
+    /// [`load`](Self::load) with a limiter of other parameters.
+    pub fn with_limiter(
+        htpasswd: impl Into<PathBuf>,
+        limiter: FailureLimiter,
+    ) -> Result<Self, LoadError> {
+        let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                users: Arc::new(Users::load(htpasswd)?),
+                limiter,
+                verify_slots: Semaphore::new(slots),
+                verifications: AtomicU64::new(0),
+                cache_hits: AtomicU64::new(0),
+                denied: AtomicU64::new(0),
+                limited: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Decides one request from its `Authorization` header and the client's address. Never runs
+    /// a verification on the calling (async) thread.
+    pub async fn check(&self, authorization: Option<&str>, client: IpAddr) -> AuthDecision {
+        let Some(credentials) = authorization.and_then(parse_basic) else {
+            return AuthDecision::MissingCredentials;
+        };
+        let inner = &self.inner;
+        let set = inner.users.current();
+        let key = set.cache().key(&credentials.user, &credentials.password);
+        let quick = || -> Option<AuthDecision> {
+            if let Err(wait) = inner.limiter.check(client, Instant::now()) {
+                inner.limited.fetch_add(1, Ordering::Relaxed);
+                return Some(AuthDecision::Limited {
+                    retry_after: whole_seconds(wait),
+                });
+            }
+            if set.cache().contains(&key) {
+                inner.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Some(AuthDecision::Allowed {
+                    user: credentials.user.clone(),
+                });
+            }
+            None
+        };
+        if let Some(decision) = quick() {
+            return decision;
+        }
+        // The semaphore is never closed, so acquiring fails only in theory; fail closed then.
+        let Ok(_slot) = inner.verify_slots.acquire().await else {
+            return AuthDecision::Denied;
+        };
+        if let Some(decision) = quick() {
+            return decision;
+        }
+
+        inner.verifications.fetch_add(1, Ordering::Relaxed);
+        let verifying = Arc::clone(&set);
+        let user = credentials.user.clone();
+        let verified = tokio::task::spawn_blocking(move || {
+            verifying.verify(&credentials.user, &credentials.password)
+        })
+        .await;
+        match verified {
+            Ok(Verification::Valid) => {
+                set.cache().insert(key);
+                AuthDecision::Allowed { user }
+            }
+            Ok(Verification::WrongPassword | Verification::UnknownUser) => {
+                inner.limiter.record_failure(client, Instant::now());
+                inner.denied.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%client, %user, "authentication failed");
+                AuthDecision::Denied
+            }
+            Err(error) => {
+                // A panic inside bcrypt/argon2, or a runtime shutting down: fail closed.
+                tracing::error!(%error, "password verification did not finish");
+                inner.denied.fetch_add(1, Ordering::Relaxed);
+                AuthDecision::Denied
+            }
+        }
+    }
+
+    /// Re-reads the htpasswd file now (what SIGHUP does). Blocking: from async code, call it
+    /// through `tokio::task::spawn_blocking`. Errors are already logged and counted.
+    pub fn reload(&self) -> Result<Reloaded, LoadError> {
+        self.inner.users.reload()
+    }
+
+    /// Starts reloading the file on change; stops when the guard is dropped.
+    pub fn watch(&self) -> Result<WatchGuard, WatchError> {
+        watch::watch(Arc::clone(&self.inner.users))
+    }
+
+    pub fn stats(&self) -> AuthStats {
+        let inner = &self.inner;
+        AuthStats {
+            users: inner.users.current().len(),
+            reloads_ok: inner.users.reloads_ok(),
+            reload_errors: inner.users.reload_errors(),
+            verifications: inner.verifications.load(Ordering::Relaxed),
+            cache_hits: inner.cache_hits.load(Ordering::Relaxed),
+            denied: inner.denied.load(Ordering::Relaxed),
+            limited: inner.limited.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Rounds up to whole seconds, at least one, as `Retry-After` needs.
+fn whole_seconds(wait: Duration) -> Duration {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The edge runs `check` inside pingora's handlers, which need `Send` futures and a shareable
+    /// authenticator. Compiling this test is the assertion.
+    #[allow(dead_code)]
+    fn check_is_send_and_the_authenticator_is_shareable(auth: &Authenticator, client: IpAddr) {
+        fn send<T: Send>(_: T) {}
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        send(auth.check(None, client));
+        shareable::<Authenticator>();
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        assert_eq!(
+            whole_seconds(Duration::from_millis(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_secs(6)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            whole_seconds(Duration::from_millis(5001)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(whole_seconds(Duration::ZERO), Duration::from_secs(1));
+    }
+}

@@ -1,0 +1,167 @@
+//! The edge: TLS on :443, Basic Auth, and a streaming proxy to the in-process engine; a
+//! redirect to https on :80. The only code that knows pingora.
+//!
+//! Architecture Invariant: the edge asks `auth` "may this request in?" and `certs` "which
+//! certificate?" (through the resolver, with no I/O on the handshake path); it never looks into
+//! htpasswd files or PEM files itself, and the engine never learns about the edge beyond the
+//! front token it must see on every request.
+
+use std::net::TcpListener as StdListener;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings as PingoraTls;
+use pingora::prelude::{background_service, http_proxy_service, Server};
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
+
+use crate::auth::Authenticator;
+use crate::certs::CertResolver;
+use crate::config::EdgeSettings;
+use crate::registry::api::Api;
+
+mod engine_service;
+mod headers;
+mod proxy;
+mod redirect;
+
+use engine_service::EngineService;
+use proxy::EdgeProxy;
+use redirect::RedirectToHttps;
+
+/// h2 flow-control windows: the 64 KiB default caps an upload at one window per round trip;
+/// with these an h2 push is not slower than HTTP/1.1.
+const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// Everything the edge runs with, built by `app`.
+pub struct Edge {
+    pub settings: EdgeSettings,
+    /// The engine's listener, already bound on loopback.
+    pub engine_listener: StdListener,
+    /// The engine's API, requiring `front_token`.
+    pub engine_api: Api,
+    pub front_token: String,
+    pub authenticator: Authenticator,
+    pub resolver: Arc<CertResolver>,
+    /// What SIGHUP does (reload htpasswd and certificates).
+    pub on_reload: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Edge {
+    /// Runs until SIGTERM (drains for `shutdown_grace`) or SIGINT (fast).
+    pub fn run(self) {
+        let settings = self.settings;
+        let engine_addr = self
+            .engine_listener
+            .local_addr()
+            .expect("a bound listener has an address");
+        let conf = ServerConf {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
+            graceful_shutdown_timeout_seconds: Some(5),
+            upstream_keepalive_pool_size: 256,
+            // Attempts per request (not retries): a second one only when a pooled connection
+            // to the engine turned out to be closed before anything was sent.
+            max_retries: 2,
+            ..ServerConf::default()
+        };
+        let mut server = Server::new_with_opt_and_conf(None, conf);
+        server.bootstrap();
+        let conf = server.configuration.clone();
+
+        let engine = background_service(
+            "engine",
+            EngineService::new(self.engine_listener, self.engine_api),
+        );
+
+        let mut https = http_proxy_service(
+            &conf,
+            EdgeProxy {
+                engine: engine_addr,
+                front_token: self.front_token,
+                authenticator: self.authenticator,
+                realm: settings.auth.realm.clone(),
+                allow: settings.allow.clone(),
+                certificates: self.resolver.clone(),
+            },
+        );
+        let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
+        tls.set_cert_resolver(self.resolver);
+        tls.enable_h2();
+        https.add_tls_with_settings(&settings.https_listen.to_string(), None, tls);
+        if let Some(proxy) = https.app_logic_mut() {
+            let mut h2 = H2Options::default();
+            h2.initial_window_size(H2_STREAM_WINDOW);
+            h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
+            proxy.h2_options = Some(h2);
+        }
+
+        let mut http = Service::new(
+            "http redirect".to_owned(),
+            RedirectToHttps::new(&settings.hostname, settings.https_listen.port()),
+        );
+        http.add_tcp(&settings.http_listen.to_string());
+
+        let reload = background_service("sighup", ReloadOnHangup(self.on_reload));
+
+        let engine = server.add_service(engine);
+        let https = server.add_service(https);
+        let http = server.add_service(http);
+        https.add_dependency(&engine);
+        http.add_dependency(&engine);
+        server.add_service(reload);
+        tracing::info!(
+            https = %settings.https_listen,
+            http = %settings.http_listen,
+            engine = %engine_addr,
+            "edge starting"
+        );
+        server.run(RunArgs {
+            shutdown_signal: Box::new(TermIsGraceful),
+        });
+    }
+}
+
+/// SIGTERM drains (systemd's stop), SIGINT stops at once. SIGQUIT's fd hand-over upgrade is
+/// not offered: regapp restarts instead.
+struct TermIsGraceful;
+
+#[async_trait]
+impl ShutdownSignalWatch for TermIsGraceful {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: draining requests in flight");
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// pingora leaves SIGHUP at its default, which kills the process; here it reloads.
+struct ReloadOnHangup(Box<dyn Fn() + Send + Sync>);
+
+#[async_trait]
+impl BackgroundService for ReloadOnHangup {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading htpasswd and certificates");
+                    (self.0)();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The HTTPS side: authenticate, then stream the request to the engine and the answer back.
+//!
+//! Bodies are never buffered here: pingora moves them in 64 KiB pieces through a small channel,
+//! so memory stays flat and backpressure reaches the client. A request that fails
+//! authentication is answered from `request_filter`, before its body is read.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use http::{header, StatusCode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
+
+use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
+use crate::auth::{AuthDecision, Authenticator};
+use crate::certs::CertResolver;
+use crate::config::IpNet;
+use crate::registry::api::{error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER};
+
+/// How the edge reaches the engine and whom it lets in.
+pub struct EdgeProxy {
+    pub engine: SocketAddr,
+    pub front_token: String,
+    pub authenticator: Authenticator,
+    pub realm: String,
+    pub allow: Vec<IpNet>,
+    /// Asked per response whether the certificate is self-signed: HSTS only for a real one.
+    pub certificates: Arc<CertResolver>,
+}
+
+/// What one request carries from filter to filter.
+pub struct RequestContext {
+    started: Instant,
+    client: Option<IpAddr>,
+    user: Option<String>,
+}
+
+impl EdgeProxy {
+    fn allowed(&self, client: Option<IpAddr>) -> bool {
+        self.allow.is_empty()
+            || client.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    fn add_security_headers(&self, response: &mut ResponseHeader) -> Result<()> {
+        for (name, value) in SECURITY_HEADERS {
+            response.insert_header(name, value)?;
+        }
+        if self
+            .certificates
+            .info()
+            .is_some_and(|cert| !cert.self_signed)
+        {
+            response.insert_header(HSTS.0, HSTS.1)?;
+        }
+        Ok(())
+    }
+
+    /// Answers from the edge with the spec's JSON error body; the request body is not read.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        status: StatusCode,
+        code: Code,
+        detail: &str,
+        extra: &[(header::HeaderName, String)],
+    ) -> Result<bool> {
+        let body = error_body(code, detail);
+        let mut response = ResponseHeader::build(status, Some(6))?;
+        response.insert_header(header::CONTENT_TYPE, "application/json")?;
+        response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        response.insert_header("docker-distribution-api-version", "registry/2.0")?;
+        for (name, value) in extra {
+            response.insert_header(name.clone(), value.as_str())?;
+        }
+        self.add_security_headers(&mut response)?;
+        session
+            .write_response_header(Box::new(response), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestContext;
+
+    fn new_ctx(&self) -> RequestContext {
+        RequestContext {
+            started: Instant::now(),
+            client: None,
+            user: None,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
+        ctx.client = client_ip(session);
+        if !self.allowed(ctx.client) {
+            let detail = "this address is not in edge.allow";
+            return self
+                .refuse(session, StatusCode::FORBIDDEN, Code::Denied, detail, &[])
+                .await;
+        }
+        let authorization = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let challenge = (
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\"", self.realm.replace('"', "'")),
+        );
+        match self
+            .authenticator
+            .check(authorization.as_deref(), client)
+            .await
+        {
+            AuthDecision::Allowed { user } => {
+                ctx.user = Some(user);
+                Ok(false)
+            }
+            AuthDecision::MissingCredentials => {
+                let detail = "authentication required";
+                self.refuse(
+                    session,
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    detail,
+                    &[challenge],
+                )
+                .await
+            }
+            AuthDecision::Denied => {
+                let detail = "unknown user or wrong password";
+                self.refuse(
+                    session,
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    detail,
+                    &[challenge],
+                )
+                .await
+            }
+            AuthDecision::Limited { retry_after } => {
+                let detail = "too many failed logins from this address";
+                let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
+                self.refuse(
+                    session,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Code::TooManyRequests,
+                    detail,
+                    &[retry],
+                )
+                .await
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestContext,
+    ) -> Result<Box<HttpPeer>> {
+        let mut peer = HttpPeer::new(self.engine, false, String::new());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        // Pooled connections to the engine that sit unused are closed after a minute.
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // No read timeout towards the engine: it is local and answers a push only after the
+        // last byte of a possibly multi-GB body; idle clients are cut by the downstream timeout.
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestContext,
+    ) -> Result<()> {
+        for name in OWNED_BY_EDGE {
+            upstream.remove_header(name);
+        }
+        upstream.remove_header(&header::AUTHORIZATION);
+        if let Some(ip) = ctx.client {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", "https")?;
+        let host = session
+            .req_header()
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| {
+                session
+                    .req_header()
+                    .uri
+                    .authority()
+                    .and_then(|a| a.as_str().parse().ok())
+            });
+        if let Some(host) = host {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
+        if let Some(user) = &ctx.user {
+            upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        _ctx: &mut RequestContext,
+    ) -> Result<()> {
+        self.add_security_headers(upstream)
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        error: Option<&pingora::Error>,
+        ctx: &mut RequestContext,
+    ) {
+        let request = session.req_header();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        tracing::info!(
+            target: "regapp::access",
+            client = %ctx.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            user = ctx.user.as_deref().unwrap_or("-"),
+            method = %request.method,
+            path = %request.uri.path(),
+            status,
+            bytes_in = session.body_bytes_read(),
+            bytes_out = session.body_bytes_sent(),
+            duration_ms = ctx.started.elapsed().as_millis() as u64,
+            error = error.map(|e| e.to_string()),
+        );
+    }
+}

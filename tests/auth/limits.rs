@@ -1,0 +1,77 @@
+//! What makes repeated and hostile requests cheap: the credential cache (counted verifications,
+//! not timings), concurrent checks of one pair, and the per-address failure limiter.
+
+use regapp::auth::{AuthDecision, Authenticator};
+
+use super::{allowed, basic, bcrypt_file, check, fresh_client, htpasswd, path_str};
+
+#[tokio::test]
+async fn the_cache_spares_repeated_verifications() {
+    let (_dir, path) = bcrypt_file("alice", "secret");
+    let auth = Authenticator::load(&path).expect("loads");
+    for _ in 0..5 {
+        assert_eq!(check(&auth, "alice", "secret").await, allowed("alice"));
+    }
+    let stats = auth.stats();
+    assert_eq!((stats.verifications, stats.cache_hits), (1, 4));
+
+    // Failures are not cached: each wrong password is verified again.
+    for _ in 0..3 {
+        assert_eq!(check(&auth, "alice", "wrong").await, AuthDecision::Denied);
+    }
+    assert_eq!(auth.stats().verifications, 4);
+
+    // A changed file drops the cache: the next check verifies again.
+    htpasswd(&["-bB", "-C", "4", path_str(&path), "bob", "other"]);
+    auth.reload().expect("reloads");
+    assert_eq!(check(&auth, "alice", "secret").await, allowed("alice"));
+    assert_eq!(auth.stats().verifications, 5);
+}
+
+#[tokio::test]
+async fn concurrent_checks_of_one_pair_share_a_verification_slot() {
+    let (_dir, path) = bcrypt_file("alice", "secret");
+    let auth = Authenticator::load(&path).expect("loads");
+    let header = basic("alice", "secret");
+    let client = fresh_client();
+    let checks = (0..16).map(|_| auth.check(Some(&header), client));
+    let decisions = futures_util::future::join_all(checks).await;
+    assert!(
+        decisions.iter().all(|d| *d == allowed("alice")),
+        "{decisions:?}"
+    );
+    // Requests that waited for a slot found the pair cached by the first one.
+    let stats = auth.stats();
+    assert!(stats.verifications < 16, "{stats:?}");
+    assert_eq!(stats.verifications + stats.cache_hits, 16);
+}
+
+#[tokio::test]
+async fn failures_are_limited_per_address_after_the_burst() {
+    let (_dir, path) = bcrypt_file("alice", "secret");
+    let auth = Authenticator::load(&path).expect("loads");
+    let attacker = fresh_client();
+    let wrong = basic("alice", "guess");
+    for i in 0..regapp::auth::limiter::BURST {
+        assert_eq!(
+            auth.check(Some(&wrong), attacker).await,
+            AuthDecision::Denied,
+            "failure {i} is within the burst"
+        );
+    }
+    let verifications = auth.stats().verifications;
+    let limited = AuthDecision::Limited {
+        retry_after: regapp::auth::limiter::REFILL_EVERY,
+    };
+    assert_eq!(auth.check(Some(&wrong), attacker).await, limited);
+    // Limited means not even the right password is looked at, and nothing is verified.
+    let right = basic("alice", "secret");
+    assert_eq!(auth.check(Some(&right), attacker).await, limited);
+    assert_eq!(auth.stats().verifications, verifications);
+    assert_eq!(auth.stats().limited, 2);
+    // Other addresses are unaffected, and their successes take nothing.
+    let other = fresh_client();
+    for _ in 0..20 {
+        assert_eq!(auth.check(Some(&right), other).await, allowed("alice"));
+    }
+}

@@ -1,0 +1,183 @@
+//! The edge through real clients over TLS: curl (HTTP/2 and HTTP/1.1), openssl s_client,
+//! skopeo with a `--cert-dir` trust directory, Apache's htpasswd for the user file.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::util::process::ServerProcess;
+
+mod auth;
+mod proxy;
+mod tls;
+
+/// A regapp with its edge on free loopback ports, users in an htpasswd file written by Apache's
+/// `htpasswd -B -C 12`, and a self-signed certificate (or PEM files) trusted through `ca.crt`.
+pub struct EdgeServer {
+    pub process: ServerProcess,
+    pub dir: tempfile::TempDir,
+    pub https_port: u16,
+    pub http_port: u16,
+    pub engine_port: u16,
+}
+
+pub const USER: &str = "alice";
+pub const PASSWORD: &str = "wonderland";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn htpasswd(args: &[&str]) {
+    let out = Command::new("htpasswd")
+        .args(args)
+        .output()
+        .expect("htpasswd runs (apt-get install apache2-utils)");
+    assert!(
+        out.status.success(),
+        "htpasswd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// How the edge gets its certificate in a test.
+pub enum Tls {
+    SelfSigned,
+    /// cert_file, key_file
+    Files(PathBuf, PathBuf),
+}
+
+impl EdgeServer {
+    pub fn start() -> EdgeServer {
+        EdgeServer::start_with(Tls::SelfSigned, "")
+    }
+
+    pub fn start_with(tls: Tls, extra_edge: &str) -> EdgeServer {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd_file = dir.path().join("htpasswd");
+        htpasswd(&[
+            "-B",
+            "-C",
+            "12",
+            "-b",
+            "-c",
+            htpasswd_file.to_str().unwrap(),
+            USER,
+            PASSWORD,
+        ]);
+        let (https_port, http_port, engine_port) = (free_port(), free_port(), free_port());
+        let tls = match tls {
+            Tls::SelfSigned => format!(
+                "mode = \"self-signed\"\nstate_dir = {:?}\n",
+                dir.path().join("tls")
+            ),
+            Tls::Files(cert, key) => {
+                format!("mode = \"files\"\ncert_file = {cert:?}\nkey_file = {key:?}\n")
+            }
+        };
+        let config = format!(
+            "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
+             [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
+             http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"1s\"\n{extra_edge}\n\n\
+             [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n",
+            root = dir.path().join("data"),
+        );
+        let config_file = dir.path().join("regapp.toml");
+        std::fs::write(&config_file, config).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
+        command.arg("serve").arg("--config").arg(&config_file);
+        let (mut process, found) = ServerProcess::spawn("regapp", "regapp", command, |line| {
+            line.starts_with("regapp listening on https://")
+                .then(|| line.to_owned())
+        });
+        process.wait_for_line(&found, "its listening line");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", https_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the edge never listened on {https_port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        EdgeServer {
+            process,
+            dir,
+            https_port,
+            http_port,
+            engine_port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.https_port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("localhost:{}", self.https_port)
+    }
+
+    /// The directory holding `ca.crt` (skopeo's `--cert-dir`).
+    pub fn trust_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.trust_dir().join("ca.crt")
+    }
+
+    pub fn htpasswd_file(&self) -> PathBuf {
+        self.dir.path().join("htpasswd")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// curl with the edge's CA trusted; returns (status, headers+body as text).
+    pub fn curl(&self, args: &[&str]) -> (u16, String) {
+        let out = curl_with_ca(&self.ca(), args);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let status = text
+            .lines()
+            .rev()
+            .find_map(|l| l.strip_prefix("status="))
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "curl {args:?} gave no status: {text}\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        (status, text)
+    }
+}
+
+pub fn curl_with_ca(ca: &Path, args: &[&str]) -> Output {
+    Command::new("curl")
+        .args([
+            "-s",
+            "-i",
+            "--cacert",
+            ca.to_str().unwrap(),
+            "-w",
+            "\nstatus=%{http_code}\nversion=%{http_version}\n",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs (apt-get install curl)")
+}
+
+/// Peak resident memory of a process, in KiB.
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}

@@ -1,0 +1,145 @@
+//! Streaming through the edge: skopeo over TLS with a trust directory, and a 1 GiB upload with
+//! the whole process's peak memory checked.
+
+use std::io::Write;
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+use super::{peak_rss_kib, EdgeServer, PASSWORD, USER};
+use crate::util::images::small_image;
+
+fn skopeo(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("skopeo")
+        .args(["--insecure-policy"])
+        .args(args)
+        .output()
+        .expect("skopeo runs (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_through_the_edge_over_tls() {
+    let edge = EdgeServer::start();
+    let images = tempfile::tempdir().unwrap();
+    let image = small_image(&images.path().join("src"), "edge");
+    let creds = format!("{USER}:{PASSWORD}");
+    let trust = edge.trust_dir();
+    let trust = trust.to_str().unwrap();
+    let remote = format!("docker://{}/team/app:v1", edge.host());
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--dest-cert-dir",
+        trust,
+        "--dest-creds",
+        &creds,
+        &image.reference(),
+        &remote,
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        trust,
+        "--creds",
+        &creds,
+        &remote,
+    ]);
+    assert!(
+        raw == image.top_bytes(),
+        "the manifest comes back byte-identical"
+    );
+    let back = images.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    skopeo(&[
+        "copy",
+        "--preserve-digests",
+        "--src-cert-dir",
+        trust,
+        "--src-creds",
+        &creds,
+        &remote,
+        &back_ref,
+    ]);
+    let pulled = crate::util::layout::OciLayout::open(&back);
+    crate::util::layout::assert_same_blobs(&image.layout, &pulled);
+    // Without trusting the certificate, skopeo refuses it.
+    let out = Command::new("skopeo")
+        .args(["inspect", "--raw", "--creds", &creds, &remote])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn a_1_gib_upload_streams_through_the_edge_with_flat_memory() {
+    let edge = EdgeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    let mut hasher = Sha256::new();
+    {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&file).unwrap());
+        let mut chunk = vec![0u8; 1 << 20];
+        for i in 0..1024u32 {
+            chunk[..4].copy_from_slice(&i.to_le_bytes());
+            hasher.update(&chunk);
+            out.write_all(&chunk).unwrap();
+        }
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let creds = format!("{USER}:{PASSWORD}");
+    let (status, text) = edge.curl(&[
+        "-u",
+        &creds,
+        "-X",
+        "POST",
+        &format!("{}/v2/big/blobs/uploads/", edge.url()),
+    ]);
+    assert_eq!(status, 202, "{text}");
+    let location = text
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_owned())
+        })
+        .expect("a Location header");
+    let upload = format!("{}{location}", edge.url());
+    let (status, text) = edge.curl(&[
+        "-u",
+        &creds,
+        "-X",
+        "PATCH",
+        "-T",
+        file.to_str().unwrap(),
+        &upload,
+    ]);
+    assert_eq!(status, 202, "{text}");
+    let (status, text) = edge.curl(&[
+        "-u",
+        &creds,
+        "-X",
+        "PUT",
+        &format!("{upload}?digest={digest}"),
+    ]);
+    assert_eq!(status, 201, "{text}");
+    let (status, _) = edge.curl(&[
+        "-u",
+        &creds,
+        "-I",
+        &format!("{}/v2/big/blobs/{digest}", edge.url()),
+    ]);
+    assert_eq!(status, 200);
+    let peak_mib = peak_rss_kib(edge.pid()) / 1024;
+    eprintln!("regapp peak RSS after a 1 GiB upload through the edge: {peak_mib} MiB");
+    assert!(
+        peak_mib < 100,
+        "peak RSS {peak_mib} MiB: the upload was buffered somewhere"
+    );
+}
