@@ -23,11 +23,13 @@ use crate::certs::CertResolver;
 use crate::config::EdgeSettings;
 use crate::registry::api::Api;
 
+mod drain;
 mod engine_service;
 mod headers;
 mod proxy;
 mod redirect;
 
+use drain::InFlight;
 use engine_service::EngineService;
 use proxy::EdgeProxy;
 use redirect::RedirectToHttps;
@@ -73,6 +75,7 @@ impl Edge {
         server.bootstrap();
         let conf = server.configuration.clone();
 
+        let in_flight = InFlight::default();
         let engine = background_service(
             "engine",
             EngineService::new(self.engine_listener, self.engine_api),
@@ -87,6 +90,7 @@ impl Edge {
                 realm: settings.auth.realm.clone(),
                 allow: settings.allow.clone(),
                 certificates: self.resolver.clone(),
+                in_flight: in_flight.clone(),
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
@@ -121,14 +125,20 @@ impl Edge {
             "edge starting"
         );
         server.run(RunArgs {
-            shutdown_signal: Box::new(TermIsGraceful),
+            shutdown_signal: Box::new(TermIsGraceful {
+                in_flight,
+                grace: settings.shutdown_grace,
+            }),
         });
     }
 }
 
-/// SIGTERM drains (systemd's stop), SIGINT stops at once. SIGQUIT's fd hand-over upgrade is
-/// not offered: regapp restarts instead.
-struct TermIsGraceful;
+/// SIGTERM drains (systemd's stop) and exits once requests in flight are done, SIGINT stops at
+/// once. SIGQUIT's fd hand-over upgrade is not offered: regapp restarts instead.
+struct TermIsGraceful {
+    in_flight: InFlight,
+    grace: std::time::Duration,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for TermIsGraceful {
@@ -138,7 +148,8 @@ impl ShutdownSignalWatch for TermIsGraceful {
         let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
         tokio::select! {
             _ = term.recv() => {
-                tracing::info!("SIGTERM: draining requests in flight");
+                tracing::info!(in_flight = self.in_flight.count(), "SIGTERM: draining requests in flight");
+                self.in_flight.clone().exit_when_idle(self.grace);
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,

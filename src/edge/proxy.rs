@@ -13,6 +13,7 @@ use http::{header, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 
+use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
 use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
@@ -28,10 +29,12 @@ pub struct EdgeProxy {
     pub allow: Vec<IpNet>,
     /// Asked per response whether the certificate is self-signed: HSTS only for a real one.
     pub certificates: Arc<CertResolver>,
+    pub in_flight: InFlight,
 }
 
 /// What one request carries from filter to filter.
 pub struct RequestContext {
+    _in_flight: Ticket,
     started: Instant,
     client: Option<IpAddr>,
     user: Option<String>,
@@ -96,6 +99,7 @@ impl ProxyHttp for EdgeProxy {
 
     fn new_ctx(&self) -> RequestContext {
         RequestContext {
+            _in_flight: self.in_flight.enter(),
             started: Instant::now(),
             client: None,
             user: None,

@@ -3,7 +3,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -57,7 +57,7 @@ impl Read for Trickle {
 
 /// Pushes images in a loop (chunked layer uploads, monolithic configs, tagged manifests) until
 /// a request fails, which it does once the server is killed.
-fn push_until_it_fails(base: String, seed: u64, stop: Arc<AtomicBool>) {
+fn push_until_it_fails(base: String, seed: u64, stop: Arc<AtomicBool>, pushed: Arc<AtomicUsize>) {
     let http = client();
     let repo = format!("crash/r{}", seed % 3);
     for i in 0.. {
@@ -104,6 +104,7 @@ fn push_until_it_fails(base: String, seed: u64, stop: Arc<AtomicBool>) {
         if put.is_err() {
             return;
         }
+        pushed.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -114,14 +115,22 @@ fn kill_9_at_any_moment_of_a_push_leaves_a_consistent_store() {
     for round in 0..6u64 {
         let mut regapp = Regapp::start(root.path());
         let stop = Arc::new(AtomicBool::new(false));
+        let pushed = Arc::new(AtomicUsize::new(0));
         let pushers: Vec<_> = (0..3)
             .map(|k| {
-                let (base, stop) = (regapp.url(), stop.clone());
-                thread::spawn(move || push_until_it_fails(base, round * 10 + k, stop))
+                let (base, stop, pushed) = (regapp.url(), stop.clone(), pushed.clone());
+                thread::spawn(move || push_until_it_fails(base, round * 10 + k, stop, pushed))
             })
             .collect();
-        // Different rounds die at different moments of their pushes.
-        thread::sleep(Duration::from_millis(150 + 170 * round));
+        // Each round dies at another moment: after `round` completed images (however slow the
+        // machine is), plus a different fraction of the next push.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while pushed.load(Ordering::Relaxed) < round as usize
+            && std::time::Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(10));
+        }
+        thread::sleep(Duration::from_millis(40 + 61 * round));
         regapp.kill_hard();
         stop.store(true, Ordering::Relaxed);
         for p in pushers {

@@ -83,7 +83,7 @@ impl EdgeServer {
         let config = format!(
             "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
-             http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"1s\"\n{extra_edge}\n\n\
+             http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n{extra_edge}\n\n\
              [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n",
             root = dir.path().join("data"),
         );

@@ -143,3 +143,70 @@ fn a_1_gib_upload_streams_through_the_edge_with_flat_memory() {
         "peak RSS {peak_mib} MiB: the upload was buffered somewhere"
     );
 }
+
+/// SIGTERM: the upload in flight completes, then the process exits without sleeping through
+/// the rest of the grace period (10 s here).
+#[test]
+fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
+    let mut edge = EdgeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, vec![7u8; 6 << 20]).unwrap();
+    let creds = format!("{USER}:{PASSWORD}");
+    let (_, text) = edge.curl(&[
+        "-u",
+        &creds,
+        "-X",
+        "POST",
+        &format!("{}/v2/drain/blobs/uploads/", edge.url()),
+    ]);
+    let location = text
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_owned())
+        })
+        .expect("a Location header");
+    let upload = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--limit-rate",
+            "3M",
+        ])
+        .args([
+            "--cacert",
+            edge.ca().to_str().unwrap(),
+            "-u",
+            &creds,
+            "-X",
+            "PATCH",
+            "-T",
+        ])
+        .arg(&file)
+        .arg(format!("{}{location}", edge.url()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let signalled = std::time::Instant::now();
+    edge.process.signal(libc::SIGTERM);
+    let out = upload.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "202",
+        "the upload in flight completed"
+    );
+    while edge.process.is_running() {
+        assert!(
+            signalled.elapsed().as_secs() < 8,
+            "still running 8 s after SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+}
