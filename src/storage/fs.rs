@@ -87,8 +87,10 @@ fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
 impl StorageDriver for FsDriver {
     async fn get(&self, key: &str) -> StorageResult<Bytes> {
         let path = self.path(key)?;
-        tokio::fs::read(&path)
-            .await
+        // Called for links and manifests (small files whose inodes are hot): read them on the
+        // calling thread, as a hop to the blocking pool costs more than the read itself. See
+        // ARCHITECTURE.md ("small metadata I/O").
+        std::fs::read(&path)
             .map(Bytes::from)
             .map_err(|e| StorageError::from_io(key, e))
     }
@@ -130,9 +132,8 @@ impl StorageDriver for FsDriver {
 
     async fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
         let path = self.path(key)?;
-        let meta = tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| StorageError::from_io(key, e))?;
+        // A stat is one metadata lookup: cheaper on this thread than a blocking-pool hop.
+        let meta = std::fs::metadata(&path).map_err(|e| StorageError::from_io(key, e))?;
         Ok(ObjectInfo {
             size: meta.len(),
             modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
