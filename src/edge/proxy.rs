@@ -138,19 +138,12 @@ impl ProxyHttp for EdgeProxy {
                 ctx.user = Some(user);
                 Ok(false)
             }
-            AuthDecision::MissingCredentials => {
-                let detail = "authentication required";
-                self.refuse(
-                    session,
-                    StatusCode::UNAUTHORIZED,
-                    Code::Unauthorized,
-                    detail,
-                    &[challenge],
-                )
-                .await
-            }
-            AuthDecision::Denied => {
-                let detail = "unknown user or wrong password";
+            refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
+                let detail = if refused == AuthDecision::Denied {
+                    "unknown user or wrong password"
+                } else {
+                    "authentication required"
+                };
                 self.refuse(
                     session,
                     StatusCode::UNAUTHORIZED,

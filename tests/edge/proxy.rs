@@ -94,22 +94,7 @@ fn a_1_gib_upload_streams_through_the_edge_with_flat_memory() {
     }
     let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
     let creds = format!("{USER}:{PASSWORD}");
-    let (status, text) = edge.curl(&[
-        "-u",
-        &creds,
-        "-X",
-        "POST",
-        &format!("{}/v2/big/blobs/uploads/", edge.url()),
-    ]);
-    assert_eq!(status, 202, "{text}");
-    let location = text
-        .lines()
-        .find_map(|l| {
-            l.to_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_owned())
-        })
-        .expect("a Location header");
+    let location = start_upload(&edge, "big");
     let upload = format!("{}{location}", edge.url());
     let (status, text) = edge.curl(&[
         "-u",
@@ -153,21 +138,7 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
     let file = dir.path().join("blob");
     std::fs::write(&file, vec![7u8; 6 << 20]).unwrap();
     let creds = format!("{USER}:{PASSWORD}");
-    let (_, text) = edge.curl(&[
-        "-u",
-        &creds,
-        "-X",
-        "POST",
-        &format!("{}/v2/drain/blobs/uploads/", edge.url()),
-    ]);
-    let location = text
-        .lines()
-        .find_map(|l| {
-            l.to_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_owned())
-        })
-        .expect("a Location header");
+    let location = start_upload(&edge, "drain");
     let upload = Command::new("curl")
         .args([
             "-s",
@@ -209,4 +180,19 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
+}
+
+/// Opens an upload session through the edge; returns its (relative) Location.
+fn start_upload(edge: &EdgeServer, repo: &str) -> String {
+    let creds = format!("{USER}:{PASSWORD}");
+    let url = format!("{}/v2/{repo}/blobs/uploads/", edge.url());
+    let (status, text) = edge.curl(&["-u", &creds, "-X", "POST", &url]);
+    assert_eq!(status, 202, "{text}");
+    text.lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_owned())
+        })
+        .expect("a Location header")
 }

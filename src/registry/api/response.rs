@@ -57,19 +57,18 @@ pub fn stream(status: StatusCode, content_type: &str, len: u64, stream: ByteStre
     let body = StreamBody::new(stream.map_ok(Frame::data));
     let mut response = http::Response::new(BodyExt::boxed_unsync(body));
     *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_str(content_type)
-            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-    );
+    set_length_and_type(&mut response, len, content_type);
     response
 }
 
 /// A response to HEAD: the headers of the GET, no body.
 pub fn head(status: StatusCode, content_type: &str, len: u64) -> Response {
     let mut response = empty(status);
+    set_length_and_type(&mut response, len, content_type);
+    response
+}
+
+fn set_length_and_type(response: &mut Response, len: u64, content_type: &str) {
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(
@@ -77,5 +76,4 @@ pub fn head(status: StatusCode, content_type: &str, len: u64) -> Response {
         HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    response
 }
