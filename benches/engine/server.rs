@@ -1,0 +1,274 @@
+//! The two registries as child processes on loopback ports, each on its own data directory,
+//! and what the benchmark reads of them from `/proc`: resident memory and CPU time.
+//!
+//! A [`Server`] is killed when dropped, so a failing or panicking run leaves no process behind.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::BenchResult;
+
+const STARTUP: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const LISTENING: &str = "regapp engine listening on http://";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    Regapp,
+    DockerRegistry,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::Regapp, Kind::DockerRegistry];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Regapp => "regapp",
+            Kind::DockerRegistry => "docker-registry",
+        }
+    }
+}
+
+/// A running registry; killed on drop.
+pub struct Server {
+    pub kind: Kind,
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    /// Starts `kind` with its storage root at `dir/data` (which may already hold a layout),
+    /// its config and log in `dir`, and waits until `GET /v2/` answers 200.
+    pub fn start(kind: Kind, dir: &Path, regapp: &Path) -> BenchResult<Server> {
+        let root = dir.join("data");
+        fs::create_dir_all(&root)?;
+        let log = dir.join("server.log");
+        let stdout = File::create(dir.join("stdout.log"))?;
+        // docker-registry is given its port; regapp picks one and prints it.
+        let mut address = None;
+        let mut command = match kind {
+            Kind::Regapp => {
+                let config = dir.join("regapp.toml");
+                let text = format!(
+                    "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:0\"\n",
+                    toml_string(path_str(&root)?)
+                );
+                fs::write(&config, text)?;
+                let mut command = Command::new(regapp);
+                command.arg("serve").arg("--config").arg(&config);
+                // docker-registry runs at level error below; regapp logs nothing per request
+                // at any level, but keep the two alike.
+                command.env("REGAPP_LOG", "error");
+                command
+            }
+            Kind::DockerRegistry => {
+                let config = dir.join("config.yml");
+                let port = free_port()?;
+                address = Some(format!("127.0.0.1:{port}"));
+                // JSON strings are valid YAML scalars, which takes care of quoting the path.
+                let yaml = format!(
+                    "version: 0.1\nlog:\n  level: error\n\
+                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{}\n",
+                    serde_json::Value::from(path_str(&root)?),
+                    port
+                );
+                fs::write(&config, yaml)?;
+                let mut command = Command::new("docker-registry");
+                command.arg("serve").arg(&config);
+                // It reads REGISTRY_* variables as config overrides; keep the caller's out.
+                for (key, _) in std::env::vars_os() {
+                    if key.to_string_lossy().starts_with("REGISTRY_") {
+                        command.env_remove(key);
+                    }
+                }
+                command
+            }
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(File::create(&log)?);
+        let child = command.spawn().map_err(|e| match kind {
+            Kind::DockerRegistry => format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`"),
+            Kind::Regapp => format!("cannot start {} ({e})", regapp.display()),
+        })?;
+        let mut server = Server {
+            kind,
+            child,
+            base: String::new(),
+            log,
+        };
+        let address = match address {
+            Some(address) => address,
+            None => server.wait_for(|| {
+                let out = fs::read_to_string(dir.join("stdout.log")).unwrap_or_default();
+                out.lines()
+                    .find_map(|l| l.strip_prefix(LISTENING).map(|a| a.trim().to_owned()))
+            })?,
+        };
+        server.wait_for(|| answers_v2(&address).then_some(()))?;
+        server.base = format!("http://{address}");
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Polls `ready` until it gives a value, failing with the server's log if the server exits
+    /// or [`STARTUP`] passes.
+    fn wait_for<T>(&mut self, mut ready: impl FnMut() -> Option<T>) -> BenchResult<T> {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Some(value) = ready() {
+                return Ok(value);
+            }
+            let log = || fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(status) = self.child.try_wait()? {
+                return Err(
+                    format!("{} exited with {status}:\n{}", self.kind.name(), log()).into(),
+                );
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{} did not come up:\n{}", self.kind.name(), log()).into());
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + STOP_GRACE;
+            while Instant::now() < deadline {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free loopback port (for docker-registry, which is given a port rather than picking one).
+fn free_port() -> BenchResult<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Whether `GET /v2/` at `address` answers 200 (plain blocking HTTP/1.0, for start-up only).
+fn answers_v2(address: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = String::new();
+    stream
+        .write_all(b"GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut answer))
+        .is_ok()
+        && answer.starts_with("HTTP/1.")
+        && answer.split(' ').nth(1) == Some("200")
+}
+
+fn path_str(path: &Path) -> BenchResult<&str> {
+    Ok(path.to_str().ok_or("the bench directory is not UTF-8")?)
+}
+
+/// A TOML basic string: quoted, with `\` and `"` escaped.
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim_start_matches(':')
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// User + system CPU seconds a process has used so far (all its threads).
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the `(comm)`, which may hold spaces: state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// User + system CPU seconds this benchmark process (the client) has used so far.
+pub fn own_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we hand it; all-zero bytes are a valid `rusage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Samples `VmRSS` of a process every few milliseconds on its own thread; [`RssSampler::finish`]
+/// gives the largest value seen, in KiB.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<u64>,
+}
+
+impl RssSampler {
+    const EVERY: Duration = Duration::from_millis(10);
+    /// However long the phase, the sampler stops by itself after this long.
+    const LIMIT: Duration = Duration::from_secs(3600);
+
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            let until = Instant::now() + Self::LIMIT;
+            let mut max = 0;
+            while !flag.load(Ordering::Relaxed) && Instant::now() < until {
+                max = max.max(status_kib(pid, "VmRSS").unwrap_or(0));
+                thread::sleep(Self::EVERY);
+            }
+            max.max(status_kib(pid, "VmRSS").unwrap_or(0))
+        });
+        RssSampler { stop, thread }
+    }
+
+    pub fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(0)
+    }
+}
