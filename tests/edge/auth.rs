@@ -188,3 +188,12 @@ fn the_engine_port_is_no_way_around_the_edge() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("HTTP/1.1 403"));
 }
+
+#[test]
+fn clients_outside_edge_allow_are_refused_before_authentication() {
+    let edge = EdgeServer::start_with(super::Tls::SelfSigned, "allow = [\"10.0.0.0/8\"]");
+    let url = format!("{}/v2/", edge.url());
+    let (status, text) = edge.curl(&["-u", &format!("{USER}:{PASSWORD}"), &url]);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains(r#""code":"DENIED""#), "{text}");
+}
