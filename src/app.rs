@@ -42,6 +42,7 @@ async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     // Tests and scripts read this line to learn the port; keep its form.
     println!("regapp engine listening on http://{local}");
     tracing::info!(%local, root = %settings.storage.root.display(), "engine listening");
+    tokio::spawn(store.clone().warm_catalog());
     server::serve(listener, Api::new(store), shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
     Ok(())

@@ -44,6 +44,7 @@ impl BackgroundService for EngineService {
             }
         };
         ready.notify_ready();
+        tokio::spawn(self.api.store().clone().warm_catalog());
         // The engine keeps serving through the edge's shutdown: requests the edge is draining
         // still need it. It ends when the process does.
         let never = std::future::pending::<()>();
