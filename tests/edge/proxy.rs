@@ -123,8 +123,9 @@ fn a_1_gib_upload_streams_through_the_edge_with_flat_memory() {
     assert_eq!(status, 200);
     let peak_mib = peak_rss_kib(edge.pid()) / 1024;
     eprintln!("regapp peak RSS after a 1 GiB upload through the edge: {peak_mib} MiB");
+    // The whole process (edge, engine, TLS) within the 64 MiB the issue allows it.
     assert!(
-        peak_mib < 100,
+        peak_mib <= 64,
         "peak RSS {peak_mib} MiB: the upload was buffered somewhere"
     );
 }
