@@ -5,15 +5,17 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE, LINK, LOCATION};
+use http::header::{HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, LINK, LOCATION};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::rt::TokioExecutor;
 
 use crate::content::{Blob, ReqBody};
+use crate::tls::Access;
 use crate::BenchResult;
 
 /// What containerd's resolver sends when it fetches a manifest by tag.
@@ -25,9 +27,11 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 /// A client for one registry. Cheap to clone: clones share the connection pool.
 #[derive(Clone)]
 pub struct Client {
-    http: HyperClient<HttpConnector, ReqBody>,
-    /// `http://127.0.0.1:PORT`
+    http: HyperClient<HttpsConnector<HttpConnector>, ReqBody>,
+    /// `http://127.0.0.1:PORT` or `https://localhost:PORT`
     base: String,
+    /// `Authorization: Basic …`, sent on every request when the server wants it.
+    authorization: Option<HeaderValue>,
 }
 
 /// A response whose body was read whole (small answers only).
@@ -38,22 +42,21 @@ pub struct Answer {
 }
 
 impl Client {
-    pub fn new(base: &str) -> Client {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+    pub fn new(base: &str, access: &Access) -> BenchResult<Client> {
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(300))
-            .build(connector);
-        Client {
+            .build(access.connector()?);
+        Ok(Client {
             http,
             base: base.to_owned(),
-        }
+            authorization: access.authorization()?,
+        })
     }
 
     /// `path` may be absolute (docker-registry's Locations) or start with `/` (regapp's).
     fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") {
+        if path.starts_with("http://") || path.starts_with("https://") {
             path.to_owned()
         } else {
             format!("{}{path}", self.base)
@@ -68,6 +71,9 @@ impl Client {
         body: ReqBody,
     ) -> BenchResult<http::Response<Incoming>> {
         let mut request = Request::builder().method(method).uri(self.url(path));
+        if let Some(authorization) = &self.authorization {
+            request = request.header(AUTHORIZATION, authorization.clone());
+        }
         for (name, value) in headers {
             request = request.header(name, HeaderValue::from_str(value)?);
         }

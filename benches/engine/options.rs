@@ -11,6 +11,7 @@ pub const MIB: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--registries LIST]
+                                    [--edge]
 
   --quick            sizes ~10x smaller, 1 s timed phases, 1 round (or REGAPP_BENCH_QUICK=1)
   --rounds N         run phases 1-6 N times, alternating which registry goes first, and report
@@ -19,7 +20,12 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --phases LIST      comma-separated, by name or number (or REGAPP_BENCH_PHASES); default all:
                      1 push, 2 pull, 3 push8, 4 push1m, 5 head, 6 manifest, 7 catalog
                      (8, the memory of the registry processes, is always reported)
-  --registries LIST  regapp,docker-registry (or REGAPP_BENCH_REGISTRIES); default both
+  --registries LIST  regapp,docker-registry (or REGAPP_BENCH_REGISTRIES); default both;
+                     also regapp-edge (regapp with its TLS edge and Basic Auth) and nginx
+                     (Debian's nginx with TLS and auth_basic in front of a docker-registry)
+  --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
+                     comparison (h1 over TLS, Basic Auth on every request), ratios to nginx
+                     and to docker-registry alone; the catalog (7) is not run
 environment:
   REGAPP_BENCH_DIR   where the data directories go (default: <repo>/target/engine-bench);
                      must not be tmpfs
@@ -114,6 +120,7 @@ impl Options {
         let mut rounds = env("REGAPP_BENCH_ROUNDS");
         let mut phases = env("REGAPP_BENCH_PHASES");
         let mut registries = env("REGAPP_BENCH_REGISTRIES");
+        let mut edge = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -125,9 +132,14 @@ impl Options {
                 "--registries" => {
                     registries = Some(args.next().ok_or("--registries needs a list")?)
                 }
+                "--edge" => edge = true,
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
             }
+        }
+        if edge {
+            let names: Vec<&str> = Kind::EDGE.iter().map(|k| k.name()).collect();
+            registries = Some(names.join(","));
         }
         let phases = match phases {
             None => Phase::ALL.to_vec(),
@@ -148,7 +160,7 @@ impl Options {
             }
         };
         let registries = match registries {
-            None => Kind::ALL.to_vec(),
+            None => Kind::PLAIN.to_vec(),
             Some(list) => {
                 let mut chosen = Vec::new();
                 for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -164,6 +176,15 @@ impl Options {
                     .collect()
             }
         };
+        // Behind nginx, docker-registry's data is not where the catalog seeder writes it; the
+        // edge comparison is about the edge, not the walk.
+        let mut phases = phases;
+        if registries
+            .iter()
+            .any(|k| matches!(k, Kind::RegappEdge | Kind::Nginx))
+        {
+            phases.retain(|&p| p != Phase::Catalog);
+        }
         let rounds = match rounds {
             None if quick => 1,
             None => 3,

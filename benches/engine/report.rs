@@ -45,6 +45,9 @@ pub enum Goal {
     RatioAtMost(f64),
     /// regapp's own value must be at most this many MiB.
     RegappAtMost(f64),
+    /// The first column / the second at least `.0`, and the first / the third at least `.1`
+    /// (edge: regapp-edge / nginx, and regapp-edge / docker-registry without auth).
+    RatioAtLeastBoth(f64, f64),
 }
 
 struct Row {
@@ -52,7 +55,7 @@ struct Row {
     unit: Unit,
     goal: Goal,
     /// One value per round, per registry (in `Kind::ALL` order).
-    values: [Vec<f64>; 2],
+    values: Vec<Vec<f64>>,
 }
 
 impl Row {
@@ -101,8 +104,9 @@ struct UsageRow {
     peak_mib: f64,
 }
 
-#[derive(Default)]
 pub struct Report {
+    /// The registries compared, in `Kind::ALL` order: the first is the one under test.
+    columns: Vec<Kind>,
     rows: Vec<Row>,
     usage: Vec<UsageRow>,
     notes: Vec<String>,
@@ -116,6 +120,32 @@ fn slot(registry: &str) -> usize {
 }
 
 impl Report {
+    pub fn new(registries: &[Kind]) -> Report {
+        Report {
+            columns: Kind::ALL
+                .into_iter()
+                .filter(|k| registries.contains(k))
+                .collect(),
+            rows: Vec::new(),
+            usage: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    /// Whether this is the edge comparison (regapp-edge first), whose targets differ.
+    pub fn edge(&self) -> bool {
+        self.columns.first() == Some(&Kind::RegappEdge)
+    }
+
+    /// The issue's target for the plain engines, or for the edge comparison.
+    pub fn goal(&self, plain: Goal, edge: Goal) -> Goal {
+        if self.edge() {
+            edge
+        } else {
+            plain
+        }
+    }
+
     pub fn record(&mut self, label: &str, unit: Unit, goal: Goal, registry: &str, value: f64) {
         let index = match self.rows.iter().position(|r| r.label == label) {
             Some(index) => index,
@@ -124,7 +154,7 @@ impl Report {
                     label: label.to_owned(),
                     unit,
                     goal,
-                    values: [Vec::new(), Vec::new()],
+                    values: vec![Vec::new(); Kind::ALL.len()],
                 });
                 self.rows.len() - 1
             }
@@ -171,22 +201,45 @@ impl Report {
 
     /// The results table, Markdown.
     pub fn results(&self) -> String {
-        let mut out = String::from(
-            "| measurement | unit | regapp | docker-registry | regapp / docker-registry | target | met? |\n\
-             |---|---|--:|--:|--:|---|---|\n",
-        );
+        let names: Vec<&str> = self.columns.iter().map(|k| k.name()).collect();
+        let slots: Vec<usize> = self.columns.iter().map(|k| slot(k.name())).collect();
+        let first = names.first().copied().unwrap_or("");
+        // Ratios of the first column to each other one.
+        let mut out = format!("| measurement | unit | {} |", names.join(" | "));
+        for other in names.iter().skip(1) {
+            let _ = write!(out, " {first} / {other} |");
+        }
+        out.push_str(" target | met? |\n|---|---|");
+        for _ in 0..(names.len() * 2).saturating_sub(1) {
+            out.push_str("--:|");
+        }
+        out.push_str("---|---|\n");
         for row in &self.rows {
-            let ratio = match (row.summary(0), row.summary(1)) {
-                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
-                _ => None,
-            };
+            let ratios: Vec<Option<f64>> = slots
+                .iter()
+                .skip(1)
+                .map(|&other| match (row.summary(slots[0]), row.summary(other)) {
+                    (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                    _ => None,
+                })
+                .collect();
+            let ratio = |i: usize| ratios.get(i).copied().flatten();
+            let second = names.get(1).copied().unwrap_or("");
             let (target, met) = match row.goal {
                 Goal::None => (String::new(), None),
-                Goal::RatioAtLeast(x) => (format!("≥ {x}×"), ratio.map(|r| r >= x)),
-                Goal::RatioAtMost(x) => (format!("≤ {x}×"), ratio.map(|r| r <= x)),
-                Goal::RegappAtMost(x) => {
-                    (format!("regapp ≤ {x} MiB"), row.summary(0).map(|v| v <= x))
-                }
+                Goal::RatioAtLeast(x) => (format!("≥ {x}× {second}"), ratio(0).map(|r| r >= x)),
+                Goal::RatioAtMost(x) => (format!("≤ {x}× {second}"), ratio(0).map(|r| r <= x)),
+                Goal::RegappAtMost(x) => (
+                    format!("{first} ≤ {x} MiB"),
+                    row.summary(slots[0]).map(|v| v <= x),
+                ),
+                Goal::RatioAtLeastBoth(x, y) => (
+                    format!(
+                        "≥ {x}× {second}, ≥ {y}× {}",
+                        names.get(2).copied().unwrap_or("")
+                    ),
+                    ratio(0).zip(ratio(1)).map(|(a, b)| a >= x && b >= y),
+                ),
             };
             let met = match met {
                 None if target.is_empty() => "",
@@ -194,15 +247,18 @@ impl Report {
                 Some(true) => "met",
                 Some(false) => "**not met**",
             };
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {target} | {met} |",
-                row.label,
-                row.unit.name(),
-                row.cell(0),
-                row.cell(1),
-                ratio.map_or("–".to_owned(), |r| format!("{r:.2}×")),
-            );
+            let _ = write!(out, "| {} | {} |", row.label, row.unit.name());
+            for &s in &slots {
+                let _ = write!(out, " {} |", row.cell(s));
+            }
+            for i in 0..ratios.len() {
+                let _ = write!(
+                    out,
+                    " {} |",
+                    ratio(i).map_or("–".to_owned(), |r| format!("{r:.2}×"))
+                );
+            }
+            let _ = writeln!(out, " {target} | {met} |");
         }
         out
     }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crate::tls::Access;
 use crate::BenchResult;
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -21,15 +22,31 @@ const LISTENING: &str = "regapp engine listening on http://";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
+    /// regapp's edge (TLS, Basic Auth) in front of its engine, one process.
+    RegappEdge,
+    /// Debian's nginx (TLS, `auth_basic`) in front of a docker-registry.
+    Nginx,
     Regapp,
     DockerRegistry,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Regapp, Kind::DockerRegistry];
+    /// Every kind, in the order of the report's columns: the first is compared with the next.
+    pub const ALL: [Kind; 4] = [
+        Kind::RegappEdge,
+        Kind::Nginx,
+        Kind::Regapp,
+        Kind::DockerRegistry,
+    ];
+    /// The default set: both engines on plain HTTP.
+    pub const PLAIN: [Kind; 2] = [Kind::Regapp, Kind::DockerRegistry];
+    /// `--edge`: both TLS + auth setups, and docker-registry alone as the no-auth baseline.
+    pub const EDGE: [Kind; 3] = [Kind::RegappEdge, Kind::Nginx, Kind::DockerRegistry];
 
     pub fn name(self) -> &'static str {
         match self {
+            Kind::RegappEdge => "regapp-edge",
+            Kind::Nginx => "nginx",
             Kind::Regapp => "regapp",
             Kind::DockerRegistry => "docker-registry",
         }
@@ -40,15 +57,24 @@ impl Kind {
 pub struct Server {
     pub kind: Kind,
     child: Child,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (or `https://localhost:PORT` for the edge kinds)
     pub base: String,
+    /// How a client reaches it (TLS, credentials).
+    pub access: Access,
     log: PathBuf,
+    /// The docker-registry behind nginx, stopped after it.
+    pub inner: Option<Box<Server>>,
 }
 
 impl Server {
     /// Starts `kind` with its storage root at `dir/data` (which may already hold a layout),
     /// its config and log in `dir`, and waits until `GET /v2/` answers 200.
     pub fn start(kind: Kind, dir: &Path, regapp: &Path) -> BenchResult<Server> {
+        match kind {
+            Kind::RegappEdge => return crate::edge::start_regapp(dir, regapp),
+            Kind::Nginx => return crate::edge::start_nginx(dir, regapp),
+            Kind::Regapp | Kind::DockerRegistry => {}
+        }
         let root = dir.join("data");
         fs::create_dir_all(&root)?;
         let log = dir.join("server.log");
@@ -70,7 +96,7 @@ impl Server {
                 command.env("REGAPP_LOG", "error");
                 command
             }
-            Kind::DockerRegistry => {
+            _ => {
                 let config = dir.join("config.yml");
                 let port = free_port()?;
                 address = Some(format!("127.0.0.1:{port}"));
@@ -100,14 +126,9 @@ impl Server {
             .stderr(File::create(&log)?);
         let child = command.spawn().map_err(|e| match kind {
             Kind::DockerRegistry => format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`"),
-            Kind::Regapp => format!("cannot start {} ({e})", regapp.display()),
+            _ => format!("cannot start {} ({e})", regapp.display()),
         })?;
-        let mut server = Server {
-            kind,
-            child,
-            base: String::new(),
-            log,
-        };
+        let mut server = Server::spawned(kind, child, log);
         let address = match address {
             Some(address) => address,
             None => server.wait_for(|| {
@@ -121,13 +142,43 @@ impl Server {
         Ok(server)
     }
 
+    /// A child already spawned, logging to `log`; not yet known to answer.
+    pub fn spawned(kind: Kind, child: Child, log: PathBuf) -> Server {
+        Server {
+            kind,
+            child,
+            base: String::new(),
+            access: Access::default(),
+            log,
+            inner: None,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Every process this server is: itself, its children (nginx's workers), and the server
+    /// behind it (nginx's docker-registry).
+    pub fn pids(&self) -> Vec<u32> {
+        let pid = self.pid();
+        let mut pids = vec![pid];
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        pids.extend(
+            children
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse::<u32>().ok()),
+        );
+        if let Some(inner) = &self.inner {
+            pids.extend(inner.pids());
+        }
+        pids
+    }
+
     /// Polls `ready` until it gives a value, failing with the server's log if the server exits
     /// or [`STARTUP`] passes.
-    fn wait_for<T>(&mut self, mut ready: impl FnMut() -> Option<T>) -> BenchResult<T> {
+    pub fn wait_for<T>(&mut self, mut ready: impl FnMut() -> Option<T>) -> BenchResult<T> {
         let deadline = Instant::now() + STARTUP;
         loop {
             if let Some(value) = ready() {
@@ -166,13 +217,17 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if self.kind == Kind::Nginx {
+            // SIGKILL would leave nginx's workers behind; SIGTERM makes the master stop them.
+            self.stop();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
 /// A free loopback port (for docker-registry, which is given a port rather than picking one).
-fn free_port() -> BenchResult<u16> {
+pub fn free_port() -> BenchResult<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
@@ -191,12 +246,12 @@ fn answers_v2(address: &str) -> bool {
         && answer.split(' ').nth(1) == Some("200")
 }
 
-fn path_str(path: &Path) -> BenchResult<&str> {
+pub fn path_str(path: &Path) -> BenchResult<&str> {
     Ok(path.to_str().ok_or("the bench directory is not UTF-8")?)
 }
 
 /// A TOML basic string: quoted, with `\` and `"` escaped.
-fn toml_string(s: &str) -> String {
+pub fn toml_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
@@ -210,6 +265,16 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .next()?
         .parse()
         .ok()
+}
+
+/// The sum of a `kB` status field over several processes, in KiB.
+pub fn status_kib_sum(pids: &[u32], field: &str) -> u64 {
+    pids.iter().filter_map(|&p| status_kib(p, field)).sum()
+}
+
+/// User + system CPU seconds of several processes so far.
+pub fn cpu_seconds_sum(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
 }
 
 /// User + system CPU seconds a process has used so far (all its threads).
@@ -240,7 +305,7 @@ pub fn own_cpu_seconds() -> f64 {
     seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
-/// Samples `VmRSS` of a process every few milliseconds on its own thread; [`RssSampler::finish`]
+/// Samples `VmRSS` (summed over the server's processes) every few milliseconds on its own thread; [`RssSampler::finish`]
 /// gives the largest value seen, in KiB.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
@@ -252,17 +317,17 @@ impl RssSampler {
     /// However long the phase, the sampler stops by itself after this long.
     const LIMIT: Duration = Duration::from_secs(3600);
 
-    pub fn start(pid: u32) -> RssSampler {
+    pub fn start(pids: Vec<u32>) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let until = Instant::now() + Self::LIMIT;
             let mut max = 0;
             while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                max = max.max(status_kib(pid, "VmRSS").unwrap_or(0));
+                max = max.max(status_kib_sum(&pids, "VmRSS"));
                 thread::sleep(Self::EVERY);
             }
-            max.max(status_kib(pid, "VmRSS").unwrap_or(0))
+            max.max(status_kib_sum(&pids, "VmRSS"))
         });
         RssSampler { stop, thread }
     }
