@@ -10,3 +10,4 @@ pub mod config;
 pub mod edge;
 pub mod registry;
 pub mod storage;
+pub mod watch;

@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use super::basic::parse_basic;
 use super::limiter::FailureLimiter;
 use super::users::{LoadError, Reloaded, Users, Verification};
-use super::watch::{self, WatchError, WatchGuard};
+use crate::watch::{watch_files, WatchError, WatchGuard};
 
 /// The answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,10 @@ pub struct AuthStats {
     /// Checks answered `Limited`.
     pub limited: u64,
 }
+
+/// How long the htpasswd file must be quiet before a change is loaded: long enough for a tool
+/// to finish writing, short enough to stay well inside the 2-second promise.
+const HTPASSWD_QUIET: Duration = Duration::from_millis(200);
 
 /// HTTP Basic authentication against a hot-reloaded htpasswd file. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -163,9 +167,18 @@ impl Authenticator {
         self.inner.users.reload()
     }
 
-    /// Starts reloading the file on change; stops when the guard is dropped.
+    /// Starts reloading the file on change; stops when the guard is dropped. Blocking (one
+    /// reload right away): call it at startup.
     pub fn watch(&self) -> Result<WatchGuard, WatchError> {
-        watch::watch(Arc::clone(&self.inner.users))
+        let users = Arc::clone(&self.inner.users);
+        let path = users.path().to_owned();
+        let guard = watch_files("htpasswd", &[&path], HTPASSWD_QUIET, move || {
+            // Errors are logged and counted by reload itself; the last good set stays.
+            let _ = users.reload();
+        })?;
+        // Catches a change made between the first load and the start of the watch.
+        let _ = self.reload();
+        Ok(guard)
     }
 
     pub fn stats(&self) -> AuthStats {

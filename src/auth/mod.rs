@@ -10,7 +10,7 @@
 //! | `htpasswd.rs` | the file format → typed users, refused users, line-numbered errors (pure) |
 //! | `password.rs` | bcrypt and argon2 hashes: parse, verify, the dummy hash for unknown users |
 //! | `users.rs` | the current user set in an `ArcSwap`, reload keeping the last good set |
-//! | `watch.rs` | reload on change of the file (watching its directory), debounced |
+//! | (`crate::watch`) | reload on change of the file (watching its directory), debounced: shared with `certs` |
 //! | `cache.rs` | verified credentials, by salted SHA-256, per user-set generation |
 //! | `limiter.rs` | failed logins per client address, token bucket |
 //!
@@ -25,9 +25,8 @@ pub mod htpasswd;
 pub mod limiter;
 pub mod password;
 pub mod users;
-pub mod watch;
 
+pub use crate::watch::{WatchError, WatchGuard};
 pub use authenticator::{AuthDecision, AuthStats, Authenticator};
 pub use limiter::FailureLimiter;
 pub use users::{LoadError, Reloaded};
-pub use watch::{WatchError, WatchGuard};

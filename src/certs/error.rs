@@ -60,12 +60,6 @@ pub enum CertError {
         #[source]
         source: rcgen::Error,
     },
-    #[error("{}: cannot watch for changes: {source}", path.display())]
-    Watch {
-        path: PathBuf,
-        #[source]
-        source: notify::Error,
-    },
 }
 
 /// A DER certificate that is not X.509 as rustls and x509-parser read it.

@@ -13,7 +13,7 @@ use super::error::CertError;
 use super::info::CertInfo;
 use super::pem;
 use super::resolver::CertResolver;
-use super::watch::{watch_files, WatchGuard};
+use crate::watch::{watch_files, WatchError, WatchGuard};
 
 /// How long the files must be quiet before a watched change is loaded.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);
@@ -71,12 +71,17 @@ impl FilesSource {
 
     /// Reloads after the files change (replaced by rename, rewritten in place, symlink swapped),
     /// once they have been quiet for `debounce`, until the guard is dropped.
-    pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<WatchGuard, CertError> {
+    pub fn watch(self: &Arc<Self>, debounce: Duration) -> Result<WatchGuard, WatchError> {
         let source = Arc::clone(self);
-        watch_files(&[&self.cert_file, &self.key_file], debounce, move || {
-            // Outcome logged by reload itself.
-            let _ = source.reload();
-        })
+        watch_files(
+            "certificate",
+            &[&self.cert_file, &self.key_file],
+            debounce,
+            move || {
+                // Outcome logged by reload itself.
+                let _ = source.reload();
+            },
+        )
     }
 
     pub fn cert_file(&self) -> &Path {

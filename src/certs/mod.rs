@@ -8,7 +8,7 @@
 //! | `resolver.rs` | [`CertResolver`]: the swappable certificate (rustls `ResolvesServerCert`), no I/O |
 //! | `pem.rs` | PEM chain + key → checked `CertifiedKey` (key matches the leaf), errors naming the file |
 //! | `files.rs` | `tls.mode = "files"`: [`FilesSource`] loads, reloads (on change or SIGHUP) and keeps the old one on failure |
-//! | `watch.rs` | the debounced directory watch behind [`FilesSource::watch`] |
+//! | (`crate::watch`) | the debounced directory watch behind [`FilesSource::watch`], shared with `auth` |
 //! | `selfsigned.rs` | `tls.mode = "self-signed"`: generate or reuse one, write `ca.crt` for clients |
 //! | `info.rs` | [`CertInfo`]: names, issuer, dates, fingerprint, self-signed — from the DER |
 //! | `disk.rs` | temp file + fsync + rename with modes (0600 keys, 0644 certificates) |
@@ -27,11 +27,10 @@ mod resolver;
 pub mod selfsigned;
 #[cfg(test)]
 mod testutil;
-mod watch;
 
+pub use crate::watch::WatchGuard;
 pub use error::{CertError, X509Error};
 pub use files::{FilesSource, Reloaded, DEFAULT_DEBOUNCE};
 pub use info::CertInfo;
 pub use resolver::CertResolver;
 pub use selfsigned::SelfSigned;
-pub use watch::WatchGuard;

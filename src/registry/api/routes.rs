@@ -64,19 +64,6 @@ impl Route {
         };
         Ok(route)
     }
-
-    /// A short label for logs and metrics.
-    pub fn class(&self) -> &'static str {
-        match self {
-            Route::Base => "base",
-            Route::Catalog => "catalog",
-            Route::Tags(_) => "tags",
-            Route::Manifest(..) => "manifest",
-            Route::Uploads(_) | Route::Upload(..) => "upload",
-            Route::Blob(..) => "blob",
-            Route::Referrers(..) => "referrers",
-        }
-    }
 }
 
 #[cfg(test)]
