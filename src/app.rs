@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
-use crate::config::{EdgeSettings, Settings, TlsSettings};
+use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings};
 use crate::edge::Edge;
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
@@ -61,6 +62,7 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
     let _htpasswd_watch = authenticator.watch()?;
 
     let resolver = Arc::new(CertResolver::new());
+    let challenges = ChallengeTokens::new();
     let files = match &edge.tls {
         TlsSettings::Files {
             cert_file,
@@ -76,6 +78,16 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
             resolver.install(cert.key.clone())?;
             let ca = cert.write_ca(state_dir)?;
             tracing::info!(trust = %ca.display(), "serving a self-signed certificate");
+            None
+        }
+        TlsSettings::Acme(settings) => {
+            let manager = AcmeManager::new(
+                acme_options(settings),
+                resolver.clone(),
+                challenges.clone(),
+                acme::https_connector(settings.ca_root.clone()),
+            )?;
+            acme::spawn(Arc::new(manager), edge.http_listen)?;
             None
         }
     };
@@ -106,10 +118,24 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         front_token,
         authenticator,
         resolver,
+        challenges,
         on_reload,
     }
     .run();
     Ok(())
+}
+
+/// The certificate manager's options from `[acme]`.
+pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
+    AcmeOptions {
+        directory: settings.directory.clone(),
+        contact: settings.contact.clone(),
+        domains: settings.domains.clone(),
+        ca_root: settings.ca_root.clone(),
+        eab: settings.eab.clone(),
+        profile: settings.profile.clone(),
+        state_dir: settings.state_dir.clone(),
+    }
 }
 
 pub fn build_store(settings: &Settings) -> Store {
@@ -154,6 +180,7 @@ pub fn prepare_dev(settings: &Settings) -> Result<(), AppError> {
     let ca = match &edge.tls {
         TlsSettings::SelfSigned { state_dir } => state_dir.join("ca.crt"),
         TlsSettings::Files { cert_file, .. } => cert_file.clone(),
+        TlsSettings::Acme(acme) => acme.state_dir.join("certificate.pem"),
     };
     let host = format!("localhost:{}", edge.https_listen.port());
     println!("regapp (dev mode)");

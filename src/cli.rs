@@ -20,6 +20,17 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check a configuration file; prints every problem with its file, line and key.
     CheckConfig(ConfigArg),
+    /// ACME certificates (`tls.mode = "acme"`): status, forced renewal.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Names, issuer, expiry and when the next renewal is due.
+    Status(ConfigArg),
+    /// Renew now, through the running server; prints the new certificate.
+    Renew(ConfigArg),
 }
 
 #[derive(Debug, Args)]

@@ -2,8 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
+pub mod acme;
 pub mod app;
 pub mod auth;
+pub mod cert_command;
 pub mod certs;
 pub mod cli;
 pub mod config;

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Cert(command) => regapp::cert_command::run(command),
         Command::CheckConfig(arg) => match Settings::load(&arg.config) {
             Ok(settings) => {
                 println!("{}: ok\n{settings}", arg.config.display());

@@ -18,7 +18,7 @@
 //! pingora, the edge or the registry. SIGHUP, listeners and HSTS are the edge's business; it
 //! calls [`FilesSource::reload`] and reads [`CertResolver::info`].
 
-mod disk;
+pub mod disk;
 mod error;
 mod files;
 mod info;

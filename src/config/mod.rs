@@ -8,8 +8,11 @@ use std::time::Duration;
 
 pub use ipnet::IpNet;
 
+mod acme;
 mod diagnostics;
 mod raw;
+
+pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
 
 pub use diagnostics::{ConfigError, ConfigErrors};
 
@@ -60,6 +63,8 @@ pub enum TlsSettings {
     /// A generated certificate for the hostname, localhost and 127.0.0.1, kept in `state_dir`
     /// with `ca.crt` for clients to trust.
     SelfSigned { state_dir: PathBuf },
+    /// Obtained and renewed from an ACME CA over HTTP-01 (`[acme]`).
+    Acme(AcmeSettings),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +97,7 @@ impl Settings {
             diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
         let edge = match raw.edge {
             None => None,
-            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, &locator)?),
+            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator)?),
         };
         Ok(Settings {
             storage: StorageSettings {
@@ -151,6 +156,7 @@ fn edge_settings(
     edge: raw::RawEdge,
     tls: raw::RawTls,
     auth: raw::RawAuth,
+    raw_acme: Option<raw::RawAcme>,
     locator: &diagnostics::Locator<'_>,
 ) -> Result<EdgeSettings, ConfigErrors> {
     let mut errors = Vec::new();
@@ -177,13 +183,14 @@ fn edge_settings(
                 .unwrap_or_else(|| PathBuf::from("/var/lib/regapp/tls")),
         },
         raw::RawTlsMode::Acme => {
-            errors.push(locator.error(
-                "tls",
-                Some("mode"),
-                "\"acme\" is not available in this version; use \"files\" or \"self-signed\"",
-            ));
-            TlsSettings::SelfSigned {
-                state_dir: PathBuf::new(),
+            match acme::acme_settings(raw_acme.unwrap_or_default(), &hostname, locator) {
+                Ok(acme) => TlsSettings::Acme(acme),
+                Err(acme_errors) => {
+                    errors.extend(acme_errors);
+                    TlsSettings::SelfSigned {
+                        state_dir: PathBuf::new(),
+                    }
+                }
             }
         }
     };
@@ -246,6 +253,13 @@ impl fmt::Display for Settings {
             TlsSettings::SelfSigned { state_dir } => {
                 writeln!(f, "tls: self-signed in {}", state_dir.display())?
             }
+            TlsSettings::Acme(acme) => writeln!(
+                f,
+                "tls: acme from {} for {:?}, state in {}",
+                acme.directory,
+                acme.domains,
+                acme.state_dir.display()
+            )?,
         }
         write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())
     }

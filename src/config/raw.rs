@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub tls: RawTls,
     #[serde(default)]
     pub auth: RawAuth,
+    pub acme: Option<RawAcme>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +70,20 @@ pub(super) struct RawTls {
 pub(super) struct RawAuth {
     pub htpasswd: Option<PathBuf>,
     pub realm: Option<String>,
+}
+
+/// `[acme]`: used when `tls.mode = "acme"`. Empty strings mean "not set", as in the shipped file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcme {
+    pub directory: Option<String>,
+    pub contact: Option<Vec<String>>,
+    pub domains: Option<Vec<String>>,
+    pub ca_root: Option<PathBuf>,
+    pub eab_kid: Option<String>,
+    pub eab_hmac_key: Option<String>,
+    pub profile: Option<String>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A duration written as humans do: `"30s"`, `"5m"`, `"24h"`.

@@ -13,8 +13,73 @@ fn the_shipped_config_is_valid() {
 }
 
 #[test]
-fn an_edge_needs_a_hostname_and_acme_is_not_offered_yet() {
+fn an_edge_needs_a_hostname() {
     let text = "[edge]\nhttps_listen = \"127.0.0.1:1\"\n\n[tls]\nmode = \"acme\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(keys, [(Some(1), "edge.hostname".to_owned())]);
+    let errors = Settings::parse("[edge]\nshutdown_grace = \"soon\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].key.as_deref(), Some("edge.shutdown_grace"));
+}
+
+fn acme_of(text: &str) -> AcmeSettings {
+    let settings = Settings::parse(text, "f").unwrap();
+    match settings.edge.unwrap().tls {
+        TlsSettings::Acme(acme) => acme,
+        other => panic!("not acme: {other:?}"),
+    }
+}
+
+#[test]
+fn acme_defaults_to_lets_encrypt_for_the_hostname() {
+    let acme = acme_of("[edge]\nhostname = \"r.example.com\"\n[tls]\nmode = \"acme\"\n");
+    assert_eq!(acme.directory, LETSENCRYPT);
+    assert_eq!(acme.domains, ["r.example.com"]);
+    assert_eq!(acme.state_dir, PathBuf::from("/var/lib/regapp/acme"));
+    assert_eq!((acme.ca_root, acme.eab, acme.profile), (None, None, None));
+    assert!(acme.contact.is_empty());
+}
+
+#[test]
+fn acme_reads_every_key_and_expands_shortcuts() {
+    let acme = acme_of(
+        "[edge]\nhostname = \"r.example.com\"\n[tls]\nmode = \"acme\"\n[acme]\n\
+         directory = \"letsencrypt-staging\"\ncontact = [\"mailto:ops@example.com\"]\n\
+         domains = [\"r.example.com\", \"registry.example.com\"]\nca_root = \"/etc/ca.pem\"\n\
+         eab_kid = \"kid-1\"\neab_hmac_key = \"aGVsbG8td29ybGQ\"\nprofile = \"shortlived\"\n\
+         state_dir = \"/srv/acme\"\n",
+    );
+    assert_eq!(acme.directory, LETSENCRYPT_STAGING);
+    assert_eq!(acme.contact, ["mailto:ops@example.com"]);
+    assert_eq!(acme.domains, ["r.example.com", "registry.example.com"]);
+    assert_eq!(acme.ca_root, Some(PathBuf::from("/etc/ca.pem")));
+    assert_eq!(
+        acme.eab,
+        Some(("kid-1".to_owned(), b"hello-world".to_vec()))
+    );
+    assert_eq!(acme.profile.as_deref(), Some("shortlived"));
+    assert_eq!(acme.state_dir, PathBuf::from("/srv/acme"));
+    // The shipped file's empty strings mean "not set".
+    let acme = acme_of(
+        "[edge]\nhostname = \"r.example.com\"\n[tls]\nmode = \"acme\"\n[acme]\n\
+         directory = \"https://acme.internal/directory\"\ndomains = []\nca_root = \"\"\n\
+         eab_kid = \"\"\neab_hmac_key = \"\"\nprofile = \"\"\n",
+    );
+    assert_eq!(acme.directory, "https://acme.internal/directory");
+    assert_eq!(acme.domains, ["r.example.com"]);
+    assert_eq!((acme.ca_root, acme.eab, acme.profile), (None, None, None));
+}
+
+#[test]
+fn acme_mistakes_are_reported_with_key_and_line() {
+    let text = "[edge]\nhostname = \"r.example.com\"\n[tls]\nmode = \"acme\"\n[acme]\n\
+                directory = \"http://acme.internal/dir\"\ncontact = [\"ops@example.com\"]\n\
+                domains = [\"*.example.com\"]\neab_kid = \"kid-1\"\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
     let keys: Vec<_> = errors
         .iter()
@@ -23,14 +88,26 @@ fn an_edge_needs_a_hostname_and_acme_is_not_offered_yet() {
     assert_eq!(
         keys,
         [
-            (Some(1), "edge.hostname".to_owned()),
-            (Some(5), "tls.mode".to_owned())
+            (Some(6), "acme.directory".to_owned()),
+            (Some(7), "acme.contact".to_owned()),
+            (Some(8), "acme.domains".to_owned()),
+            (Some(9), "acme.eab_kid".to_owned()),
         ]
     );
-    let errors = Settings::parse("[edge]\nshutdown_grace = \"soon\"\n", "f")
+    assert!(errors[2].message.contains("DNS-01"), "{}", errors[2]);
+    let errors = Settings::parse("[acme]\nemail = \"x\"\n", "f")
         .unwrap_err()
         .0;
-    assert_eq!(errors[0].key.as_deref(), Some("edge.shutdown_grace"));
+    assert_eq!(errors[0].key.as_deref(), Some("acme.email"));
+    assert_eq!(errors[0].line, Some(2));
+    let errors = Settings::parse(
+        "[edge]\nhostname = \"r\"\n[tls]\nmode = \"acme\"\n[acme]\neab_kid = \"k\"\neab_hmac_key = \"not base64!\"\n",
+        "f",
+    )
+    .unwrap_err()
+    .0;
+    assert_eq!(errors[0].key.as_deref(), Some("acme.eab_hmac_key"));
+    assert_eq!(errors[0].line, Some(7));
 }
 
 #[test]

@@ -18,6 +18,7 @@ use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatc
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
+use crate::acme::ChallengeTokens;
 use crate::auth::Authenticator;
 use crate::certs::CertResolver;
 use crate::config::EdgeSettings;
@@ -49,6 +50,8 @@ pub struct Edge {
     pub front_token: String,
     pub authenticator: Authenticator,
     pub resolver: Arc<CertResolver>,
+    /// ACME HTTP-01 answers served on :80 (empty unless `tls.mode = "acme"`).
+    pub challenges: ChallengeTokens,
     /// What SIGHUP does (reload htpasswd and certificates).
     pub on_reload: Box<dyn Fn() + Send + Sync>,
 }
@@ -106,7 +109,11 @@ impl Edge {
 
         let mut http = Service::new(
             "http redirect".to_owned(),
-            RedirectToHttps::new(&settings.hostname, settings.https_listen.port()),
+            RedirectToHttps::new(
+                &settings.hostname,
+                settings.https_listen.port(),
+                self.challenges,
+            ),
         );
         http.add_tcp(&settings.http_listen.to_string());
 

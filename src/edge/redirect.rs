@@ -1,6 +1,6 @@
-//! The plain-HTTP listener (:80): every request is sent to https on the configured hostname.
-//! ACME http-01 challenges (`/.well-known/acme-challenge/…`) will be answered here by the
-//! certificate manager; until then they get 404.
+//! The plain-HTTP listener (:80): every request is sent to https on the configured hostname,
+//! except ACME HTTP-01 challenges (`/.well-known/acme-challenge/<token>`), answered from the
+//! certificate manager's [`ChallengeTokens`] (404 for a token it does not hold).
 
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
@@ -8,20 +8,22 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use super::headers::SECURITY_HEADERS;
+use crate::acme::{ChallengeTokens, CHALLENGE_PREFIX};
 
 pub struct RedirectToHttps {
     /// `https://host` or `https://host:port`, never derived from the client's Host header.
     pub origin: String,
+    pub challenges: ChallengeTokens,
 }
 
 impl RedirectToHttps {
-    pub fn new(hostname: &str, https_port: u16) -> RedirectToHttps {
+    pub fn new(hostname: &str, https_port: u16, challenges: ChallengeTokens) -> RedirectToHttps {
         let origin = if https_port == 443 {
             format!("https://{hostname}")
         } else {
             format!("https://{hostname}:{https_port}")
         };
-        RedirectToHttps { origin }
+        RedirectToHttps { origin, challenges }
     }
 
     fn location(&self, path_and_query: &str) -> String {
@@ -38,7 +40,15 @@ impl ServeHttp for RedirectToHttps {
         for (name, value) in SECURITY_HEADERS {
             response = response.header(name, value);
         }
-        if path_and_query.starts_with("/.well-known/acme-challenge/") {
+        if path_and_query.starts_with(CHALLENGE_PREFIX) {
+            if let Some(answer) = self.challenges.answer(uri.path()) {
+                return response
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .header(header::CONTENT_LENGTH, answer.len())
+                    .body(answer.into_bytes())
+                    .expect("a challenge answer builds");
+            }
             return response
                 .status(StatusCode::NOT_FOUND)
                 .header(header::CONTENT_LENGTH, 0)
@@ -61,11 +71,11 @@ mod tests {
     #[test]
     fn the_https_port_appears_only_when_it_is_not_443() {
         assert_eq!(
-            RedirectToHttps::new("r.example", 443).location("/v2/?x=1"),
+            RedirectToHttps::new("r.example", 443, ChallengeTokens::new()).location("/v2/?x=1"),
             "https://r.example/v2/?x=1"
         );
         assert_eq!(
-            RedirectToHttps::new("r.example", 8443).location("/"),
+            RedirectToHttps::new("r.example", 8443, ChallengeTokens::new()).location("/"),
             "https://r.example:8443/"
         );
     }

@@ -1,0 +1,342 @@
+//! The certificate manager: keeps a certificate for the configured names installed in the
+//! [`CertResolver`], ordering when there is none and renewing when it is due.
+//!
+//! [`AcmeManager::renew`] is the `run_once`: one attempt, logged, counted, and installed on
+//! success (saved first, then swapped in; open connections keep their certificate). [`run`]
+//! is the schedule around it: plan, sleep until due (or until `regapp cert renew` wakes it),
+//! attempt, and after a failure wait the backoff of [`super::schedule::retry_delay`] while the
+//! old certificate keeps serving.
+//!
+//! [`run`]: AcmeManager::run
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use instant_acme::{Account, CertificateIdentifier};
+use tokio::sync::Notify;
+
+use super::account::{load_or_create, Connector};
+use super::challenges::ChallengeTokens;
+use super::error::AcmeError;
+use super::order::order_certificate;
+use super::renewal::{ask_ari, without_ari, AriAnswer, Basis, ARI_ERROR_BACKOFF};
+use super::schedule::{random_fraction, retry_delay, ARI_CHECK_INTERVAL};
+use super::state::StateDir;
+use super::status::{rfc3339, Status};
+use super::AcmeOptions;
+use crate::certs::{CertInfo, CertResolver};
+
+/// The loop wakes at least this often to look again (clock jumps, suspended machines).
+const MAX_SLEEP: Duration = Duration::from_secs(12 * 3600);
+
+pub struct AcmeManager {
+    options: AcmeOptions,
+    state: StateDir,
+    resolver: Arc<CertResolver>,
+    tokens: ChallengeTokens,
+    connector: Connector,
+    account: tokio::sync::Mutex<Option<Account>>,
+    /// One attempt at a time: the schedule and `regapp cert renew` never order twice at once.
+    attempt: tokio::sync::Mutex<()>,
+    inner: Mutex<Inner>,
+    /// Wakes the schedule after a forced renewal.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Inner {
+    ari: Option<AriAnswer>,
+    /// (fingerprint, until): the CA gave no window for this certificate; use the lifetime rule.
+    no_ari: Option<(String, SystemTime)>,
+    retry_at: Option<SystemTime>,
+    status: Status,
+}
+
+/// What [`AcmeManager::plan`] decided.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub renew_at: SystemTime,
+    pub basis: Basis,
+    /// When the renewal window should be asked for again.
+    pub recheck_at: Option<SystemTime>,
+}
+
+impl AcmeManager {
+    /// Prepares the state directory and installs the stored certificate if it is usable (loads,
+    /// matches its key, covers the names, not expired): a restart with one orders nothing.
+    pub fn new(
+        options: AcmeOptions,
+        resolver: Arc<CertResolver>,
+        tokens: ChallengeTokens,
+        connector: Connector,
+    ) -> Result<AcmeManager, AcmeError> {
+        let state = StateDir::new(&options.state_dir);
+        state.ensure()?;
+        let path = state.certificate_path();
+        match state.load_certificate() {
+            Ok(Some(key)) => {
+                let info =
+                    CertInfo::from_der(&key.cert[0]).map_err(crate::certs::CertError::from)?;
+                let missing: Vec<&String> =
+                    options.domains.iter().filter(|d| !info.covers(d)).collect();
+                if !info.valid_at(SystemTime::now()) {
+                    tracing::warn!(file = %path.display(), not_after = %rfc3339(info.not_after),
+                        "the stored certificate is not valid now; ordering a new one");
+                } else if !missing.is_empty() {
+                    tracing::info!(file = %path.display(), ?missing,
+                        "the stored certificate lacks configured names; ordering a new one");
+                } else {
+                    let info = resolver.install(Arc::new(key))?;
+                    tracing::info!(file = %path.display(), names = ?info.dns_names,
+                        not_after = %rfc3339(info.not_after), sha256 = %info.sha256_fingerprint,
+                        "serving the stored ACME certificate");
+                }
+            }
+            Ok(None) => tracing::info!(dir = %state.dir().display(),
+                "no ACME certificate yet; :443 refuses handshakes until the first order completes"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored certificate is unusable; ordering a new one")
+            }
+        }
+        let status = Status {
+            domains: options.domains.clone(),
+            directory: options.directory.clone(),
+            ..Status::default()
+        };
+        Ok(AcmeManager {
+            options,
+            state,
+            resolver,
+            tokens,
+            connector,
+            account: tokio::sync::Mutex::new(None),
+            attempt: tokio::sync::Mutex::new(()),
+            inner: Mutex::new(Inner {
+                status,
+                ..Inner::default()
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    pub fn state(&self) -> &StateDir {
+        &self.state
+    }
+
+    /// The challenge answers the :80 listener serves.
+    pub fn tokens(&self) -> &ChallengeTokens {
+        &self.tokens
+    }
+
+    /// A snapshot of what the manager knows (certificate, due date, attempts).
+    pub fn status(&self) -> Status {
+        let mut status = self.inner().status.clone();
+        status.certificate = self.resolver.info().map(|info| (*info).clone());
+        status
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // The state stays consistent even if a holder panicked: each update is one assignment.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn account(&self) -> Result<Account, AcmeError> {
+        let mut slot = self.account.lock().await;
+        if let Some(account) = &*slot {
+            return Ok(account.clone());
+        }
+        let account = load_or_create(&self.options, &self.state, &self.connector).await?;
+        *slot = Some(account.clone());
+        Ok(account)
+    }
+
+    /// When the certificate in use is due, asking the CA's renewal window when it is time to.
+    pub async fn plan(&self, now: SystemTime) -> Plan {
+        let Some(info) = self.resolver.info() else {
+            return Plan {
+                renew_at: now,
+                basis: Basis::Missing,
+                recheck_at: None,
+            };
+        };
+        let (lifetime_at, basis) = without_ari(&info, &self.options.domains, now);
+        if basis == Basis::NamesChanged {
+            return Plan {
+                renew_at: now,
+                basis,
+                recheck_at: None,
+            };
+        }
+        let fingerprint = &info.sha256_fingerprint;
+        {
+            let inner = self.inner();
+            if let Some(ari) = inner.ari.as_ref().filter(|a| &a.fingerprint == fingerprint) {
+                if now < ari.ask_again_at {
+                    return Plan {
+                        renew_at: ari.renew_at,
+                        basis: ari.basis.clone(),
+                        recheck_at: Some(ari.ask_again_at),
+                    };
+                }
+            }
+            if let Some((_, until)) = inner.no_ari.as_ref().filter(|(f, _)| f == fingerprint) {
+                if now < *until {
+                    return Plan {
+                        renew_at: lifetime_at,
+                        basis,
+                        recheck_at: Some(*until),
+                    };
+                }
+            }
+        }
+        let answer = match (self.account().await, self.resolver.current()) {
+            (Ok(account), Some(key)) => ask_ari(&account, &key.cert[0], fingerprint, now).await,
+            (Err(e), _) => Err(e),
+            (_, None) => Ok(None),
+        };
+        let mut inner = self.inner();
+        match answer {
+            Ok(Some(ari)) => {
+                tracing::info!(renew_at = %rfc3339(ari.renew_at), basis = %ari.basis,
+                    "the CA's renewal window (ARI)");
+                let plan = Plan {
+                    renew_at: ari.renew_at,
+                    basis: ari.basis.clone(),
+                    recheck_at: Some(ari.ask_again_at),
+                };
+                inner.ari = Some(ari);
+                plan
+            }
+            Ok(None) => {
+                let until = now + ARI_CHECK_INTERVAL;
+                inner.no_ari = Some((fingerprint.clone(), until));
+                Plan {
+                    renew_at: lifetime_at,
+                    basis,
+                    recheck_at: Some(until),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not ask the CA for a renewal window; using the lifetime rule for now");
+                let until = now + ARI_ERROR_BACKOFF;
+                inner.no_ari = Some((fingerprint.clone(), until));
+                Plan {
+                    renew_at: lifetime_at,
+                    basis,
+                    recheck_at: Some(until),
+                }
+            }
+        }
+    }
+
+    /// One attempt: order, save, install. Logged and counted whatever happens; on failure the
+    /// certificate in use stays and the next retry is scheduled.
+    pub async fn renew(&self, basis: Basis) -> Result<Arc<CertInfo>, AcmeError> {
+        let _one_at_a_time = self.attempt.lock().await;
+        let started = std::time::Instant::now();
+        let replaces = self.replaces();
+        tracing::info!(domains = ?self.options.domains, reason = %basis,
+            replaces = replaces.as_ref().map(|r| r.to_string()), "ACME order starting");
+        let result = self.order_and_install(replaces).await;
+        let mut inner = self.inner();
+        match &result {
+            Ok(info) => {
+                *inner.status.attempts.entry("success").or_default() += 1;
+                inner.status.failures_in_a_row = 0;
+                inner.status.last_error = None;
+                inner.status.retry_at = None;
+                inner.retry_at = None;
+                inner.ari = None;
+                inner.no_ari = None;
+                // Until the schedule asks the CA again, the lifetime rule says when.
+                let (due, basis) = without_ari(info, &self.options.domains, SystemTime::now());
+                inner.status.next_renewal = Some(due);
+                inner.status.basis = Some(basis);
+                tracing::info!(names = ?info.dns_names, not_after = %rfc3339(info.not_after),
+                    sha256 = %info.sha256_fingerprint, issuer = %info.issuer,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "ACME certificate installed");
+            }
+            Err(e) => {
+                *inner.status.attempts.entry(e.kind()).or_default() += 1;
+                inner.status.failures_in_a_row += 1;
+                inner.status.last_error = Some(e.to_string());
+                let failures = inner.status.failures_in_a_row;
+                let mut retry_at = SystemTime::now() + retry_delay(failures, random_fraction());
+                if let Some(ca_says) = e.retry_not_before() {
+                    retry_at = retry_at.max(ca_says);
+                }
+                inner.retry_at = Some(retry_at);
+                inner.status.retry_at = Some(retry_at);
+                let serving = self.resolver.info().map(|i| rfc3339(i.not_after));
+                tracing::error!(error = %e, kind = e.kind(), failures, retry_at = %rfc3339(retry_at),
+                    still_serving_until = serving.as_deref().unwrap_or("nothing"),
+                    "ACME order failed");
+            }
+        }
+        result
+    }
+
+    /// `regapp cert renew`: one attempt now, then the schedule looks again.
+    pub async fn renew_now(&self) -> Result<Arc<CertInfo>, AcmeError> {
+        let result = self.renew(Basis::Forced).await;
+        self.changed.notify_one();
+        result
+    }
+
+    fn replaces(&self) -> Option<CertificateIdentifier<'static>> {
+        let current = self.resolver.info()?;
+        let inner = self.inner();
+        let ari = inner.ari.as_ref()?;
+        (ari.fingerprint == current.sha256_fingerprint).then(|| ari.replaces.clone())
+    }
+
+    async fn order_and_install(
+        &self,
+        replaces: Option<CertificateIdentifier<'static>>,
+    ) -> Result<Arc<CertInfo>, AcmeError> {
+        let account = self.account().await?;
+        let issued = order_certificate(
+            &account,
+            &self.options.domains,
+            self.options.profile.as_deref(),
+            replaces,
+            &self.tokens,
+        )
+        .await?;
+        tracing::debug!(replaced = issued.replaced, "certificate issued");
+        let key = self
+            .state
+            .save_certificate(&issued.chain_pem, &issued.key_pem)?;
+        Ok(self.resolver.install(Arc::new(key))?)
+    }
+
+    /// The schedule, forever: plan, wait until due, attempt; see the module doc.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            let now = SystemTime::now();
+            let plan = self.plan(now).await;
+            let retry_at = self.inner().retry_at;
+            let due = retry_at.map_or(plan.renew_at, |r| r.max(plan.renew_at));
+            {
+                let mut inner = self.inner();
+                inner.status.next_renewal = Some(due);
+                inner.status.basis = Some(plan.basis.clone());
+            }
+            if due <= now {
+                let _ = self.renew(plan.basis).await;
+                continue;
+            }
+            let mut wake = due.min(now + MAX_SLEEP);
+            if let Some(recheck) = plan.recheck_at {
+                wake = wake.min(recheck.max(now));
+            }
+            tracing::debug!(due = %rfc3339(due), wake = %rfc3339(wake), basis = %plan.basis, "next ACME check");
+            let sleep = wake.duration_since(now).unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.changed.notified() => {}
+            }
+        }
+    }
+}

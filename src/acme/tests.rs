@@ -1,0 +1,521 @@
+//! The manager against canned ACME answers, through instant-acme's pluggable HTTP client: ARI
+//! windows, `replaces` refused and ordered again without it, the lifetime rule for 6-, 45- and
+//! 90-day certificates, failures that keep the old certificate and schedule the retry.
+//! (Debian's pebble has no ARI and no profiles; the real HTTP-01 flow is tested against pebble in
+//! tests/acme.)
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use instant_acme::{Account, BodyWrapper, BytesResponse, HttpClient};
+use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair};
+use serde_json::{json, Value};
+use x509_parser::prelude::{FromDer, X509CertificationRequest};
+
+use super::*;
+use crate::certs::CertResolver;
+
+const BASE: &str = "https://ca.test";
+const NAME: &str = "registry.test";
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How the fake CA behaves, and what it saw.
+#[derive(Default)]
+struct Script {
+    /// The renewal window to offer; `None`: the directory has no `renewalInfo`.
+    ari_window: Option<(SystemTime, SystemTime)>,
+    /// Answer new orders that carry `replaces` with `alreadyReplaced`.
+    refuse_replaces: bool,
+    /// Answer every new order with this problem (type, detail, status).
+    order_problem: Option<(&'static str, String, u16)>,
+    /// Every new-order payload received.
+    orders: Vec<Value>,
+    /// Every renewal-info path asked.
+    ari_asked: Vec<String>,
+    profiles_offered: bool,
+    issued_pem: Option<String>,
+    finalized: bool,
+}
+
+struct FakeCa {
+    script: Arc<Mutex<Script>>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
+}
+
+fn ca_issuer() -> Issuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Fake CA");
+    Issuer::new(params, KeyPair::generate().unwrap())
+}
+
+/// A leaf for `NAME` valid from `not_before` for `lifetime`, signed by the fake CA (so it has an
+/// Authority Key Identifier for ARI); PEM chain and key.
+fn leaf(
+    issuer: &Issuer<'static, KeyPair>,
+    key: &impl rcgen::PublicKeyData,
+    not_before: SystemTime,
+    lifetime: Duration,
+) -> String {
+    let mut params = CertificateParams::new(vec![NAME.to_owned()]).unwrap();
+    params.not_before = not_before.into();
+    params.not_after = (not_before + lifetime).into();
+    params.use_authority_key_identifier_extension = true;
+    params.signed_by(key, issuer).unwrap().pem()
+}
+
+/// The public key inside a CSR, as rcgen wants it to sign a certificate for it.
+struct CsrKey(Vec<u8>);
+
+impl rcgen::PublicKeyData for CsrKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
+    }
+}
+
+fn b64(data: &str) -> Vec<u8> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(data)
+        .unwrap()
+}
+
+fn response(status: u16, body: Value, location: Option<String>) -> BytesResponse {
+    let mut builder = Response::builder()
+        .status(status)
+        .header("Replay-Nonce", "nonce")
+        .header("Content-Type", "application/json");
+    if let Some(location) = location {
+        builder = builder.header("Location", location);
+    }
+    BytesResponse::from(
+        builder
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap(),
+    )
+}
+
+fn order_body(status: &str, replaces: &Value) -> Value {
+    let mut order = json!({
+        "status": status,
+        "identifiers": [{"type": "dns", "value": NAME}],
+        "authorizations": [format!("{BASE}/authz/1")],
+        "finalize": format!("{BASE}/finalize/1"),
+        "certificate": format!("{BASE}/cert/1"),
+    });
+    if !replaces.is_null() {
+        order["replaces"] = replaces.clone();
+    }
+    order
+}
+
+impl FakeCa {
+    fn answer(&self, method: Method, path: &str, body: &[u8]) -> BytesResponse {
+        let mut script = self.script.lock().unwrap();
+        let payload: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            let jws: Value = serde_json::from_slice(body).unwrap();
+            match jws["payload"].as_str().unwrap_or("") {
+                "" => Value::Null,
+                p => serde_json::from_slice(&b64(p)).unwrap(),
+            }
+        };
+        match (method, path) {
+            (Method::GET, "/dir") => {
+                let mut dir = json!({
+                    "newNonce": format!("{BASE}/nonce"),
+                    "newAccount": format!("{BASE}/new-account"),
+                    "newOrder": format!("{BASE}/new-order"),
+                });
+                if script.ari_window.is_some() {
+                    dir["renewalInfo"] = json!(format!("{BASE}/renewal-info"));
+                }
+                if script.profiles_offered {
+                    dir["meta"] = json!({"profiles": {"shortlived": "about 6 days"}});
+                }
+                response(200, dir, None)
+            }
+            (Method::HEAD, "/nonce") => response(200, Value::Null, None),
+            (Method::POST, "/new-account") => response(
+                201,
+                json!({"status": "valid"}),
+                Some(format!("{BASE}/acct/1")),
+            ),
+            (Method::POST, "/new-order") => {
+                script.orders.push(payload.clone());
+                if let Some((kind, detail, status)) = &script.order_problem {
+                    return response(*status, json!({"type": kind, "detail": detail}), None);
+                }
+                if script.refuse_replaces && !payload["replaces"].is_null() {
+                    return response(
+                        409,
+                        json!({
+                            "type": "urn:ietf:params:acme:error:alreadyReplaced",
+                            "detail": "certificate already replaced"
+                        }),
+                        None,
+                    );
+                }
+                response(
+                    201,
+                    order_body("ready", &payload["replaces"]),
+                    Some(format!("{BASE}/order/1")),
+                )
+            }
+            (Method::POST, "/authz/1") => response(
+                200,
+                json!({
+                    "status": "valid",
+                    "identifier": {"type": "dns", "value": NAME},
+                    "challenges": [{
+                        "type": "http-01", "url": format!("{BASE}/chall/1"),
+                        "token": "t0k3n", "status": "valid"
+                    }]
+                }),
+                None,
+            ),
+            (Method::POST, "/finalize/1") => {
+                let csr_der = b64(payload["csr"].as_str().unwrap());
+                let (_, csr) = X509CertificationRequest::from_der(&csr_der).unwrap();
+                let key = CsrKey(
+                    csr.certification_request_info
+                        .subject_pki
+                        .subject_public_key
+                        .data
+                        .to_vec(),
+                );
+                script.issued_pem = Some(leaf(&self.issuer, &key, SystemTime::now(), 45 * DAY));
+                script.finalized = true;
+                response(200, order_body("processing", &Value::Null), None)
+            }
+            (Method::POST, "/order/1") => {
+                let status = if script.finalized { "valid" } else { "ready" };
+                response(200, order_body(status, &Value::Null), None)
+            }
+            (Method::POST, "/cert/1") => {
+                let pem = script.issued_pem.clone().unwrap();
+                BytesResponse::from(
+                    Response::builder()
+                        .status(200)
+                        .header("Replay-Nonce", "nonce")
+                        .body(Full::new(Bytes::from(pem)))
+                        .unwrap(),
+                )
+            }
+            (Method::GET, path) if path.starts_with("/renewal-info/") => {
+                script.ari_asked.push(path.to_owned());
+                let (start, end) = script.ari_window.unwrap();
+                let rfc3339 = |t| humantime::format_rfc3339_seconds(t).to_string();
+                BytesResponse::from(
+                    Response::builder()
+                        .status(200)
+                        .header("Retry-After", "21600")
+                        .body(Full::new(Bytes::from(
+                            json!({"suggestedWindow": {"start": rfc3339(start), "end": rfc3339(end)}})
+                                .to_string(),
+                        )))
+                        .unwrap(),
+                )
+            }
+            (method, path) => response(
+                StatusCode::NOT_FOUND.as_u16(),
+                json!({"type": "about:blank", "detail": format!("fake CA: no {method} {path}")}),
+                None,
+            ),
+        }
+    }
+}
+
+impl HttpClient for FakeCa {
+    fn request(
+        &self,
+        req: Request<BodyWrapper<Bytes>>,
+    ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
+        let script = self.script.clone();
+        let issuer = self.issuer.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let body = body.collect().await.unwrap().to_bytes();
+            let ca = FakeCa { script, issuer };
+            Ok(ca.answer(parts.method, parts.uri.path(), &body))
+        })
+    }
+}
+
+struct Setup {
+    manager: AcmeManager,
+    resolver: Arc<CertResolver>,
+    script: Arc<Mutex<Script>>,
+    issuer: Arc<Issuer<'static, KeyPair>>,
+    _state: tempfile::TempDir,
+}
+
+fn setup(script: Script, profile: Option<&str>) -> Setup {
+    let state = tempfile::tempdir().unwrap();
+    let script = Arc::new(Mutex::new(script));
+    let issuer = Arc::new(ca_issuer());
+    let connector: Connector = {
+        let script = script.clone();
+        let issuer = issuer.clone();
+        Arc::new(move || {
+            Ok(Account::builder_with_http(Box::new(FakeCa {
+                script: script.clone(),
+                issuer: issuer.clone(),
+            })))
+        })
+    };
+    let resolver = Arc::new(CertResolver::new());
+    let options = AcmeOptions {
+        directory: format!("{BASE}/dir"),
+        contact: vec!["mailto:ops@example.com".to_owned()],
+        domains: vec![NAME.to_owned()],
+        ca_root: None,
+        eab: None,
+        profile: profile.map(str::to_owned),
+        state_dir: state.path().join("acme"),
+    };
+    let manager =
+        AcmeManager::new(options, resolver.clone(), ChallengeTokens::new(), connector).unwrap();
+    Setup {
+        manager,
+        resolver,
+        script,
+        issuer,
+        _state: state,
+    }
+}
+
+impl Setup {
+    /// Installs a certificate from the fake CA valid from `not_before` for `lifetime`.
+    fn install(&self, not_before: SystemTime, lifetime: Duration) -> Arc<crate::certs::CertInfo> {
+        let key = KeyPair::generate().unwrap();
+        let chain = leaf(&self.issuer, &key, not_before, lifetime);
+        let pair = crate::certs::pem::parse(
+            chain.as_bytes(),
+            std::path::Path::new("chain"),
+            key.serialize_pem().as_bytes(),
+            std::path::Path::new("key"),
+        )
+        .unwrap();
+        self.resolver.install(Arc::new(pair)).unwrap()
+    }
+
+    fn orders(&self) -> Vec<Value> {
+        self.script.lock().unwrap().orders.clone()
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn an_ari_window_in_the_future_is_where_renewal_is_scheduled() {
+    let now = SystemTime::now();
+    // ARI speaks whole seconds.
+    let whole = SystemTime::UNIX_EPOCH
+        + Duration::from_secs(
+            now.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        );
+    let (start, end) = (whole + 20 * DAY, whole + 22 * DAY);
+    let s = setup(
+        Script {
+            ari_window: Some((start, end)),
+            ..Script::default()
+        },
+        None,
+    );
+    s.install(now - DAY, 90 * DAY);
+    let plan = runtime().block_on(s.manager.plan(now));
+    assert_eq!(plan.basis, Basis::Ari { start, end });
+    assert!(
+        plan.renew_at >= start && plan.renew_at <= end,
+        "{plan:?} outside the window"
+    );
+    // Retry-After said 6 h; regapp asks about twice a day.
+    assert_eq!(plan.recheck_at, Some(now + Duration::from_secs(12 * 3600)));
+    // The answer is kept: planning again before the recheck asks nothing.
+    runtime().block_on(s.manager.plan(now + DAY / 4));
+    assert_eq!(s.script.lock().unwrap().ari_asked.len(), 1);
+    assert!(
+        s.orders().is_empty(),
+        "nothing is ordered before the window"
+    );
+}
+
+#[test]
+fn inside_the_ari_window_the_renewal_replaces_the_certificate() {
+    let now = SystemTime::now();
+    let s = setup(
+        Script {
+            ari_window: Some((now - DAY, now - DAY / 2)),
+            ..Script::default()
+        },
+        None,
+    );
+    let old = s.install(now - 30 * DAY, 90 * DAY);
+    let rt = runtime();
+    let plan = rt.block_on(s.manager.plan(now));
+    assert!(plan.renew_at <= now, "a past window means now: {plan:?}");
+    let asked = s.script.lock().unwrap().ari_asked[0].clone();
+    let new = rt.block_on(s.manager.renew(plan.basis)).unwrap();
+    assert_ne!(new.sha256_fingerprint, old.sha256_fingerprint);
+    let orders = s.orders();
+    assert_eq!(orders.len(), 1);
+    assert_eq!(
+        format!("/renewal-info/{}", orders[0]["replaces"].as_str().unwrap()),
+        asked,
+        "`replaces` names the certificate ARI was asked about"
+    );
+    assert_eq!(s.manager.status().attempts.get("success"), Some(&1));
+}
+
+#[test]
+fn a_refused_replaces_is_ordered_again_without_it() {
+    let now = SystemTime::now();
+    let s = setup(
+        Script {
+            ari_window: Some((now - DAY, now - DAY / 2)),
+            refuse_replaces: true,
+            ..Script::default()
+        },
+        None,
+    );
+    let old = s.install(now - 30 * DAY, 90 * DAY);
+    let rt = runtime();
+    let plan = rt.block_on(s.manager.plan(now));
+    let new = rt.block_on(s.manager.renew(plan.basis)).unwrap();
+    assert_ne!(new.sha256_fingerprint, old.sha256_fingerprint);
+    let orders = s.orders();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert!(orders[0]["replaces"].is_string());
+    assert!(orders[1].get("replaces").is_none(), "{orders:?}");
+    assert_eq!(
+        s.resolver.info().unwrap().sha256_fingerprint,
+        new.sha256_fingerprint
+    );
+}
+
+#[test]
+fn without_ari_the_lifetime_decides_for_6_45_and_90_days() {
+    let now = SystemTime::now();
+    for (lifetime_days, due_after_days) in [(6.0, 3.0), (45.0, 30.0), (90.0, 60.0)] {
+        let s = setup(Script::default(), None);
+        let not_before = now - DAY;
+        let info = s.install(not_before, DAY.mul_f64(lifetime_days));
+        let plan = runtime().block_on(s.manager.plan(now));
+        assert_eq!(plan.basis, Basis::Lifetime, "{lifetime_days} days");
+        assert_eq!(
+            plan.renew_at,
+            info.not_before + DAY.mul_f64(due_after_days),
+            "{lifetime_days} days"
+        );
+        assert!(s.script.lock().unwrap().ari_asked.is_empty());
+    }
+}
+
+#[test]
+fn a_profile_is_sent_with_the_order() {
+    let s = setup(
+        Script {
+            profiles_offered: true,
+            ..Script::default()
+        },
+        Some("shortlived"),
+    );
+    runtime().block_on(s.manager.renew(Basis::Missing)).unwrap();
+    assert_eq!(s.orders()[0]["profile"], "shortlived");
+    assert!(s.orders()[0].get("replaces").is_none());
+}
+
+#[test]
+fn a_failure_keeps_the_old_certificate_and_retries_after_about_a_minute() {
+    let now = SystemTime::now();
+    let s = setup(
+        Script {
+            order_problem: Some((
+                "urn:ietf:params:acme:error:serverInternal",
+                "try later".to_owned(),
+                500,
+            )),
+            ..Script::default()
+        },
+        None,
+    );
+    let old = s.install(now - 80 * DAY, 90 * DAY);
+    let rt = runtime();
+    let err = rt.block_on(s.manager.renew(Basis::Lifetime)).unwrap_err();
+    assert!(err.to_string().contains("try later"), "{err}");
+    assert_eq!(
+        s.resolver.info().unwrap().sha256_fingerprint,
+        old.sha256_fingerprint
+    );
+    let status = s.manager.status();
+    assert_eq!(status.attempts.get("refused"), Some(&1));
+    assert_eq!(status.failures_in_a_row, 1);
+    let retry = status.retry_at.unwrap().duration_since(now).unwrap();
+    assert!(
+        retry >= Duration::from_secs(54) && retry <= Duration::from_secs(67),
+        "{retry:?}"
+    );
+    // The second failure in a row waits about ten minutes.
+    rt.block_on(s.manager.renew(Basis::Lifetime)).unwrap_err();
+    let retry = s
+        .manager
+        .status()
+        .retry_at
+        .unwrap()
+        .duration_since(now)
+        .unwrap();
+    assert!(
+        retry >= Duration::from_secs(540) && retry <= Duration::from_secs(661),
+        "{retry:?}"
+    );
+    assert!(s.manager.status().report().contains("try later"));
+}
+
+#[test]
+fn a_rate_limit_waits_for_the_time_the_ca_gives() {
+    let s = setup(
+        Script {
+            order_problem: Some((
+                "urn:ietf:params:acme:error:rateLimited",
+                "too many new orders recently: retry after 2099-01-02 03:04:05 UTC: see https://letsencrypt.org/docs/rate-limits/".to_owned(),
+                429,
+            )),
+            ..Script::default()
+        },
+        None,
+    );
+    let err = runtime()
+        .block_on(s.manager.renew(Basis::Missing))
+        .unwrap_err();
+    assert_eq!(err.kind(), "rate_limited");
+    assert!(
+        err.to_string()
+            .contains("retrying after 2099-01-02T03:04:05Z"),
+        "{err}"
+    );
+    assert_eq!(
+        s.manager.status().retry_at,
+        Some(humantime::parse_rfc3339("2099-01-02T03:04:05Z").unwrap())
+    );
+    assert!(s.resolver.info().is_none());
+}

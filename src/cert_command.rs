@@ -1,0 +1,69 @@
+//! `regapp cert status|renew`: reads the configuration to find the ACME state directory, then
+//! asks the running server over its control socket (see `acme::control`). `status` falls back to
+//! what is on disk when the server is not running; `renew` needs the server and says so.
+
+use std::process::ExitCode;
+
+use crate::acme::{self, control};
+use crate::cli::CertCommand;
+use crate::config::{Settings, TlsSettings};
+
+pub fn run(command: CertCommand) -> ExitCode {
+    let (config, renew) = match &command {
+        CertCommand::Status(arg) => (&arg.config, false),
+        CertCommand::Renew(arg) => (&arg.config, true),
+    };
+    let settings = match Settings::load(config) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let acme = match settings.edge.as_ref().map(|edge| &edge.tls) {
+        Some(TlsSettings::Acme(acme)) => acme,
+        _ => {
+            eprintln!(
+                "regapp cert: {} does not use ACME (it needs [edge] and tls.mode = \"acme\")",
+                config.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = crate::app::acme_options(acme);
+    let socket = acme::StateDir::new(&options.state_dir).control_socket();
+    if renew {
+        println!("renewing through the running server (this takes one ACME order) …");
+        return match control::request(&socket, "renew") {
+            Ok(report) => {
+                print!("renewed\n{report}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("regapp cert renew: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match control::request(&socket, "status") {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(control::ControlError::NotRunning { .. }) => match acme::status_from_disk(&options) {
+            Ok(status) => {
+                print!("{}", status.report());
+                println!("server:        not running (due date by the lifetime rule; a running server also asks the CA)");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("regapp cert status: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("regapp cert status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
