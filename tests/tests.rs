@@ -2,13 +2,15 @@
 //!
 //! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
 //! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
+//! - `acme`: certificates from Debian's pebble over HTTP-01, restart, forced renewal, errors.
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
-//! Needs the Debian packages `skopeo` and `docker-registry`.
+//! Needs the Debian packages `skopeo`, `docker-registry` and `pebble`.
 //!
 //! Run: `cargo test --test tests` (add `-- --nocapture` to see timings).
 
+mod acme;
 mod api;
 mod auth;
 mod certs;
