@@ -149,3 +149,34 @@ pub fn request(path: &Path, command: &str) -> Result<String, ControlError> {
         "the server closed the connection without an answer".to_owned(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let first = bind(&path).unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let refused = bind(&path).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::AddrInUse);
+        assert!(refused.to_string().contains("another regapp"), "{refused}");
+        // A crash leaves the file behind with nobody listening.
+        drop(first);
+        assert!(path.exists());
+        let _second = bind(&path).unwrap();
+    }
+
+    #[test]
+    fn nobody_listening_means_not_running() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = request(&dir.path().join("control.sock"), "status").unwrap_err();
+        assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
+        assert!(err.to_string().contains("regapp is not running"), "{err}");
+    }
+}

@@ -255,7 +255,7 @@ impl HttpClient for FakeCa {
 }
 
 struct Setup {
-    manager: AcmeManager,
+    manager: Arc<AcmeManager>,
     resolver: Arc<CertResolver>,
     script: Arc<Mutex<Script>>,
     issuer: Arc<Issuer<'static, KeyPair>>,
@@ -286,8 +286,9 @@ fn setup(script: Script, profile: Option<&str>) -> Setup {
         profile: profile.map(str::to_owned),
         state_dir: state.path().join("acme"),
     };
-    let manager =
-        AcmeManager::new(options, resolver.clone(), ChallengeTokens::new(), connector).unwrap();
+    let manager = Arc::new(
+        AcmeManager::new(options, resolver.clone(), ChallengeTokens::new(), connector).unwrap(),
+    );
     Setup {
         manager,
         resolver,
@@ -518,4 +519,70 @@ fn a_rate_limit_waits_for_the_time_the_ca_gives() {
         Some(humantime::parse_rfc3339("2099-01-02T03:04:05Z").unwrap())
     );
     assert!(s.resolver.info().is_none());
+}
+
+#[test]
+fn the_schedule_orders_at_once_without_a_certificate_then_sleeps_until_due() {
+    let s = setup(Script::default(), None);
+    let rt = runtime();
+    rt.block_on(async {
+        let schedule = tokio::spawn(s.manager.clone().run());
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while s.resolver.info().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no certificate installed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Give the loop time to plan again (and to misbehave, if it would).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        schedule.abort();
+    });
+    assert_eq!(s.orders().len(), 1, "one order, then nothing until due");
+    let status = s.manager.status();
+    let cert = status.certificate.clone().unwrap();
+    // The fake CA issues 45 days: due with 15 days left, by the lifetime rule.
+    assert_eq!(status.next_renewal, Some(cert.not_after - 15 * DAY));
+    assert_eq!(status.basis, Some(Basis::Lifetime));
+    // What the metrics will read: the expiry per name and the attempts by result.
+    let not_after = cert
+        .not_after
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(status.expiry_by_name(), [(NAME.to_owned(), not_after)]);
+    assert_eq!(status.attempts.get("success"), Some(&1));
+}
+
+#[test]
+fn the_schedule_waits_after_a_failure_instead_of_spinning() {
+    let s = setup(
+        Script {
+            order_problem: Some((
+                "urn:ietf:params:acme:error:serverInternal",
+                "down for maintenance".to_owned(),
+                503,
+            )),
+            ..Script::default()
+        },
+        None,
+    );
+    let rt = runtime();
+    let started = SystemTime::now();
+    rt.block_on(async {
+        let schedule = tokio::spawn(s.manager.clone().run());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        schedule.abort();
+    });
+    assert_eq!(s.orders().len(), 1, "one attempt, then the backoff");
+    let status = s.manager.status();
+    let retry = status.retry_at.unwrap();
+    assert_eq!(status.next_renewal, Some(retry));
+    let wait = retry.duration_since(started).unwrap();
+    assert!(
+        wait >= Duration::from_secs(54) && wait <= Duration::from_secs(67),
+        "{wait:?}"
+    );
+    assert!(status.report().contains("down for maintenance"));
 }

@@ -257,6 +257,42 @@ fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
 }
 
 #[test]
+fn a_name_that_does_not_resolve_shows_the_cas_dns_detail() {
+    let http_port = free_port();
+    let mut pebble = Pebble::start_without_dns_answers(http_port);
+    let mut regapp = AcmeRegapp::configure(
+        http_port,
+        &pebble.directory,
+        &pebble.listener_ca,
+        "domains = [\"registry.invalid-name.test\"]\n",
+    );
+    regapp.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !regapp.log().contains("ACME order failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failure logged:\n{}",
+            regapp.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = regapp.log();
+    eprintln!(
+        "{}",
+        log.lines()
+            .find(|l| l.contains("ACME order failed"))
+            .unwrap()
+    );
+    assert!(
+        log.contains("the CA could not validate registry.invalid-name.test over HTTP-01"),
+        "{log}"
+    );
+    assert!(log.contains("resolves to this host"), "{log}");
+    regapp.stop();
+    pebble.stop();
+}
+
+#[test]
 fn a_wrong_external_account_binding_is_named() {
     let http_port = free_port();
     let mut pebble = Pebble::start_with_eab(http_port);

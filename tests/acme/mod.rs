@@ -55,15 +55,20 @@ pub const EAB_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MU
 impl Pebble {
     /// pebble validating HTTP-01 on `http_port`.
     pub fn start(http_port: u16) -> Pebble {
-        Pebble::start_with(http_port, false)
+        Pebble::start_with(http_port, false, "127.0.0.1")
     }
 
     /// pebble that requires External Account Binding (`EAB_KID` / `EAB_KEY`).
     pub fn start_with_eab(http_port: u16) -> Pebble {
-        Pebble::start_with(http_port, true)
+        Pebble::start_with(http_port, true, "127.0.0.1")
     }
 
-    fn start_with(http_port: u16, eab: bool) -> Pebble {
+    /// pebble whose DNS resolves no name at all: every name "does not resolve to this host".
+    pub fn start_without_dns_answers(http_port: u16) -> Pebble {
+        Pebble::start_with(http_port, false, "")
+    }
+
+    fn start_with(http_port: u16, eab: bool, resolve_to: &str) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
         let ec = [
@@ -117,7 +122,7 @@ impl Pebble {
             "-dns01",
             &format!("127.0.0.1:{dns}"),
             "-defaultIPv4",
-            "127.0.0.1",
+            resolve_to,
             "-defaultIPv6",
             "",
             "-http01",
