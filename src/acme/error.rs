@@ -29,6 +29,18 @@ pub enum AcmeError {
          and acme.eab_hmac_key (as the CA handed them out; the key is base64url)"
     )]
     ExternalAccount { detail: String },
+    /// The CA requires External Account Binding and none is configured.
+    #[error(
+        "the CA requires External Account Binding: {detail} — set acme.eab_kid and \
+         acme.eab_hmac_key to the values the CA handed out"
+    )]
+    ExternalAccountRequired { detail: String },
+    /// `acme.profile` names a profile the CA's directory does not list.
+    #[error("acme.profile = {profile:?}: the CA offers {}", offered_text(.offered))]
+    UnknownProfile {
+        profile: String,
+        offered: Vec<String>,
+    },
     /// Any other problem document from the CA.
     #[error("{what}: the CA answered: {problem}")]
     Refused {
@@ -63,6 +75,13 @@ fn retry_after_text(at: &Option<SystemTime>) -> String {
     }
 }
 
+fn offered_text(offered: &[String]) -> String {
+    match offered {
+        [] => "no profiles; remove acme.profile".to_owned(),
+        names => format!("only {}", names.join(", ")),
+    }
+}
+
 const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
 const EAB_REQUIRED: &str = "urn:ietf:params:acme:error:externalAccountRequired";
 const UNAUTHORIZED: &str = "urn:ietf:params:acme:error:unauthorized";
@@ -90,7 +109,7 @@ impl AcmeError {
                     detail,
                 }
             }
-            Some(EAB_REQUIRED) => AcmeError::ExternalAccount {
+            Some(EAB_REQUIRED) => AcmeError::ExternalAccountRequired {
                 detail: problem
                     .detail
                     .unwrap_or_else(|| "External Account Binding is required".to_owned()),
@@ -127,7 +146,10 @@ impl AcmeError {
         match self {
             AcmeError::Validation { .. } => "validation",
             AcmeError::RateLimited { .. } => "rate_limited",
-            AcmeError::ExternalAccount { .. } => "external_account",
+            AcmeError::ExternalAccount { .. } | AcmeError::ExternalAccountRequired { .. } => {
+                "external_account"
+            }
+            AcmeError::UnknownProfile { .. } => "profile",
             AcmeError::Refused { .. } => "refused",
             AcmeError::Protocol { .. } => "unreachable",
             AcmeError::Timeout { .. } => "timeout",

@@ -46,6 +46,15 @@ pub async fn order_certificate(
     replaces: Option<CertificateIdentifier<'static>>,
     tokens: &ChallengeTokens,
 ) -> Result<Issued, AcmeError> {
+    if let Some(profile) = profile {
+        let offered: Vec<String> = account.profiles().map(|p| p.name.to_owned()).collect();
+        if !offered.iter().any(|name| name == profile) {
+            return Err(AcmeError::UnknownProfile {
+                profile: profile.to_owned(),
+                offered,
+            });
+        }
+    }
     let identifiers: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
     let (mut order, replaced) = new_order(account, &identifiers, profile, replaces).await?;
 

@@ -586,3 +586,18 @@ fn the_schedule_waits_after_a_failure_instead_of_spinning() {
     );
     assert!(status.report().contains("down for maintenance"));
 }
+
+#[test]
+fn a_profile_the_ca_does_not_offer_is_named_before_ordering() {
+    let s = setup(Script::default(), Some("shortlived"));
+    let err = runtime()
+        .block_on(s.manager.renew(Basis::Missing))
+        .unwrap_err();
+    assert_eq!(err.kind(), "profile");
+    assert!(
+        err.to_string()
+            .contains("acme.profile = \"shortlived\": the CA offers no profiles"),
+        "{err}"
+    );
+    assert!(s.orders().is_empty());
+}

@@ -330,6 +330,40 @@ fn a_wrong_external_account_binding_is_named() {
 }
 
 #[test]
+fn a_missing_external_account_binding_is_asked_for() {
+    let http_port = free_port();
+    let mut pebble = Pebble::start_with_eab(http_port);
+    let mut regapp = AcmeRegapp::configure(http_port, &pebble.directory, &pebble.listener_ca, "");
+    regapp.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !regapp.log().contains("ACME order failed") {
+        assert!(
+            Instant::now() < deadline,
+            "no failure logged:\n{}",
+            regapp.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = regapp.log();
+    eprintln!(
+        "{}",
+        log.lines()
+            .find(|l| l.contains("ACME order failed"))
+            .unwrap()
+    );
+    assert!(
+        log.contains("the CA requires External Account Binding"),
+        "{log}"
+    );
+    assert!(
+        log.contains("set acme.eab_kid and acme.eab_hmac_key"),
+        "{log}"
+    );
+    regapp.stop();
+    pebble.stop();
+}
+
+#[test]
 fn the_right_external_account_binding_gets_a_certificate() {
     let http_port = free_port();
     let mut pebble = Pebble::start_with_eab(http_port);
