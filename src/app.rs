@@ -180,7 +180,9 @@ pub fn prepare_dev(settings: &Settings) -> Result<(), AppError> {
     let ca = match &edge.tls {
         TlsSettings::SelfSigned { state_dir } => state_dir.join("ca.crt"),
         TlsSettings::Files { cert_file, .. } => cert_file.clone(),
-        TlsSettings::Acme(acme) => acme.state_dir.join("certificate.pem"),
+        TlsSettings::Acme(acme) => {
+            acme::StateDir::new(&acme.state_dir, &acme.directory).certificate_path()
+        }
     };
     let host = format!("localhost:{}", edge.https_listen.port());
     println!("regapp (dev mode)");

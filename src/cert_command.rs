@@ -31,7 +31,7 @@ pub fn run(command: CertCommand) -> ExitCode {
         }
     };
     let options = crate::app::acme_options(acme);
-    let socket = acme::StateDir::new(&options.state_dir).control_socket();
+    let socket = acme::StateDir::new(&options.state_dir, &options.directory).control_socket();
     if renew {
         println!("renewing through the running server (this takes one ACME order) …");
         return match control::request(&socket, "renew") {

@@ -75,7 +75,7 @@ pub async fn load_or_create(
 ) -> Result<Account, AcmeError> {
     let builder =
         || connector().map_err(|e| AcmeError::from_acme("setting up the HTTPS client", e));
-    if let Some(credentials) = state.load_account(&options.directory)? {
+    if let Some(credentials) = state.load_account()? {
         let account = builder()?
             .from_credentials(credentials)
             .await
@@ -100,11 +100,11 @@ pub async fn load_or_create(
         )
         .await
         .map_err(|e| AcmeError::from_account_creation(e, eab.is_some()))?;
-    state.save_account(&options.directory, &credentials)?;
+    state.save_account(&credentials)?;
     tracing::info!(
         account = account.id(),
         directory = %options.directory,
-        file = %state.account_path(&options.directory).display(),
+        file = %state.account_path().display(),
         "created an ACME account"
     );
     Ok(account)

@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::UnixListener;
 
-use super::manager::AcmeManager;
-use super::order::ORDER_TIMEOUT;
+use super::manager::{AcmeManager, ATTEMPT_TIMEOUT};
 
 /// Binds the control socket, replacing a stale one left by a crash; refuses if another process
 /// answers on it.
@@ -126,9 +125,9 @@ pub fn request(path: &Path, command: &str) -> Result<String, ControlError> {
             source,
         },
     })?;
-    // A renewal may take a whole order; allow it that and a little more.
+    // A renewal may take a whole attempt; allow it that and a little more.
     stream
-        .set_read_timeout(Some(ORDER_TIMEOUT * 2))
+        .set_read_timeout(Some(ATTEMPT_TIMEOUT + Duration::from_secs(30)))
         .map_err(io_error)?;
     stream
         .write_all(format!("{command}\n").as_bytes())

@@ -28,6 +28,11 @@ use crate::certs::{CertInfo, CertResolver};
 
 /// The loop wakes at least this often to look again (clock jumps, suspended machines).
 const MAX_SLEEP: Duration = Duration::from_secs(12 * 3600);
+/// One whole attempt (account, order, validation, issuance) may take this long: a CA that stops
+/// answering mid-request must not hold the schedule (and `regapp cert renew`) forever.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Asking for the renewal window (including reading the directory) may take this long.
+const ARI_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct AcmeManager {
     options: AcmeOptions,
@@ -70,7 +75,7 @@ impl AcmeManager {
         tokens: ChallengeTokens,
         connector: Connector,
     ) -> Result<AcmeManager, AcmeError> {
-        let state = StateDir::new(&options.state_dir);
+        let state = StateDir::new(&options.state_dir, &options.directory);
         state.ensure()?;
         let path = state.certificate_path();
         match state.load_certificate() {
@@ -189,11 +194,21 @@ impl AcmeManager {
                 }
             }
         }
-        let answer = match (self.account().await, self.resolver.current()) {
-            (Ok(account), Some(key)) => ask_ari(&account, &key.cert[0], fingerprint, now).await,
-            (Err(e), _) => Err(e),
-            (_, None) => Ok(None),
+        let ask = async {
+            match (self.account().await, self.resolver.current()) {
+                (Ok(account), Some(key)) => ask_ari(&account, &key.cert[0], fingerprint, now).await,
+                (Err(e), _) => Err(e),
+                (_, None) => Ok(None),
+            }
         };
+        let answer = tokio::time::timeout(ARI_TIMEOUT, ask)
+            .await
+            .unwrap_or_else(|_| {
+                Err(AcmeError::Timeout {
+                    what: "asking for the renewal window (ARI)",
+                    seconds: ARI_TIMEOUT.as_secs(),
+                })
+            });
         let mut inner = self.inner();
         match answer {
             Ok(Some(ari)) => {
@@ -237,7 +252,14 @@ impl AcmeManager {
         let replaces = self.replaces();
         tracing::info!(domains = ?self.options.domains, reason = %basis,
             replaces = replaces.as_ref().map(|r| r.to_string()), "ACME order starting");
-        let result = self.order_and_install(replaces).await;
+        let result = tokio::time::timeout(ATTEMPT_TIMEOUT, self.order_and_install(replaces))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AcmeError::Timeout {
+                    what: "the ACME attempt",
+                    seconds: ATTEMPT_TIMEOUT.as_secs(),
+                })
+            });
         let mut inner = self.inner();
         match &result {
             Ok(info) => {

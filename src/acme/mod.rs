@@ -107,7 +107,7 @@ async fn wait_until_listening(addr: SocketAddr) {
 /// What `regapp cert status` shows when the server is not running: the stored certificate and
 /// its due date by the lifetime rule (the CA's window is only known to a running server).
 pub fn status_from_disk(options: &AcmeOptions) -> Result<Status, AcmeError> {
-    let state = StateDir::new(&options.state_dir);
+    let state = StateDir::new(&options.state_dir, &options.directory);
     let certificate = match state.load_certificate()? {
         Some(key) => Some(
             crate::certs::CertInfo::from_der(&key.cert[0])

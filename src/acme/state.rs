@@ -1,11 +1,16 @@
 //! The state directory: the one place that knows its layout.
 //!
 //! ```text
-//! <state_dir>/                      0700
-//!   account-<sha256(directory)[..16]>.json   0600  one ACME account per directory URL
-//!   certificate.pem                 0600  the chain (leaf first), then its private key
-//!   control.sock                    0600  `regapp cert status|renew` talk to the server here
+//! <state_dir>/                             0700
+//!   account-<directory key>.json           0600  one ACME account per directory URL
+//!   certificate-<directory key>.pem        0600  the chain (leaf first), then its private key
+//!   control.sock                           0600  `regapp cert status|renew` reach the server here
 //! ```
+//!
+//! `<directory key>` is the first 16 hex digits of SHA-256(directory URL): staging and
+//! production (or two CAs) never share an account, and switching `acme.directory` never serves a
+//! certificate from the CA it was switched away from (a staging certificate after moving to
+//! production would be kept until its renewal otherwise).
 //!
 //! The chain and its key are one file so that one rename replaces both: a crash leaves the old
 //! pair or the new one, never a new chain with an old key. Every write is temp file + fsync +
@@ -24,19 +29,22 @@ use super::error::AcmeError;
 use crate::certs::disk::{ensure_dir, write_atomic, PRIVATE_DIR, PRIVATE_FILE};
 use crate::certs::pem;
 
-const CERTIFICATE: &str = "certificate.pem";
 const CONTROL: &str = "control.sock";
 
-/// Paths and atomic reads/writes under one state directory.
+/// Paths and atomic reads/writes under one state directory, for one ACME directory URL.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     dir: PathBuf,
+    /// Distinguishes the files of one ACME directory URL from another's.
+    key: String,
 }
 
 impl StateDir {
-    pub fn new(dir: &Path) -> StateDir {
+    pub fn new(dir: &Path, directory_url: &str) -> StateDir {
+        let hash = hex::encode(Sha256::digest(directory_url.as_bytes()));
         StateDir {
             dir: dir.to_owned(),
+            key: hash[..16].to_owned(),
         }
     }
 
@@ -52,25 +60,20 @@ impl StateDir {
     }
 
     pub fn certificate_path(&self) -> PathBuf {
-        self.dir.join(CERTIFICATE)
+        self.dir.join(format!("certificate-{}.pem", self.key))
     }
 
     pub fn control_socket(&self) -> PathBuf {
         self.dir.join(CONTROL)
     }
 
-    /// Staging and production (or two CAs) never share an account.
-    pub fn account_path(&self, directory_url: &str) -> PathBuf {
-        let hash = hex::encode(Sha256::digest(directory_url.as_bytes()));
-        self.dir.join(format!("account-{}.json", &hash[..16]))
+    pub fn account_path(&self) -> PathBuf {
+        self.dir.join(format!("account-{}.json", self.key))
     }
 
-    /// The stored account for `directory_url`, if there is one.
-    pub fn load_account(
-        &self,
-        directory_url: &str,
-    ) -> Result<Option<AccountCredentials>, AcmeError> {
-        let path = self.account_path(directory_url);
+    /// The stored account, if there is one.
+    pub fn load_account(&self) -> Result<Option<AccountCredentials>, AcmeError> {
+        let path = self.account_path();
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -84,12 +87,8 @@ impl StateDir {
             })
     }
 
-    pub fn save_account(
-        &self,
-        directory_url: &str,
-        credentials: &AccountCredentials,
-    ) -> Result<(), AcmeError> {
-        let path = self.account_path(directory_url);
+    pub fn save_account(&self, credentials: &AccountCredentials) -> Result<(), AcmeError> {
+        let path = self.account_path();
         let json = serde_json::to_vec_pretty(credentials).map_err(|e| AcmeError::State {
             path: path.clone(),
             message: e.to_string(),
@@ -148,7 +147,7 @@ mod tests {
         let dir = tmp.path().join("acme");
         fs::create_dir(&dir).unwrap();
         fs::set_permissions(&dir, Permissions::from_mode(0o755)).unwrap();
-        let state = StateDir::new(&dir);
+        let state = StateDir::new(&dir, "https://ca.test/dir");
         state.ensure().unwrap();
         assert_eq!(mode(&dir), 0o700);
         assert!(state.load_certificate().unwrap().is_none());
@@ -184,15 +183,18 @@ mod tests {
     }
 
     #[test]
-    fn one_account_file_per_directory_url() {
-        let state = StateDir::new(Path::new("/state"));
-        let production = state.account_path("https://acme-v02.api.letsencrypt.org/directory");
-        let staging = state.account_path("https://acme-staging-v02.api.letsencrypt.org/directory");
-        assert_ne!(production, staging);
-        assert_eq!(
-            production,
-            state.account_path("https://acme-v02.api.letsencrypt.org/directory")
+    fn each_directory_url_has_its_own_account_and_certificate() {
+        let production = StateDir::new(
+            Path::new("/state"),
+            "https://acme-v02.api.letsencrypt.org/directory",
         );
-        assert!(production.starts_with("/state"));
+        let staging = StateDir::new(
+            Path::new("/state"),
+            "https://acme-staging-v02.api.letsencrypt.org/directory",
+        );
+        assert_ne!(production.account_path(), staging.account_path());
+        assert_ne!(production.certificate_path(), staging.certificate_path());
+        assert_eq!(production.control_socket(), staging.control_socket());
+        assert!(production.account_path().starts_with("/state"));
     }
 }

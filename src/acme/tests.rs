@@ -601,3 +601,31 @@ fn a_profile_the_ca_does_not_offer_is_named_before_ordering() {
     );
     assert!(s.orders().is_empty());
 }
+
+#[test]
+fn a_restart_reuses_the_certificate_only_for_the_same_directory() {
+    let s = setup(Script::default(), None);
+    let issued = runtime().block_on(s.manager.renew(Basis::Missing)).unwrap();
+    let restart = |directory: &str| {
+        let resolver = Arc::new(CertResolver::new());
+        let options = AcmeOptions {
+            directory: directory.to_owned(),
+            contact: Vec::new(),
+            domains: vec![NAME.to_owned()],
+            ca_root: None,
+            eab: None,
+            profile: None,
+            state_dir: s._state.path().join("acme"),
+        };
+        let never: Connector =
+            Arc::new(|| panic!("a restart with a usable certificate connects to no CA"));
+        AcmeManager::new(options, resolver.clone(), ChallengeTokens::new(), never).unwrap();
+        resolver.info()
+    };
+    assert_eq!(
+        restart(&format!("{BASE}/dir")).unwrap().sha256_fingerprint,
+        issued.sha256_fingerprint
+    );
+    // Moved to another CA (say, from staging to production): that certificate is not served.
+    assert!(restart("https://other-ca.test/directory").is_none());
+}
