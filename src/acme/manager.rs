@@ -77,32 +77,7 @@ impl AcmeManager {
     ) -> Result<AcmeManager, AcmeError> {
         let state = StateDir::new(&options.state_dir, &options.directory);
         state.ensure()?;
-        let path = state.certificate_path();
-        match state.load_certificate() {
-            Ok(Some(key)) => {
-                let info =
-                    CertInfo::from_der(&key.cert[0]).map_err(crate::certs::CertError::from)?;
-                let missing: Vec<&String> =
-                    options.domains.iter().filter(|d| !info.covers(d)).collect();
-                if !info.valid_at(SystemTime::now()) {
-                    tracing::warn!(file = %path.display(), not_after = %rfc3339(info.not_after),
-                        "the stored certificate is not valid now; ordering a new one");
-                } else if !missing.is_empty() {
-                    tracing::info!(file = %path.display(), ?missing,
-                        "the stored certificate lacks configured names; ordering a new one");
-                } else {
-                    let info = resolver.install(Arc::new(key))?;
-                    tracing::info!(file = %path.display(), names = ?info.dns_names,
-                        not_after = %rfc3339(info.not_after), sha256 = %info.sha256_fingerprint,
-                        "serving the stored ACME certificate");
-                }
-            }
-            Ok(None) => tracing::info!(dir = %state.dir().display(),
-                "no ACME certificate yet; :443 refuses handshakes until the first order completes"),
-            Err(e) => {
-                tracing::warn!(error = %e, "the stored certificate is unusable; ordering a new one")
-            }
-        }
+        install_stored(&state, &options.domains, &resolver);
         let status = Status {
             domains: options.domains.clone(),
             directory: options.directory.clone(),
@@ -359,6 +334,49 @@ impl AcmeManager {
                 _ = tokio::time::sleep(sleep) => {}
                 _ = self.changed.notified() => {}
             }
+        }
+    }
+}
+
+/// Installs the stored certificate if it is usable (loads, key matches, covers `domains`, valid
+/// now); otherwise says why a new one will be ordered. Never fails startup: an unusable file is
+/// replaced by the next order.
+fn install_stored(state: &StateDir, domains: &[String], resolver: &CertResolver) {
+    let path = state.certificate_path();
+    let key = match state.load_certificate() {
+        Ok(Some(key)) => key,
+        Ok(None) => {
+            tracing::info!(dir = %state.dir().display(),
+                "no ACME certificate yet; :443 refuses handshakes until the first order completes");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the stored certificate is unusable; ordering a new one");
+            return;
+        }
+    };
+    let info = match CertInfo::from_der(&key.cert[0]) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e,
+                "the stored certificate is unusable; ordering a new one");
+            return;
+        }
+    };
+    let missing: Vec<&String> = domains.iter().filter(|d| !info.covers(d)).collect();
+    if !info.valid_at(SystemTime::now()) {
+        tracing::warn!(file = %path.display(), not_after = %rfc3339(info.not_after),
+            "the stored certificate is not valid now; ordering a new one");
+    } else if !missing.is_empty() {
+        tracing::info!(file = %path.display(), ?missing,
+            "the stored certificate lacks configured names; ordering a new one");
+    } else {
+        match resolver.install(Arc::new(key)) {
+            Ok(info) => tracing::info!(file = %path.display(), names = ?info.dns_names,
+                not_after = %rfc3339(info.not_after), sha256 = %info.sha256_fingerprint,
+                "serving the stored ACME certificate"),
+            Err(e) => tracing::warn!(file = %path.display(), error = %e,
+                "the stored certificate is unusable; ordering a new one"),
         }
     }
 }
