@@ -103,11 +103,6 @@ impl AcmeManager {
         &self.state
     }
 
-    /// The challenge answers the :80 listener serves.
-    pub fn tokens(&self) -> &ChallengeTokens {
-        &self.tokens
-    }
-
     /// A snapshot of what the manager knows (certificate, due date, attempts).
     pub fn status(&self) -> Status {
         let mut status = self.inner().status.clone();
