@@ -104,6 +104,51 @@ fn a_first_start_orders_over_http01_and_a_restart_orders_nothing() {
     pebble.stop();
 }
 
+#[test]
+fn a_name_added_to_acme_domains_is_ordered_at_the_next_start() {
+    let http_port = free_port();
+    let mut pebble = Pebble::start(http_port);
+    let root = pebble.issuing_root();
+    let mut regapp = AcmeRegapp::configure(http_port, &pebble.directory, &pebble.listener_ca, "");
+    regapp.start();
+    let (first, _) = wait_until_served(&regapp, &root, Instant::now(), Duration::from_secs(30));
+    regapp.stop();
+
+    // Two names: two authorizations, two tokens served on :80 at once, one certificate.
+    let config = std::fs::read_to_string(&regapp.config).unwrap();
+    let config = config.replacen(
+        "[acme]\n",
+        "[acme]\ndomains = [\"localhost\", \"registry.test\"]\n",
+        1,
+    );
+    std::fs::write(&regapp.config, config).unwrap();
+    regapp.start();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !regapp.log().contains("ACME certificate installed") {
+        assert!(
+            Instant::now() < deadline,
+            "no new certificate:\n{}",
+            regapp.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = regapp.log();
+    assert!(
+        log.contains("the stored certificate lacks configured names"),
+        "{log}"
+    );
+    let (second, _) = wait_until_served(&regapp, &root, Instant::now(), Duration::from_secs(5));
+    assert_ne!(fingerprint(&first), fingerprint(&second));
+    let out = regapp.cert(&["status"]);
+    assert!(
+        stdout(&out).contains("names:         localhost, registry.test"),
+        "{}",
+        stdout(&out)
+    );
+    regapp.stop();
+    pebble.stop();
+}
+
 /// Opens an upload session through the edge; returns its (relative) Location.
 fn start_upload(regapp: &AcmeRegapp, root: &std::path::Path, repo: &str) -> String {
     let out = Command::new("curl")
