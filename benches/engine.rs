@@ -23,6 +23,8 @@ mod content;
 mod edge;
 #[path = "engine/options.rs"]
 mod options;
+#[path = "engine/pagecache.rs"]
+mod pagecache;
 #[path = "engine/phases.rs"]
 mod phases;
 #[path = "engine/report.rs"]
@@ -147,6 +149,10 @@ fn run(options: &Options) -> BenchResult<()> {
                 for target in &mut targets {
                     // Writes a previous phase left in the page cache must not slow this one.
                     flush_disk();
+                    let writes = content.bytes_written_by(phase);
+                    if options.recycle_pages && writes > 0 {
+                        pagecache::recycle(run_dir.path(), writes + 64 * MIB as u64)?;
+                    }
                     let started = Instant::now();
                     phases::run(phase, target, &content, sizes, &mut report).await?;
                     eprintln!(

@@ -11,7 +11,7 @@ pub const MIB: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--registries LIST]
-                                    [--edge]
+                                    [--edge] [--fresh-pages]
 
   --quick            sizes ~10x smaller, 1 s timed phases, 1 round (or REGAPP_BENCH_QUICK=1)
   --rounds N         run phases 1-6 N times, alternating which registry goes first, and report
@@ -26,6 +26,9 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
                      comparison (h1 over TLS, Basic Auth on every request), ratios to nginx
                      and to docker-registry alone; the catalog (7) is not run
+  --fresh-pages      do not recycle page-cache pages before the push phases (see BENCHMARKS.md:
+                     on a VM that hands free memory back to its host, whichever registry gets
+                     never-touched pages pays ~2 s of CPU per GiB written)
 environment:
   REGAPP_BENCH_DIR   where the data directories go (default: <repo>/target/engine-bench);
                      must not be tmpfs
@@ -104,6 +107,8 @@ impl Sizes {
 
 pub struct Options {
     pub quick: bool,
+    /// Before each push phase, write and delete a scratch file as large as the phase's writes.
+    pub recycle_pages: bool,
     pub rounds: usize,
     pub phases: Vec<Phase>,
     pub registries: Vec<Kind>,
@@ -121,6 +126,7 @@ impl Options {
         let mut phases = env("REGAPP_BENCH_PHASES");
         let mut registries = env("REGAPP_BENCH_REGISTRIES");
         let mut edge = false;
+        let mut recycle_pages = true;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -133,6 +139,7 @@ impl Options {
                     registries = Some(args.next().ok_or("--registries needs a list")?)
                 }
                 "--edge" => edge = true,
+                "--fresh-pages" => recycle_pages = false,
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
             }
@@ -203,6 +210,7 @@ impl Options {
         );
         Ok(Some(Options {
             quick,
+            recycle_pages,
             rounds,
             phases,
             registries,

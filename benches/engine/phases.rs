@@ -42,6 +42,17 @@ pub struct Content {
 pub const ROUND_SHIFT: usize = 4096;
 
 impl Content {
+    /// How many bytes of blobs `phase` pushes (0 for the phases that only read).
+    pub fn bytes_written_by(&self, phase: Phase) -> u64 {
+        let total = |blobs: &[Blob]| blobs.iter().map(Blob::len).sum();
+        match phase {
+            Phase::Push => self.big.len(),
+            Phase::PushParallel => total(&self.parallel),
+            Phase::PushSmall => total(&self.small),
+            _ => 0,
+        }
+    }
+
     /// Slices round `round`'s blobs out of `buffer` (`sizes.buffer()` + a shift per round).
     pub fn new(buffer: &Bytes, sizes: &Sizes, round: usize) -> Content {
         let offset = round * ROUND_SHIFT;

@@ -14,6 +14,12 @@ use tokio::net::TcpListener;
 
 use super::Api;
 
+/// The most hyper reads from a connection at once. Every body chunk handed to storage is a slice
+/// of one such read and keeps its buffer alive until written and hashed, so this bounds the memory
+/// an upload holds. hyper's default (~408 KiB) took 8 concurrent pushes to 32–38 MiB of RSS;
+/// 256 KiB kept them at 17–21 MiB for the same CPU per GiB (128 KiB cost ~20% more CPU).
+const READ_BUFFER_MAX: usize = 256 * 1024;
+
 /// Serves `api` on `listener` until `shutdown` completes, then lets open requests finish for
 /// up to `drain`.
 pub async fn serve(
@@ -22,7 +28,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> io::Result<()> {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().max_buf_size(READ_BUFFER_MAX);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

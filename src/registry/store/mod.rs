@@ -13,6 +13,7 @@ use crate::storage::{ByteStream, StorageDriver};
 mod blobs;
 mod catalog;
 mod error;
+mod hashing;
 mod manifests;
 pub mod paths;
 mod referrers;

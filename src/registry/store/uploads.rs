@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::error::OrUnknown;
+use super::hashing::StreamHasher;
 use super::{paths, Body, Store, StoreError, StoreResult};
 use crate::registry::types::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::ObjectWriter;
@@ -163,7 +164,7 @@ impl Store {
                 return Err(StoreError::UploadOutOfOrder { requested, size });
             }
         }
-        let mut hasher = match state.hashed.take() {
+        let hasher = match state.hashed.take() {
             Some((hasher, hashed)) if hashed == size => hasher,
             _ => {
                 let (hasher, hashed) = self.rehash(&data, Algorithm::Sha256).await?;
@@ -175,19 +176,24 @@ impl Store {
                 hasher
             }
         };
+        let mut hasher = StreamHasher::new(hasher);
         let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
         while let Some(chunk) = body.next().await {
             // On error the hash state is not put back: the next request rebuilds it from disk.
             let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
-            hasher.update(&chunk);
+            hasher.update(&chunk).await;
             writer.write(chunk).await?;
         }
         let size = writer.size();
-        if durable {
-            writer.commit().await?;
-        } else {
-            writer.close().await?;
-        }
+        // The hash's tail and the fsync overlap.
+        let (hasher, written) = tokio::join!(hasher.finish(), async {
+            if durable {
+                writer.commit().await
+            } else {
+                writer.close().await
+            }
+        });
+        written?;
         Ok((hasher, size))
     }
 
