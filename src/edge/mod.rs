@@ -94,6 +94,7 @@ impl Edge {
                 allow: settings.allow.clone(),
                 certificates: self.resolver.clone(),
                 in_flight: in_flight.clone(),
+                idle_timeout: settings.idle_timeout,
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
