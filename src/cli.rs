@@ -23,6 +23,57 @@ pub enum Command {
     /// ACME certificates (`tls.mode = "acme"`): status, forced renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Users in the htpasswd file (`[auth] htpasswd`): add, change password, delete, list.
+    User(UserArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    #[command(flatten)]
+    pub file: HtpasswdArg,
+    #[command(subcommand)]
+    pub command: UserCommand,
+}
+
+/// Which htpasswd file `regapp user` edits.
+#[derive(Debug, Args)]
+pub struct HtpasswdArg {
+    /// The configuration file whose `[auth] htpasswd` is edited.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG, global = true)]
+    pub config: PathBuf,
+    /// Edit this htpasswd file instead of the configured one.
+    #[arg(long, value_name = "PATH", global = true)]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Add a user (the password is asked for twice, without echo).
+    Add(NewPassword),
+    /// Change a user's password.
+    Passwd(NewPassword),
+    /// Delete a user.
+    Del {
+        /// The user name.
+        name: String,
+    },
+    /// List the users and the scheme of each hash.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct NewPassword {
+    /// The user name (no `:` or control characters).
+    pub name: String,
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Hash with argon2id instead of bcrypt (Apache's `htpasswd -v` cannot verify argon2).
+    #[arg(long, conflicts_with = "cost")]
+    pub argon2: bool,
+    /// bcrypt cost (4 to 31); each step doubles the time a login takes.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    pub cost: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,4 +12,5 @@ pub mod config;
 pub mod edge;
 pub mod registry;
 pub mod storage;
+pub mod user_command;
 pub mod watch;

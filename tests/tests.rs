@@ -3,6 +3,7 @@
 //! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
 //! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
 //! - `acme`: certificates from Debian's pebble over HTTP-01, restart, forced renewal, errors.
+//! - `user`: `regapp user` against Apache's `htpasswd -v` and a running edge.
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
@@ -18,4 +19,5 @@ mod compat;
 mod crash;
 mod edge;
 mod skopeo;
+mod user;
 mod util;

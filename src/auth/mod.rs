@@ -8,6 +8,7 @@
 //! | `authenticator.rs` | the facade: order of checks, blocking verification, counters |
 //! | `basic.rs` | the `Authorization: Basic` header value → user and password |
 //! | `htpasswd.rs` | the file format → typed users, refused users, line-numbered errors (pure) |
+//! | `htpasswd_file.rs` | editing the file for `regapp user`: set/remove lines, atomic save keeping mode and owner |
 //! | `password.rs` | bcrypt and argon2 hashes: parse, verify, the dummy hash for unknown users |
 //! | `users.rs` | the current user set in an `ArcSwap`, reload keeping the last good set |
 //! | (`crate::watch`) | reload on change of the file (watching its directory), debounced: shared with `certs` |
@@ -22,6 +23,7 @@ mod authenticator;
 pub mod basic;
 pub mod cache;
 pub mod htpasswd;
+pub mod htpasswd_file;
 pub mod limiter;
 pub mod password;
 pub mod users;

@@ -1,6 +1,7 @@
 //! Password hashes regapp accepts — bcrypt and argon2 — parsed once when the htpasswd file is read,
 //! so a [`PasswordHash`] can only hold a hash we know how to verify. Also makes the dummy hash that
-//! unknown users are checked against ([`HashShape::dummy`]).
+//! unknown users are checked against ([`HashShape::dummy`]), and new hashes for `regapp user`
+//! ([`PasswordHash::new_bcrypt`], [`PasswordHash::new_argon2id`]).
 //!
 //! Owns no file I/O, caching or threading: [`PasswordHash::verify`] is CPU-heavy and blocking, and
 //! the caller decides where it runs.
@@ -115,6 +116,38 @@ impl PasswordHash {
                     .is_ok(),
                 Err(_) => false, // parse() already accepted this string; kept total anyway
             },
+        }
+    }
+
+    /// A new bcrypt hash of `password` with a random salt, written `$2y$` as Apache's
+    /// `htpasswd -B` writes it (so `htpasswd -v` verifies it). Blocking: cost 12 takes ~250 ms.
+    pub fn new_bcrypt(password: &str, cost: u32) -> Result<Self, HashError> {
+        let parts = bcrypt::hash_with_result(password, cost).map_err(|e| HashError::Invalid {
+            scheme: "bcrypt",
+            reason: e.to_string(),
+        })?;
+        Self::parse(&parts.format_for_version(bcrypt::Version::TwoY))
+    }
+
+    /// A new argon2id PHC string of `password` with a random salt and the `argon2` crate's
+    /// default parameters (19 MiB, 2 passes, 1 lane: OWASP's minimum recommendation).
+    pub fn new_argon2id(password: &str) -> Result<Self, HashError> {
+        let invalid = |e: argon2::password_hash::Error| HashError::Invalid {
+            scheme: "argon2",
+            reason: e.to_string(),
+        };
+        let salt = SaltString::encode_b64(&random_bytes()).map_err(invalid)?;
+        let text = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::default())
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(invalid)?
+            .to_string();
+        Self::parse(&text)
+    }
+
+    /// The hash as it is written in the htpasswd file.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Bcrypt { text, .. } | Self::Argon2 { text, .. } => text,
         }
     }
 

@@ -130,3 +130,20 @@ fn the_dummy_copies_the_most_expensive_shape() {
         "Debug must not print the hash"
     );
 }
+
+#[test]
+fn new_hashes_verify_and_have_the_expected_shape() {
+    let bcrypt = PasswordHash::new_bcrypt("s3cret", 4).expect("bcrypt hashes");
+    assert!(bcrypt.as_str().starts_with("$2y$04$"), "Apache's prefix");
+    assert_eq!(bcrypt.shape(), HashShape::Bcrypt { cost: 4 });
+    assert!(bcrypt.verify("s3cret") && !bcrypt.verify("s3creT"));
+    let again = PasswordHash::new_bcrypt("s3cret", 4).expect("bcrypt hashes");
+    assert_ne!(bcrypt.as_str(), again.as_str(), "a fresh salt each time");
+
+    let argon = PasswordHash::new_argon2id("s3cret").expect("argon2 hashes");
+    assert!(argon
+        .as_str()
+        .starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    assert!(argon.verify("s3cret") && !argon.verify("s3creT"));
+    assert!(PasswordHash::new_bcrypt("x", 3).is_err(), "cost below 4");
+}

@@ -1,0 +1,330 @@
+//! `regapp user` against the real Apache `htpasswd` (Debian's apache2-utils) and a running edge.
+//!
+//! Protects: what regapp writes, `htpasswd -v` verifies (bcrypt, `$2y$`, cost 12 by default);
+//! what `htpasswd` wrote, regapp edits without touching other lines; argon2 users log in through
+//! the edge; the running server sees add, passwd and del within 2 s, with no signal or restart;
+//! `--config` finds `[auth] htpasswd`; bad names and mismatched input change nothing.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::edge::{htpasswd, EdgeServer};
+
+/// Runs `regapp user ARGS`, the password (if any) on standard input.
+fn regapp_user(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_regapp"))
+        .arg("user")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("regapp runs");
+    let mut input = child.stdin.take().expect("piped stdin");
+    if let Some(text) = stdin {
+        input
+            .write_all(text.as_bytes())
+            .expect("write the password");
+    }
+    drop(input);
+    child.wait_with_output().expect("regapp exits")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "regapp user failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn failed(output: &Output) -> String {
+    assert!(!output.status.success(), "regapp user should have failed");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `htpasswd -vb FILE USER PASSWORD`: whether Apache's tool accepts the password.
+fn apache_verifies(file: &Path, user: &str, password: &str) -> bool {
+    Command::new("htpasswd")
+        .args(["-vb", file.to_str().expect("UTF-8 path"), user, password])
+        .output()
+        .expect("htpasswd runs (apache2-utils)")
+        .status
+        .success()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("temp paths are UTF-8")
+}
+
+#[test]
+fn what_regapp_writes_apache_htpasswd_verifies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    let out = ok(&regapp_user(
+        &["--file", s(&file), "add", "alice", "--password-stdin"],
+        Some("correct horse\n"),
+    ));
+    assert!(out.contains("saved"), "{out}");
+    let content = std::fs::read_to_string(&file).expect("created");
+    assert!(
+        content.starts_with("alice:$2y$12$"),
+        "cost 12 by default: {content}"
+    );
+    assert!(apache_verifies(&file, "alice", "correct horse"));
+    assert!(!apache_verifies(&file, "alice", "correct horsE"));
+
+    ok(&regapp_user(
+        &[
+            "passwd",
+            "alice",
+            "--password-stdin",
+            "--cost",
+            "5",
+            "--file",
+            s(&file),
+        ],
+        Some("battery staple"),
+    ));
+    assert!(apache_verifies(&file, "alice", "battery staple"));
+    assert!(!apache_verifies(&file, "alice", "correct horse"));
+    let listed = ok(&regapp_user(&["list", "--file", s(&file)], None));
+    assert_eq!(listed, "alice\tbcrypt (cost 5)\n");
+}
+
+#[test]
+fn what_apache_htpasswd_wrote_regapp_edits_keeping_other_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    htpasswd(&["-bcB", "-C", "4", s(&file), "alice", "a-pass"]);
+    htpasswd(&["-bs", s(&file), "legacy", "l-pass"]); // {SHA}: refused by regapp, kept
+    htpasswd(&["-bB", "-C", "4", s(&file), "carol", "c-pass"]);
+    let before: Vec<String> = std::fs::read_to_string(&file)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+
+    ok(&regapp_user(
+        &["--file", s(&file), "add", "bob", "--password-stdin"],
+        Some("b-pass"),
+    ));
+    ok(&regapp_user(
+        &["--file", s(&file), "passwd", "carol", "--password-stdin"],
+        Some("c-new"),
+    ));
+    let after: Vec<String> = std::fs::read_to_string(&file)
+        .expect("read")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(after[..2], before[..2], "alice and legacy untouched");
+    assert_ne!(after[2], before[2], "carol's line replaced where it was");
+    assert!(after[3].starts_with("bob:$2y$12$"));
+    assert!(apache_verifies(&file, "alice", "a-pass"));
+    assert!(apache_verifies(&file, "legacy", "l-pass"));
+    assert!(apache_verifies(&file, "carol", "c-new"));
+    assert!(apache_verifies(&file, "bob", "b-pass"));
+
+    // And the other way again: htpasswd edits regapp's file.
+    htpasswd(&["-D", s(&file), "bob"]);
+    htpasswd(&["-bB", "-C", "4", s(&file), "dave", "d-pass"]);
+    let listed = ok(&regapp_user(&["list", "--file", s(&file)], None));
+    assert_eq!(
+        listed,
+        "alice\tbcrypt (cost 4)\ncarol\tbcrypt (cost 12)\ndave\tbcrypt (cost 4)\n\
+         legacy\trefused: {SHA} (unsalted SHA-1) (line 2; set a new password with `regapp user passwd`)\n"
+    );
+
+    ok(&regapp_user(&["--file", s(&file), "del", "alice"], None));
+    assert!(!apache_verifies(&file, "alice", "a-pass"));
+    assert!(apache_verifies(&file, "dave", "d-pass"));
+}
+
+#[test]
+fn mistakes_change_nothing_and_say_why() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    htpasswd(&["-bcB", "-C", "4", s(&file), "alice", "a-pass"]);
+    let before = std::fs::read(&file).expect("read");
+
+    let cases: [(&[&str], Option<&str>, &str); 6] = [
+        (
+            &["add", "al:ice", "--password-stdin"],
+            Some("x"),
+            "contains `:`",
+        ),
+        (
+            &["add", "bad\u{1b}name", "--password-stdin"],
+            Some("x"),
+            "control character",
+        ),
+        (
+            &["add", "alice", "--password-stdin"],
+            Some("x"),
+            "already exists",
+        ),
+        (
+            &["passwd", "bob", "--password-stdin"],
+            Some("x"),
+            "no user \"bob\"",
+        ),
+        (&["del", "bob"], None, "no user \"bob\""),
+        (
+            &["add", "bob", "--password-stdin"],
+            Some("\n"),
+            "password is empty",
+        ),
+    ];
+    for (args, stdin, expected) in cases {
+        let mut all = vec!["--file", s(&file)];
+        all.extend_from_slice(args);
+        let message = failed(&regapp_user(&all, stdin));
+        assert!(message.contains(expected), "{args:?}: {message}");
+    }
+    // Without a terminal the prompt cannot run; it says what to use instead.
+    let message = failed(
+        &Command::new("setsid")
+            .args([
+                env!("CARGO_BIN_EXE_regapp"),
+                "user",
+                "--file",
+                s(&file),
+                "add",
+                "bob",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .expect("setsid runs"),
+    );
+    assert!(message.contains("--password-stdin"), "{message}");
+    assert_eq!(
+        std::fs::read(&file).expect("read"),
+        before,
+        "file unchanged"
+    );
+}
+
+#[test]
+fn config_names_the_file_and_a_config_without_edge_says_to_use_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    let config = dir.path().join("regapp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nroot = {:?}\n[edge]\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
+             [auth]\nhtpasswd = {file:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write config");
+    ok(&regapp_user(
+        &[
+            "--config",
+            s(&config),
+            "add",
+            "alice",
+            "--password-stdin",
+            "--cost",
+            "4",
+        ],
+        Some("a-pass"),
+    ));
+    assert!(apache_verifies(&file, "alice", "a-pass"));
+
+    std::fs::write(&config, format!("[storage]\nroot = {:?}\n", dir.path())).expect("write");
+    let message = failed(&regapp_user(&["list", "--config", s(&config)], None));
+    assert!(message.contains("--file PATH"), "{message}");
+}
+
+/// curl `/v2/` through the edge with `creds` until it answers `expected`; panics if no request
+/// sent within 2 s of the call got that answer. Polls every 200 ms: each refusal is a failure the
+/// edge's limiter counts (10 in a burst from one address).
+fn eventually_status(edge: &EdgeServer, creds: &str, expected: u16) -> Duration {
+    let url = format!("{}/v2/", edge.url());
+    let start = Instant::now();
+    loop {
+        let sent = start.elapsed();
+        let (status, _) = edge.curl(&["-u", creds, &url]);
+        if status == expected {
+            return sent;
+        }
+        assert!(
+            sent < Duration::from_secs(2),
+            "{creds}: still {status} 2 s after the change, expected {expected}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_running_server_sees_add_passwd_and_del_within_2s_and_argon2_logs_in() {
+    let edge = EdgeServer::start();
+    let file = edge.htpasswd_file();
+    let file = s(&file);
+
+    ok(&regapp_user(
+        &[
+            "--file",
+            file,
+            "add",
+            "bob",
+            "--password-stdin",
+            "--cost",
+            "4",
+        ],
+        Some("b-1"),
+    ));
+    let took = eventually_status(&edge, "bob:b-1", 200);
+    eprintln!("add seen after {took:?}");
+
+    ok(&regapp_user(
+        &[
+            "--file",
+            file,
+            "add",
+            "carol",
+            "--password-stdin",
+            "--argon2",
+        ],
+        Some("c-1"),
+    ));
+    assert!(std::fs::read_to_string(file)
+        .expect("read")
+        .contains("carol:$argon2id$v=19$"));
+    eventually_status(&edge, "carol:c-1", 200);
+    assert_eq!(
+        edge.curl(&["-u", "carol:c-2", &format!("{}/v2/", edge.url())])
+            .0,
+        401
+    );
+
+    ok(&regapp_user(
+        &[
+            "--file",
+            file,
+            "passwd",
+            "bob",
+            "--password-stdin",
+            "--cost",
+            "4",
+        ],
+        Some("b-2"),
+    ));
+    eventually_status(&edge, "bob:b-2", 200);
+    eventually_status(&edge, "bob:b-1", 401);
+
+    ok(&regapp_user(&["--file", file, "del", "bob"], None));
+    eventually_status(&edge, "bob:b-2", 401);
+    // The user the edge started with (Apache's cost-12 line) was never disturbed.
+    eventually_status(
+        &edge,
+        &format!("{}:{}", crate::edge::USER, crate::edge::PASSWORD),
+        200,
+    );
+}
