@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake gcc pkg-config openssl skopeo docker-registry apache2-utils curl jq pebble)
+packages=(cmake gcc pkg-config openssl skopeo docker-registry apache2-utils curl jq pebble lintian systemd adduser)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,3 +23,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Not --all-targets: the benchmark (harness = false) would run as a test. clippy builds it.
 cargo test
+# The Debian package: one release build, cargo deb, dpkg-deb, lintian, systemd-analyze, and the
+# installed binary run with the installed config (packaging/README.md). Separate from cargo test
+# because the release build takes minutes.
+command -v cargo-deb >/dev/null || cargo install --locked cargo-deb
+bash packaging/test-deb.sh

@@ -10,6 +10,14 @@ fn the_shipped_config_is_valid() {
     let edge = settings.edge.expect("the shipped config runs the edge");
     assert_eq!(edge.hostname, "registry.example.com");
     assert_eq!(edge.shutdown_grace, Duration::from_secs(30));
+    // What the Debian package installs must start with no edits (packaging/README.md).
+    assert_eq!(
+        edge.tls,
+        TlsSettings::SelfSigned {
+            state_dir: PathBuf::from("/var/lib/regapp/tls")
+        }
+    );
+    assert_eq!(edge.auth.htpasswd, PathBuf::from("/etc/regapp/htpasswd"));
 }
 
 #[test]
