@@ -8,6 +8,11 @@
 //! and fsyncs the directory: a reader (the server's watcher, `htpasswd -v`) sees the old file or
 //! the new one, never a half-written one, and a crash leaves one of the two.
 //!
+//! Two `regapp user` runs at once would each read the file and the second rename would drop the
+//! first one's edit, so [`HtpasswdFile::open`] takes an exclusive `flock` on the file's directory
+//! and holds it until the value is dropped. (Apache's `htpasswd` takes no lock; editing with both
+//! at the same moment can still lose one edit, never corrupt the file.)
+//!
 //! Owns no password hashing (`password.rs`) and no prompting (`user_command.rs`).
 
 use std::ffi::OsString;
@@ -30,6 +35,8 @@ pub struct HtpasswdFile {
     lines: Vec<Vec<u8>>,
     /// Mode and owner to keep; `None` when the file does not exist yet.
     existing: Option<Ownership>,
+    /// The directory, `flock`ed from open to drop: one `regapp user` edit at a time.
+    _lock: File,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,16 +104,22 @@ pub fn check_user_name(name: &str) -> Result<(), EditError> {
 }
 
 impl HtpasswdFile {
-    /// Reads `path`; a missing file is an empty one, created on [`save`](Self::save).
+    /// Locks the file's directory and reads `path`; a missing file is an empty one, created on
+    /// [`save`](Self::save). Waits while another `regapp user` holds the lock.
     pub fn open(path: &Path) -> Result<Self, EditError> {
         let read_error = |source| EditError::Read {
             path: path.to_owned(),
             source,
         };
+        // Locked before the file is looked at, so its content, and whether it exists, stay as
+        // read until the save. The directory of the name given (not of a symlink's target):
+        // every `regapp user` on one configuration uses the same name.
+        let lock = lock_dir(&parent_dir(path)).map_err(read_error)?;
         let resolved = match std::fs::canonicalize(path) {
             Ok(resolved) => resolved,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self {
+                    _lock: lock,
                     path: path.to_owned(),
                     lines: Vec::new(),
                     existing: None,
@@ -121,6 +134,7 @@ impl HtpasswdFile {
             lines.pop(); // the final newline, added back on save
         }
         Ok(Self {
+            _lock: lock,
             path: resolved,
             lines,
             existing: Some(Ownership {
@@ -195,10 +209,7 @@ impl HtpasswdFile {
             path: self.path.clone(),
             source,
         };
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let dir = parent_dir(&self.path);
         let ownership = match self.existing {
             Some(ownership) => ownership,
             None => {
@@ -233,6 +244,25 @@ impl HtpasswdFile {
         }
         result
     }
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// An exclusive `flock` on a directory, released when the returned handle is dropped (or the
+/// process dies, so a crashed edit never leaves a stale lock).
+fn lock_dir(dir: &Path) -> std::io::Result<File> {
+    use std::os::fd::AsRawFd as _;
+    let handle = File::open(dir)?;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    if unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(handle)
 }
 
 /// Gives the temp file the original's owner and mode: chown first, because changing the owner

@@ -24,6 +24,7 @@ fn set_and_remove_keep_every_other_line_byte_for_byte() {
     assert!(file.contains("alice") && file.contains("old") && !file.contains("bob"));
     file.set("bob", &hash("b")).expect("valid name");
     file.save().expect("saves");
+    drop(file); // releases the directory lock for the next open
     let saved = std::fs::read_to_string(&path).expect("read");
     assert!(
         saved.starts_with(&original),
@@ -81,7 +82,8 @@ fn names_that_would_corrupt_the_file_are_refused() {
     for name in ["alice", "ci-bot@example.com", "Zoë", "a b"] {
         check_user_name(name).expect(name);
     }
-    let mut file = HtpasswdFile::open(Path::new("/nonexistent/htpasswd")).expect("missing = empty");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut file = HtpasswdFile::open(&dir.path().join("htpasswd")).expect("missing = empty");
     assert!(file.set("a:b", &hash("x")).is_err());
     assert!(file.content().is_empty());
 }
@@ -94,6 +96,7 @@ fn save_keeps_the_mode_and_creates_new_files_0640() {
     assert!(!file.exists());
     file.set("alice", &hash("a")).expect("valid name");
     file.save().expect("creates");
+    drop(file);
     let meta = std::fs::metadata(&path).expect("exists");
     assert_eq!(meta.mode() & 0o7777, 0o640);
     assert_eq!(
@@ -133,4 +136,23 @@ fn a_symlinked_file_is_replaced_behind_its_link() {
     assert!(std::fs::symlink_metadata(&link).expect("link").is_symlink());
     let content = std::fs::read_to_string(&target).expect("read");
     assert!(content.starts_with(ALICE) && content.contains("\nbob:$2y$04$"));
+}
+
+#[test]
+fn concurrent_edits_all_land() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("htpasswd");
+    let hash = hash("same");
+    std::thread::scope(|scope| {
+        for n in 0..8 {
+            let (path, hash) = (&path, &hash);
+            scope.spawn(move || {
+                let mut file = HtpasswdFile::open(path).expect("opens");
+                file.set(&format!("user{n}"), hash).expect("valid name");
+                file.save().expect("saves");
+            });
+        }
+    });
+    let parsed = Htpasswd::parse(&std::fs::read(&path).expect("read")).expect("valid");
+    assert_eq!(parsed.users().len(), 8, "no edit lost to another's rename");
 }
