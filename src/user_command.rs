@@ -178,13 +178,14 @@ fn prompt(question: &str) -> Result<String, String> {
     let mut quiet = saved;
     quiet.c_lflag &= !libc::ECHO;
     quiet.c_lflag |= libc::ECHONL;
-    tty.write_all(question.as_bytes())
-        .and_then(|()| tty.flush())
-        .map_err(|e| e.to_string())?;
+    // Echo goes off before the question appears, so nothing typed after it is ever shown.
     // SAFETY: as above; `quiet` is a copy of the terminal's own settings.
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
     let mut line = String::new();
-    let read = std::io::BufReader::new(&tty).read_line(&mut line);
+    let read = tty
+        .write_all(question.as_bytes())
+        .and_then(|()| tty.flush())
+        .and_then(|()| std::io::BufReader::new(&tty).read_line(&mut line));
     // SAFETY: as above; restores what tcgetattr returned, whatever the read did.
     unsafe { libc::tcsetattr(fd, libc::TCSANOW, &saved) };
     read.map_err(|e| format!("cannot read the password: {e}"))?;

@@ -3,6 +3,7 @@
 //! Protects: what regapp writes, `htpasswd -v` verifies (bcrypt, `$2y$`, cost 12 by default);
 //! what `htpasswd` wrote, regapp edits without touching other lines; argon2 users log in through
 //! the edge; the running server sees add, passwd and del within 2 s, with no signal or restart;
+//! the prompt (on a pseudo-terminal from `script`) asks twice and echoes nothing;
 //! `--config` finds `[auth] htpasswd`; bad names and mismatched input change nothing.
 
 use std::io::Write as _;
@@ -206,6 +207,66 @@ fn mistakes_change_nothing_and_say_why() {
         before,
         "file unchanged"
     );
+}
+
+/// Reads `from` until `text` has appeared; returns everything read so far.
+fn read_until(from: &mut impl std::io::Read, seen: &mut String, text: &str) {
+    let mut buf = [0u8; 256];
+    while !seen.contains(text) {
+        let n = from.read(&mut buf).expect("read the terminal");
+        assert!(n > 0, "the terminal closed before {text:?}: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// `regapp user --file FILE add bob` on a pseudo-terminal (util-linux's `script` relays our
+/// pipes to it), typing `first` and `second` once each question is shown. Returns whether it
+/// succeeded and everything the terminal showed.
+fn add_bob_at_the_prompt(file: &Path, first: &str, second: &str) -> (bool, String) {
+    let command = format!(
+        "{} user --file {} add bob --cost 4",
+        env!("CARGO_BIN_EXE_regapp"),
+        s(file)
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script runs (util-linux)");
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut seen = String::new();
+    read_until(&mut stdout, &mut seen, "New password for bob: ");
+    stdin
+        .write_all(format!("{first}\n").as_bytes())
+        .expect("type");
+    read_until(&mut stdout, &mut seen, "Retype the password: ");
+    stdin
+        .write_all(format!("{second}\n").as_bytes())
+        .expect("type");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read the terminal");
+    seen.push_str(&rest);
+    (child.wait().expect("script exits").success(), seen)
+}
+
+#[test]
+fn the_prompt_asks_twice_on_a_terminal_without_echo() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    let (succeeded, seen) = add_bob_at_the_prompt(&file, "typed-secret", "typed-secreT");
+    assert!(!succeeded && seen.contains("do not match"), "{seen}");
+    assert!(!file.exists(), "a mismatch writes nothing");
+
+    let (succeeded, seen) = add_bob_at_the_prompt(&file, "typed-secret", "typed-secret");
+    assert!(succeeded, "{seen}");
+    assert!(
+        !seen.contains("typed-secret"),
+        "the password was echoed: {seen:?}"
+    );
+    assert!(apache_verifies(&file, "bob", "typed-secret"));
 }
 
 #[test]
