@@ -2,6 +2,7 @@
 //!
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
+pub mod access;
 pub mod acme;
 pub mod app;
 pub mod auth;
