@@ -175,6 +175,8 @@ impl AccessPolicy {
         let mut errors = Vec::new();
         let groups = build_groups(&spec.groups, &mut errors);
         let mut rules: Vec<Rule> = Vec::new();
+        // Each built rule's number as written (rules with errors are not built).
+        let mut written_index: Vec<usize> = Vec::new();
         for (i, written) in spec.rules.iter().enumerate() {
             let mut error = |key, message: String| {
                 errors.push(PolicyError {
@@ -249,7 +251,7 @@ impl AccessPolicy {
                     format!(
                         "this rule can never match: rule {} ({}) comes first and matches every \
                          repository and user it names",
-                        j + 1,
+                        written_index[j] + 1,
                         if earlier.origin.is_empty() {
                             earlier.repositories.as_str()
                         } else {
@@ -259,6 +261,7 @@ impl AccessPolicy {
                 );
             }
             rules.push(rule);
+            written_index.push(i);
         }
         if spec.anonymous_pull
             && !rules

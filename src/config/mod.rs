@@ -8,6 +8,9 @@ use std::time::Duration;
 
 pub use ipnet::IpNet;
 
+use crate::access::AccessPolicy;
+
+mod access;
 mod acme;
 mod diagnostics;
 mod raw;
@@ -23,6 +26,9 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// The TLS edge; without an `[edge]` section the engine runs alone on `engine.listen`.
     pub edge: Option<EdgeSettings>,
+    /// `[[access]]` rules, `[[auth.groups]]` and `auth.anonymous_pull`, checked. Enforced by
+    /// the engine behind the edge (without `[edge]` nobody is authenticated: not enforced).
+    pub access: AccessPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,11 +105,26 @@ impl Settings {
 
     /// Checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigErrors> {
-        let (raw, locator) =
+        let (mut raw, locator) =
             diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
+        let access = access::access_policy(
+            raw.auth.anonymous_pull.take(),
+            raw.auth.groups.take(),
+            raw.access.take(),
+            &locator,
+        );
         let edge = match raw.edge {
-            None => None,
-            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator)?),
+            None => Ok(None),
+            Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
+        };
+        let (edge, access) = match (edge, access) {
+            (Ok(edge), Ok(access)) => (edge, access),
+            (edge, access) => {
+                let mut all = edge.err().map(|e| e.0).unwrap_or_default();
+                all.extend(access.err().unwrap_or_default());
+                all.sort_by_key(|e| e.line);
+                return Err(ConfigErrors(all));
+            }
         };
         Ok(Settings {
             storage: StorageSettings {
@@ -124,6 +145,7 @@ impl Settings {
                     .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             },
             edge,
+            access,
         })
     }
 
@@ -155,6 +177,7 @@ impl Settings {
                     realm: "regapp-dev".to_owned(),
                 },
             }),
+            access: AccessPolicy::default(),
         }
     }
 }
@@ -270,7 +293,13 @@ impl fmt::Display for Settings {
                 acme.state_dir.display()
             )?,
         }
-        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())
+        writeln!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        write!(
+            f,
+            "access: {} rules, auth.anonymous_pull = {}",
+            self.access.rules().len(),
+            self.access.anonymous_pull()
+        )
     }
 }
 

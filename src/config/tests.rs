@@ -163,3 +163,59 @@ fn syntax_errors_name_the_line() {
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0].line, Some(2));
 }
+
+#[test]
+fn access_rules_are_read_in_order_with_groups() {
+    let text = "[auth]\nanonymous_pull = true\n\n[[auth.groups]]\nname = \"ci\"\n\
+                members = [\"ci-bot\", \"release-bot\"]\n\n[[access]]\n\
+                repositories = \"team-a/**\"\nusers = [\"alice\"]\nactions = [\"pull\", \"push\"]\n\n\
+                [[access]]\nrepositories = \"**\"\nusers = [\"@ci\", \"anonymous\"]\n\
+                actions = [\"pull\", \"push\", \"delete\"]\n";
+    let access = Settings::parse(text, "f").unwrap().access;
+    use crate::access::Action;
+    assert!(access.anonymous_pull());
+    assert_eq!(access.rules().len(), 2);
+    assert_eq!(access.rules()[0].origin, "f:8");
+    assert!(access.allows(Some("alice"), "team-a/app", Action::Push));
+    assert!(access.allows(Some("release-bot"), "x", Action::Delete));
+    assert!(access.allows(None, "x", Action::Pull));
+    assert!(!access.allows(Some("alice"), "x", Action::Pull));
+    // No rules at all: today's behaviour.
+    let plain = Settings::parse("", "f").unwrap().access;
+    assert!(plain.rules().is_empty() && !plain.anonymous_pull());
+}
+
+#[test]
+fn access_mistakes_are_reported_with_key_and_line() {
+    let text = "[auth]\nanonymous_pull = true\n\n[[auth.groups]]\nname = \"ci\"\nmembers = [\"*\"]\n\n\
+                [[access]]\nrepositories = \"team-a/**\"\nusers = [\"@nobody\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"Team/[x]\"\nusers = [\"alice\"]\nactions = [\"fly\"]\n\n\
+                [[access]]\nusers = [\"alice\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"**\"\nusers = [\"*\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"team-b/**\"\nusers = [\"bob\"]\nactions = [\"push\"]\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Some(2), "auth.anonymous_pull".to_owned()),
+            (Some(6), "auth.groups[1].members".to_owned()),
+            (Some(10), "access[1].users".to_owned()),
+            (Some(14), "access[2].repositories".to_owned()),
+            (Some(16), "access[2].actions".to_owned()),
+            (Some(18), "access[3].repositories".to_owned()),
+            (Some(28), "access[5].repositories".to_owned()),
+        ],
+        "{errors:#?}"
+    );
+    let shadowed = &errors[6];
+    assert!(
+        shadowed.message.contains("rule 4 (f:22)"),
+        "{}",
+        shadowed.message
+    );
+    assert!(errors[0].to_string().starts_with("f:2: auth.anonymous_pull: "));
+}
