@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
@@ -55,8 +56,11 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
     engine_listener.set_nonblocking(true)?;
     let front_token = random_token();
+    // A config reload installs new rules with `access.update(settings.access)`.
+    let access = Arc::new(Access::new(settings.access.clone()));
     let engine_api = Api::new(Arc::new(build_store(settings)))
         .require_front_token(front_token.clone())
+        .enforce_access(access.clone())
         .body_idle_timeout(edge.idle_timeout);
 
     let authenticator = Authenticator::load(&edge.auth.htpasswd)
@@ -121,6 +125,7 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         authenticator,
         resolver,
         challenges,
+        access,
         on_reload,
     }
     .run();

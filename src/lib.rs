@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
 pub mod access;
+pub mod access_command;
 pub mod acme;
 pub mod app;
 pub mod auth;

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Cert(command) => regapp::cert_command::run(command),
+        Command::Access(command) => regapp::access_command::run(command),
         Command::CheckConfig(arg) => match Settings::load(&arg.config) {
             Ok(settings) => {
                 println!("{}: ok\n{settings}", arg.config.display());

@@ -449,7 +449,14 @@ impl fmt::Display for Decision {
             Why::AnonymousOnlyPulls => {
                 write!(f, "{verdict}: clients without credentials may only pull")
             }
-            Why::Rule { index, by } => write!(f, "{verdict} by rule {}: it names {by}", index + 1),
+            Why::Rule { index, by } if self.allowed => {
+                write!(f, "{verdict} by rule {}: it names {by}", index + 1)
+            }
+            Why::Rule { index, by } => write!(
+                f,
+                "{verdict} by rule {}: it names {by}, and this action is not in its actions",
+                index + 1
+            ),
             Why::DefaultDeny => write!(f, "{verdict}: no rule matches (default deny)"),
         }
     }

@@ -51,9 +51,7 @@ pub(super) fn access_policy(
         Ok(_) => Err(errors),
         Err(problems) => {
             errors.extend(problems.into_iter().map(|p| match p.place {
-                Place::AnonymousPull => {
-                    locator.error("auth", Some("anonymous_pull"), p.message)
-                }
+                Place::AnonymousPull => locator.error("auth", Some("anonymous_pull"), p.message),
                 Place::Group(i, key) => locator.error_in_entry(GROUPS, i, key, p.message),
                 Place::Rule(i, key) => locator.error_in_entry(RULES, i, key, p.message),
             }));

@@ -199,7 +199,12 @@ impl Locator<'_> {
 
     /// The lines of an entry and of one of its keys, whether the array is written as `[[…]]`
     /// tables or inline (`groups = [{ name = "ci", … }]`).
-    fn entry_lines(&self, path: &[&str], index: usize, key: &str) -> (Option<usize>, Option<usize>) {
+    fn entry_lines(
+        &self,
+        path: &[&str],
+        index: usize,
+        key: &str,
+    ) -> (Option<usize>, Option<usize>) {
         let Some(doc) = self.doc.as_ref() else {
             return (None, None);
         };

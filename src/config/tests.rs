@@ -217,5 +217,7 @@ fn access_mistakes_are_reported_with_key_and_line() {
         "{}",
         shadowed.message
     );
-    assert!(errors[0].to_string().starts_with("f:2: auth.anonymous_pull: "));
+    assert!(errors[0]
+        .to_string()
+        .starts_with("f:2: auth.anonymous_pull: "));
 }

@@ -18,6 +18,7 @@ use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatc
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 
+use crate::access::Access;
 use crate::acme::ChallengeTokens;
 use crate::auth::Authenticator;
 use crate::certs::CertResolver;
@@ -52,6 +53,8 @@ pub struct Edge {
     pub resolver: Arc<CertResolver>,
     /// ACME HTTP-01 answers served on :80 (empty unless `tls.mode = "acme"`).
     pub challenges: ChallengeTokens,
+    /// The access rules (the engine enforces them; the edge reads `anonymous_pull`).
+    pub access: Arc<Access>,
     /// What SIGHUP does (reload htpasswd and certificates).
     pub on_reload: Box<dyn Fn() + Send + Sync>,
 }
@@ -95,6 +98,7 @@ impl Edge {
                 certificates: self.resolver.clone(),
                 in_flight: in_flight.clone(),
                 idle_timeout: settings.idle_timeout,
+                access: self.access,
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");

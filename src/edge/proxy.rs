@@ -3,6 +3,12 @@
 //! Bodies are never buffered here: pingora moves them in 64 KiB pieces through a small channel,
 //! so memory stays flat and backpressure reaches the client. A request that fails
 //! authentication is answered from `request_filter`, before its body is read.
+//!
+//! With `auth.anonymous_pull`, a GET or HEAD without credentials goes to the engine with no
+//! user, and the engine's access rules decide; a request without credentials that could never
+//! be allowed (any other method) is still refused here. Which repositories a user may touch is
+//! the engine's call (it knows the routes): it answers 403 `DENIED`, or 401 for a client without
+//! credentials, to which the challenge is added here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +22,7 @@ use pingora::proxy::FailToProxy;
 
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
+use crate::access::Access;
 use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
 use crate::config::IpNet;
@@ -33,6 +40,8 @@ pub struct EdgeProxy {
     pub in_flight: InFlight,
     /// The longest a read from or a write to the client may wait.
     pub idle_timeout: Duration,
+    /// The access rules in force: read here only for `anonymous_pull`.
+    pub access: Arc<Access>,
 }
 
 /// What one request carries from filter to filter.
@@ -41,9 +50,18 @@ pub struct RequestContext {
     started: Instant,
     client: Option<IpAddr>,
     user: Option<String>,
+    /// Let in without credentials (anonymous pull).
+    anonymous: bool,
 }
 
 impl EdgeProxy {
+    fn challenge(&self) -> (header::HeaderName, String) {
+        (
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\"", self.realm.replace('"', "'")),
+        )
+    }
+
     fn allowed(&self, client: Option<IpAddr>) -> bool {
         self.allow.is_empty()
             || client.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
@@ -106,6 +124,7 @@ impl ProxyHttp for EdgeProxy {
             started: Instant::now(),
             client: None,
             user: None,
+            anonymous: false,
         }
     }
 
@@ -132,10 +151,10 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let client = ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let challenge = (
-            header::WWW_AUTHENTICATE,
-            format!("Basic realm=\"{}\"", self.realm.replace('"', "'")),
-        );
+        let challenge = self.challenge();
+        let method = &session.req_header().method;
+        let may_pull_anonymously = (method == http::Method::GET || method == http::Method::HEAD)
+            && self.access.current().anonymous_pull();
         match self
             .authenticator
             .check(authorization.as_deref(), client)
@@ -143,6 +162,12 @@ impl ProxyHttp for EdgeProxy {
         {
             AuthDecision::Allowed { user } => {
                 ctx.user = Some(user);
+                Ok(false)
+            }
+            // No credentials (containers/image sends an empty `user:password` then, which is
+            // no credentials too): the engine decides what an anonymous client may pull.
+            AuthDecision::MissingCredentials if may_pull_anonymously => {
+                ctx.anonymous = true;
                 Ok(false)
             }
             refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
@@ -227,10 +252,22 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> Result<()> {
+        // For a client let in without credentials: a 401 (the rules let anonymous not pull
+        // this) carries the challenge, so a client that has credentials retries with them. So
+        // does the 200 of `/v2/`: docker ignores a challenge on a 200 and pulls anonymously,
+        // while containers/image (podman, skopeo, buildah) records it and sends its
+        // credentials from then on — without it, they would push without credentials.
+        if ctx.anonymous
+            && (upstream.status == StatusCode::UNAUTHORIZED
+                || matches!(session.req_header().uri.path(), "/v2/" | "/v2"))
+        {
+            let (name, value) = self.challenge();
+            upstream.insert_header(name, value)?;
+        }
         self.add_security_headers(upstream)
     }
 

@@ -11,10 +11,12 @@ use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method};
 use http_body_util::BodyDataStream;
 
+use crate::access::Access;
 use crate::registry::store::{Body, Store};
 
 mod errors;
 mod handlers;
+mod permissions;
 mod response;
 mod routes;
 pub mod server;
@@ -30,6 +32,7 @@ pub struct Api {
     store: Arc<Store>,
     front_token: Option<Arc<str>>,
     body_idle_timeout: Option<Duration>,
+    access: Option<Arc<Access>>,
 }
 
 /// The header by which a trusted front (regapp's edge) proves a request came through it.
@@ -64,6 +67,28 @@ impl Api {
             store,
             front_token: None,
             body_idle_timeout: None,
+            access: None,
+        }
+    }
+
+    /// Enforces `access`'s rules for the user the front names in [`FRONT_USER_HEADER`] (no
+    /// header: a client without credentials). Only behind a front that authenticates and
+    /// strips client copies of that header, i.e. together with [`Api::require_front_token`].
+    pub fn enforce_access(mut self, access: Arc<Access>) -> Api {
+        self.access = Some(access);
+        self
+    }
+
+    fn permissions(&self, headers: &HeaderMap) -> permissions::Permissions {
+        match &self.access {
+            None => permissions::Permissions::unrestricted(),
+            Some(access) => {
+                let user = headers
+                    .get(FRONT_USER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                permissions::Permissions::of(access.current(), user)
+            }
         }
     }
 
@@ -129,8 +154,22 @@ impl Api {
         let mut response = if !self.came_through_front(&request.headers) {
             Err(ApiError::NotThroughFront)
         } else {
+            let permissions = self.permissions(&request.headers);
             match Route::parse(parts.uri.path()) {
-                Ok(route) => handlers::dispatch(&self.store, route, request, body).await,
+                Ok(route) => {
+                    // Checked before the handler reads anything, the body above all.
+                    let allowed = match permissions::required_action(&route, &request.method) {
+                        Some((name, action)) => permissions.require(name, action),
+                        None => Ok(()),
+                    };
+                    match allowed {
+                        Ok(()) => {
+                            handlers::dispatch(&self.store, route, request, body, &permissions)
+                                .await
+                        }
+                        Err(denied) => Err(denied),
+                    }
+                }
                 Err(e) => Err(e),
             }
         }
