@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::process::ServerProcess;
 
+mod access;
 mod auth;
 mod proxy;
 mod tls;
@@ -58,6 +59,16 @@ impl EdgeServer {
     }
 
     pub fn start_with(tls: Tls, extra_edge: &str) -> EdgeServer {
+        EdgeServer::start_full(tls, extra_edge, &[], "")
+    }
+
+    /// With more htpasswd users and `tail` appended to the config after `[auth]`'s keys (more
+    /// `[auth]` keys, then `[[auth.groups]]` and `[[access]]` tables).
+    pub fn start_with_rules(users: &[(&str, &str)], tail: &str) -> EdgeServer {
+        EdgeServer::start_full(Tls::SelfSigned, "", users, tail)
+    }
+
+    fn start_full(tls: Tls, extra_edge: &str, users: &[(&str, &str)], tail: &str) -> EdgeServer {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd_file = dir.path().join("htpasswd");
         htpasswd(&[
@@ -70,6 +81,10 @@ impl EdgeServer {
             USER,
             PASSWORD,
         ]);
+        for (user, password) in users {
+            let file = htpasswd_file.to_str().unwrap();
+            htpasswd(&["-B", "-C", "4", "-b", file, user, password]);
+        }
         let (https_port, http_port, engine_port) = (free_port(), free_port(), free_port());
         let tls = match tls {
             Tls::SelfSigned => format!(
@@ -84,7 +99,7 @@ impl EdgeServer {
             "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
              http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n{extra_edge}\n\n\
-             [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n",
+             [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n{tail}",
             root = dir.path().join("data"),
         );
         let config_file = dir.path().join("regapp.toml");

@@ -1,0 +1,372 @@
+//! Access rules through the edge with real clients: skopeo as two users (one pull-only, one
+//! pull+push) against the same repositories, a forbidden push that fails with `DENIED` and
+//! leaves nothing in the store, anonymous pull with skopeo without credentials, the catalog
+//! each caller sees, and `regapp access explain`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use super::{EdgeServer, PASSWORD, USER};
+use crate::util::images::small_image;
+use crate::util::layout::{assert_same_blobs, OciLayout};
+
+const READER: &str = "bob";
+const READER_PASSWORD: &str = "builder";
+
+/// `skopeo --insecure-policy ARGS` against the edge, trusting its CA.
+fn skopeo(edge: &EdgeServer, args: &[&str]) -> Output {
+    let trust = edge.trust_dir();
+    let mut command = Command::new("skopeo");
+    command.args(["--insecure-policy", "--command-timeout=120s"]);
+    // Every registry-facing subcommand takes the CA directory under its own name.
+    let (head, rest) = args.split_first().unwrap();
+    command.arg(head);
+    match *head {
+        "copy" => command.args([
+            "--retry-times=0",
+            "--src-cert-dir",
+            trust.to_str().unwrap(),
+            "--dest-cert-dir",
+            trust.to_str().unwrap(),
+        ]),
+        _ => command.args(["--retry-times=0", "--cert-dir", trust.to_str().unwrap()]),
+    };
+    command
+        .args(rest)
+        .env("REGISTRY_AUTH_FILE", edge.dir.path().join("no-auth.json"))
+        .output()
+        .expect("skopeo runs (apt-get install skopeo)")
+}
+
+fn ok(what: &str, out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every file under the store's `blobs/` and every directory under `repositories/`.
+fn store_contents(edge: &EdgeServer) -> BTreeSet<String> {
+    fn walk(dir: &Path, root: &Path, into: &mut BTreeSet<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            into.insert(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(&path, root, into);
+            }
+        }
+    }
+    let root = edge.dir.path().join("data/docker/registry/v2");
+    let mut all = BTreeSet::new();
+    walk(&root, &root, &mut all);
+    all
+}
+
+fn catalog(edge: &EdgeServer, creds: Option<&str>) -> serde_json::Value {
+    let url = format!("{}/v2/_catalog", edge.url());
+    let mut args = vec!["-s"];
+    if let Some(creds) = creds {
+        args.extend(["-u", creds]);
+    }
+    args.push(&url);
+    let out = Command::new("curl")
+        .args(["--cacert", edge.ca().to_str().unwrap()])
+        .args(&args)
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "catalog is not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+const TWO_USERS: &str = r#"
+[[access]]
+repositories = "team/**"
+users = ["bob"]
+actions = ["pull"]
+
+[[access]]
+repositories = "team/**"
+users = ["alice"]
+actions = ["pull", "push", "delete"]
+"#;
+
+#[test]
+fn a_pull_only_user_pulls_and_a_forbidden_push_fails_with_denied_leaving_no_trace() {
+    let edge = EdgeServer::start_with_rules(&[(READER, READER_PASSWORD)], TWO_USERS);
+    let writer = format!("{USER}:{PASSWORD}");
+    let reader = format!("{READER}:{READER_PASSWORD}");
+    let images = tempfile::tempdir().unwrap();
+    let image = small_image(&images.path().join("app"), "app");
+    let remote = format!("docker://{}/team/app:v1", edge.host());
+
+    ok(
+        "alice pushes",
+        skopeo(
+            &edge,
+            &[
+                "copy",
+                "--preserve-digests",
+                "--dest-creds",
+                &writer,
+                &image.reference(),
+                &remote,
+            ],
+        ),
+    );
+    let back = images.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    ok(
+        "bob pulls",
+        skopeo(
+            &edge,
+            &[
+                "copy",
+                "--preserve-digests",
+                "--src-creds",
+                &reader,
+                &remote,
+                &back_ref,
+            ],
+        ),
+    );
+    assert_same_blobs(&image.layout, &OciLayout::open(&back));
+
+    let before = store_contents(&edge);
+    let other = small_image(&images.path().join("other"), "bob's own");
+    for target in ["team/other:v1", "team/app:v2"] {
+        let out = skopeo(
+            &edge,
+            &[
+                "copy",
+                "--preserve-digests",
+                "--dest-creds",
+                &reader,
+                &other.reference(),
+                &format!("docker://{}/{target}", edge.host()),
+            ],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "bob may not push {target}");
+        assert!(
+            stderr.contains("denied"),
+            "skopeo shows the DENIED answer: {stderr}"
+        );
+    }
+    assert_eq!(
+        before,
+        store_contents(&edge),
+        "no blob, upload directory or repository appeared"
+    );
+    let (status, text) = edge.curl(&[
+        "-u",
+        &reader,
+        "-X",
+        "DELETE",
+        &format!("{}/v2/team/app/manifests/v1", edge.url()),
+    ]);
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains(r#""code":"DENIED""#), "{text}");
+
+    // The catalog: alice pushed team/app; a user without rules sees nothing of it.
+    assert_eq!(
+        catalog(&edge, Some(&reader))["repositories"],
+        serde_json::json!(["team/app"])
+    );
+}
+
+const PUBLIC: &str = r#"anonymous_pull = true
+
+[[access]]
+repositories = "**"
+users = ["alice"]
+actions = ["pull", "push", "delete"]
+
+[[access]]
+repositories = "public/**"
+users = ["anonymous", "*"]
+actions = ["pull"]
+"#;
+
+#[test]
+fn anonymous_clients_pull_what_rules_allow_and_users_still_push() {
+    let edge = EdgeServer::start_with_rules(&[(READER, READER_PASSWORD)], PUBLIC);
+    let writer = format!("{USER}:{PASSWORD}");
+    let images = tempfile::tempdir().unwrap();
+    let image = small_image(&images.path().join("src"), "public");
+    // With anonymous pull on, `/v2/` answers 200: skopeo must still send alice's credentials
+    // (it takes the challenge that comes with that 200).
+    for repo in ["public/base", "private/app"] {
+        ok(
+            "alice pushes",
+            skopeo(
+                &edge,
+                &[
+                    "copy",
+                    "--preserve-digests",
+                    "--dest-creds",
+                    &writer,
+                    &image.reference(),
+                    &format!("docker://{}/{repo}:v1", edge.host()),
+                ],
+            ),
+        );
+    }
+    let back = images.path().join("back");
+    let back_ref = format!("oci:{}:v1", back.display());
+    ok(
+        "anonymous pull",
+        skopeo(
+            &edge,
+            &[
+                "copy",
+                "--preserve-digests",
+                "--src-no-creds",
+                &format!("docker://{}/public/base:v1", edge.host()),
+                &back_ref,
+            ],
+        ),
+    );
+    assert_same_blobs(&image.layout, &OciLayout::open(&back));
+    let out = skopeo(
+        &edge,
+        &[
+            "inspect",
+            "--raw",
+            "--no-creds",
+            &format!("docker://{}/private/app:v1", edge.host()),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    let out = skopeo(
+        &edge,
+        &[
+            "copy",
+            "--preserve-digests",
+            "--dest-no-creds",
+            &image.reference(),
+            &format!("docker://{}/public/base:v2", edge.host()),
+        ],
+    );
+    assert!(!out.status.success(), "anonymous clients never push");
+
+    // What the clients saw, by curl: `/v2/` is 200 with the challenge, a pull anonymous may
+    // not make is 401 with it, a push without credentials is refused by the edge itself.
+    let (status, text) = edge.curl(&[&format!("{}/v2/", edge.url())]);
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        text.to_lowercase()
+            .contains("www-authenticate: basic realm=\"test\""),
+        "{text}"
+    );
+    let (status, text) = edge.curl(&[&format!("{}/v2/private/app/tags/list", edge.url())]);
+    assert_eq!(status, 401, "{text}");
+    assert!(
+        text.to_lowercase().contains("www-authenticate: basic"),
+        "{text}"
+    );
+    assert!(text.contains(r#""code":"UNAUTHORIZED""#), "{text}");
+    let (status, text) = edge.curl(&[
+        "-X",
+        "POST",
+        &format!("{}/v2/public/base/blobs/uploads/", edge.url()),
+    ]);
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("authentication required"), "{text}");
+    // A wrong password is still a 401, never a way in as anonymous.
+    let (status, _) = edge.curl(&[
+        "-u",
+        "alice:wrong",
+        &format!("{}/v2/public/base/tags/list", edge.url()),
+    ]);
+    assert_eq!(status, 401);
+
+    assert_eq!(
+        catalog(&edge, None)["repositories"],
+        serde_json::json!(["public/base"])
+    );
+    assert_eq!(
+        catalog(&edge, Some(&format!("{READER}:{READER_PASSWORD}")))["repositories"],
+        serde_json::json!(["public/base"])
+    );
+    assert_eq!(
+        catalog(&edge, Some(&writer))["repositories"],
+        serde_json::json!(["private/app", "public/base"])
+    );
+}
+
+#[test]
+fn access_explain_prints_the_deciding_rule_per_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("regapp.toml");
+    std::fs::write(
+        &config,
+        format!("[edge]\nhostname = \"localhost\"\n\n[auth]\n{PUBLIC}"),
+    )
+    .unwrap();
+    let explain = |user: &str, repo: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_regapp"))
+            .args(["access", "explain", user, repo, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = explain("bob", "public/base");
+    let origin = format!("{}:12", config.display());
+    assert_eq!(
+        text,
+        format!(
+            "bob on public/base (2 rules, anonymous_pull = true)\n\
+             pull    allowed by rule 2: it names \"*\" (any authenticated user) [{origin} repositories = \"public/**\", actions = pull]\n\
+             push    denied by rule 2: it names \"*\" (any authenticated user), and this action is not in its actions [{origin} repositories = \"public/**\", actions = pull]\n\
+             delete  denied by rule 2: it names \"*\" (any authenticated user), and this action is not in its actions [{origin} repositories = \"public/**\", actions = pull]\n"
+        )
+    );
+    let text = explain("bob", "private/app");
+    assert!(
+        text.contains("pull    denied: no rule matches (default deny)"),
+        "{text}"
+    );
+    let text = explain("anonymous", "private/app");
+    assert!(
+        text.contains("push    denied: clients without credentials may only pull"),
+        "{text}"
+    );
+    // A rule that can never match is refused with its line, as check-config does.
+    std::fs::write(
+        &config,
+        format!("[auth]\n{PUBLIC}\n[[access]]\nrepositories = \"private/**\"\nusers = [\"alice\"]\nactions = [\"pull\"]\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_regapp"))
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}:15: access[3].repositories: this rule can never match: rule 1",
+            config.display()
+        )),
+        "{stderr}"
+    );
+}
