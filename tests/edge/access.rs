@@ -176,6 +176,29 @@ fn a_pull_only_user_pulls_and_a_forbidden_push_fails_with_denied_leaving_no_trac
     ]);
     assert_eq!(status, 403, "{text}");
     assert!(text.contains(r#""code":"DENIED""#), "{text}");
+    // A denied monolithic upload with a 16 MiB body: answered 403 from the headers (the
+    // engine checks before reading the body), over HTTP/1.1 and HTTP/2.
+    let body = edge.dir.path().join("body");
+    std::fs::write(&body, vec![7u8; 16 << 20]).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&body).unwrap()))
+    );
+    for version in ["--http1.1", "--http2"] {
+        let (status, text) = edge.curl(&[
+            version,
+            "-u",
+            &reader,
+            "-X",
+            "POST",
+            "--data-binary",
+            &format!("@{}", body.display()),
+            &format!("{}/v2/team/big/blobs/uploads/?digest={digest}", edge.url()),
+        ]);
+        assert_eq!(status, 403, "{version}: {text}");
+        assert!(text.contains(r#""code":"DENIED""#), "{version}: {text}");
+    }
+    assert_eq!(before, store_contents(&edge), "still nothing new in the store");
 
     // The catalog: alice pushed team/app; a user without rules sees nothing of it.
     assert_eq!(
