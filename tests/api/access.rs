@@ -391,3 +391,33 @@ async fn a_denied_push_leaves_nothing_in_the_store() {
         .unwrap_or(0);
     assert_eq!(uploads, 0, "no upload directory");
 }
+
+#[tokio::test]
+async fn new_rules_apply_from_the_next_request() {
+    let open = Engine::new();
+    open.push_image("team/app", "v1", b"layer").await;
+    let access = Arc::new(Access::new(AccessPolicy::default()));
+    let engine = Engine {
+        api: Api::new(open.api.store().clone()).enforce_access(access.clone()),
+        dir: open.dir,
+    };
+    let tags = |user: &'static str| {
+        let engine = &engine;
+        async move {
+            engine
+                .call(
+                    Method::GET,
+                    "/v2/team/app/tags/list",
+                    &[("x-regapp-user", user)],
+                    Bytes::new(),
+                )
+                .await
+                .status
+        }
+    };
+    assert_eq!(tags("stranger").await, StatusCode::OK, "no rules: anyone");
+    // What a configuration reload does with the re-read rules.
+    access.update(policy());
+    assert_eq!(tags("stranger").await, StatusCode::FORBIDDEN);
+    assert_eq!(tags("reader").await, StatusCode::OK);
+}

@@ -182,7 +182,9 @@ fn a_pull_only_user_pulls_and_a_forbidden_push_fails_with_denied_leaving_no_trac
     std::fs::write(&body, vec![7u8; 16 << 20]).unwrap();
     let digest = format!(
         "sha256:{}",
-        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&body).unwrap()))
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(&body).unwrap()
+        ))
     );
     for version in ["--http1.1", "--http2"] {
         let (status, text) = edge.curl(&[
@@ -198,7 +200,11 @@ fn a_pull_only_user_pulls_and_a_forbidden_push_fails_with_denied_leaving_no_trac
         assert_eq!(status, 403, "{version}: {text}");
         assert!(text.contains(r#""code":"DENIED""#), "{version}: {text}");
     }
-    assert_eq!(before, store_contents(&edge), "still nothing new in the store");
+    assert_eq!(
+        before,
+        store_contents(&edge),
+        "still nothing new in the store"
+    );
 
     // The catalog: alice pushed team/app; a user without rules sees nothing of it.
     assert_eq!(
@@ -307,6 +313,13 @@ fn anonymous_clients_pull_what_rules_allow_and_users_still_push() {
     ]);
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("authentication required"), "{text}");
+    // A client's own X-Regapp-User is dropped: it stays anonymous.
+    let (status, text) = edge.curl(&[
+        "-H",
+        "X-Regapp-User: alice",
+        &format!("{}/v2/private/app/tags/list", edge.url()),
+    ]);
+    assert_eq!(status, 401, "{text}");
     // A wrong password is still a 401, never a way in as anonymous.
     let (status, _) = edge.curl(&[
         "-u",
