@@ -96,6 +96,20 @@ pub struct Rule {
     pub origin: String,
 }
 
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<String> = self.users.iter().map(|u| u.to_string()).collect();
+        let actions: Vec<&str> = self.actions.iter().map(|a| a.as_str()).collect();
+        write!(
+            f,
+            "repositories {:?}, users {}, actions {}",
+            self.repositories.as_str(),
+            users.join(" "),
+            actions.join(" ")
+        )
+    }
+}
+
 /// A rule as written, not yet checked.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuleSpec {
@@ -293,6 +307,11 @@ impl AccessPolicy {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// `[[auth.groups]]`: name → members.
+    pub fn groups(&self) -> &BTreeMap<String, BTreeSet<String>> {
+        &self.groups
     }
 
     /// May `user` (`None`: no credentials) do `action` to repository `repo`?

@@ -293,13 +293,21 @@ impl fmt::Display for Settings {
                 acme.state_dir.display()
             )?,
         }
-        writeln!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        // One `key = value` line per group and rule, so a reload can tell what changed.
         write!(
             f,
-            "access: {} rules, auth.anonymous_pull = {}",
-            self.access.rules().len(),
+            "\nauth.anonymous_pull = {}",
             self.access.anonymous_pull()
-        )
+        )?;
+        for (name, members) in self.access.groups() {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            write!(f, "\nauth.groups.{name} = {}", members.join(", "))?;
+        }
+        for (i, rule) in self.access.rules().iter().enumerate() {
+            write!(f, "\naccess[{}] = {rule}", i + 1)?;
+        }
+        Ok(())
     }
 }
 
