@@ -1,7 +1,7 @@
 //! Access rules through the edge with real clients: skopeo as two users (one pull-only, one
 //! pull+push) against the same repositories, a forbidden push that fails with `DENIED` and
-//! leaves nothing in the store, anonymous pull with skopeo without credentials, the catalog
-//! each caller sees, and `regapp access explain`.
+//! leaves nothing in the store, anonymous pull with skopeo and podman without credentials
+//! beside authenticated pushes, the catalog each caller sees, and `regapp access explain`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -406,5 +406,79 @@ fn access_explain_prints_the_deciding_rule_per_action() {
             config.display()
         )),
         "{stderr}"
+    );
+}
+
+/// `podman --root … --storage-driver vfs ARGS`: podman with its own image store in `dir`;
+/// `pull` and `push` also get an empty auth file and the edge's CA.
+fn podman(edge: &EdgeServer, dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new("podman");
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    if matches!(args.first(), Some(&"pull" | &"push")) {
+        std::fs::write(dir.join("auth.json"), "{}").unwrap();
+        command
+            .arg(format!("--authfile={}", dir.join("auth.json").display()))
+            .arg(format!("--cert-dir={}", edge.trust_dir().display()));
+    }
+    command
+        .output()
+        .expect("podman runs (apt-get install podman)")
+}
+
+#[test]
+fn podman_pulls_without_login_and_pushes_with_credentials() {
+    let edge = EdgeServer::start_with_rules(&[], PUBLIC);
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+    std::fs::write(rootfs.join("etc/hello"), "anonymous pull\n").unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .args(["-cf", tar.to_str().unwrap(), "."])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tar = tar.to_str().unwrap();
+    ok(
+        "podman import",
+        podman(&edge, dir.path(), &["import", tar, "localhost/tiny:v1"]),
+    );
+    let public = format!("docker://{}/public/tiny:v1", edge.host());
+    // `/v2/` answers 200 without credentials; podman still sends alice's when it has them.
+    let creds = format!("{USER}:{PASSWORD}");
+    ok(
+        "alice pushes with podman",
+        podman(
+            &edge,
+            dir.path(),
+            &["push", "--creds", &creds, "localhost/tiny:v1", &public],
+        ),
+    );
+    ok(
+        "podman rmi",
+        podman(&edge, dir.path(), &["rmi", "-a", "-f"]),
+    );
+    ok(
+        "podman pull without login",
+        podman(&edge, dir.path(), &["pull", &public]),
+    );
+    let pulled = format!("{}/public/tiny:v1", edge.host());
+    let copy = format!("docker://{}/public/copy:v1", edge.host());
+    let out = podman(&edge, dir.path(), &["push", &pulled, &copy]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "podman without login may not push");
+    assert!(stderr.contains("unauthorized"), "{stderr}");
+    // The image store under `dir` goes with the tempdir; vfs leaves no mounts behind.
+    ok(
+        "podman rmi",
+        podman(&edge, dir.path(), &["rmi", "-a", "-f"]),
     );
 }
