@@ -1,6 +1,7 @@
 //! The OCI Distribution HTTP API over the store: routes → handlers → the error table.
 //! Knows HTTP (the `http` and `hyper` types) but no TLS, no authentication and no pingora:
-//! the edge puts those in front.
+//! the edge puts those in front. It does enforce the access rules (`permissions.rs`), for the
+//! user the edge names, because only the engine knows what a route acts on.
 
 use std::io;
 use std::sync::Arc;
