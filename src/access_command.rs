@@ -21,16 +21,15 @@ pub fn run(command: AccessCommand) -> ExitCode {
                 eprintln!("regapp: {:?}: {e}", args.repository);
                 return ExitCode::FAILURE;
             }
-            print!(
-                "{}",
-                crate::access::explain(&settings.access, &args.user, &args.repository)
-            );
+            let mut text = crate::access::explain(&settings.access, &args.user, &args.repository);
             if settings.edge.is_none() {
-                println!(
-                    "(no [edge] in {}: nobody is authenticated, so the engine alone enforces no rules)",
+                text.push_str(&format!(
+                    "(no [edge] in {}: nobody is authenticated, so the engine alone enforces no rules)\n",
                     args.config.config.display()
-                );
+                ));
             }
+            // Not `print!`: it panics when the reader went away (`| head`).
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
             ExitCode::SUCCESS
         }
     }
