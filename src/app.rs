@@ -11,6 +11,9 @@ use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
 use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT};
 use crate::edge::Edge;
+use crate::metrics::health::Readiness;
+use crate::metrics::Metrics;
+use crate::ops::{self, checks, parts, Reloader};
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
 use crate::storage::FsDriver;
@@ -24,18 +27,68 @@ const ENGINE_DRAIN: Duration = Duration::from_secs(30);
 const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Runs regapp until it is told to stop: the edge in front of the engine when the settings
-/// have an `[edge]`, else the engine alone on `engine.listen`.
-pub fn serve(settings: Settings) -> Result<(), AppError> {
+/// have an `[edge]`, else the engine alone on `engine.listen`. `config` is the file SIGHUP
+/// reads again (`None` with `--dev`: nothing to reload).
+pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), AppError> {
+    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown"));
+    let metrics_listener = ops::bind_metrics(settings.metrics.listen)?;
+    // Tests and scripts read this line to learn the port; keep its form.
+    println!(
+        "regapp metrics on http://{}",
+        metrics_listener.local_addr()?
+    );
+    let mut reloader = Reloader::new(config.unwrap_or_default(), settings.clone());
+    parts::log_level(&mut reloader);
+    let service = ServiceParts {
+        metrics,
+        metrics_listener,
+        reloader,
+        readiness: storage_readiness(&settings),
+    };
     match settings.edge.clone() {
-        Some(edge) => serve_with_edge(&settings, edge),
+        Some(edge) => serve_with_edge(&settings, edge, service),
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve_engine_alone(settings)),
+            .block_on(serve_engine_alone(settings, service)),
     }
 }
 
-async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
+/// The git commit, when the build was given one (`REGAPP_GIT_COMMIT=$(git rev-parse HEAD)`).
+const GIT_COMMIT: Option<&str> = option_env!("REGAPP_GIT_COMMIT");
+
+/// What every mode runs beside the registry: metrics, probes, reloads (see `ops`).
+struct ServiceParts {
+    metrics: Metrics,
+    metrics_listener: StdListener,
+    reloader: Reloader,
+    readiness: Readiness,
+}
+
+impl ServiceParts {
+    /// Starts the service thread; READY=1 once `ready_when` passes.
+    fn spawn(self, ready_when: Readiness) -> Result<(), AppError> {
+        ops::spawn(
+            ops::Service {
+                metrics: self.metrics,
+                readiness: self.readiness,
+                ready_when,
+                reloader: self.reloader,
+            },
+            self.metrics_listener,
+        )?;
+        Ok(())
+    }
+}
+
+fn storage_readiness(settings: &Settings) -> Readiness {
+    let mut readiness = Readiness::default();
+    let root = settings.storage.root.clone();
+    readiness.add("storage", move || checks::storage_writable(root.clone()));
+    readiness
+}
+
+async fn serve_engine_alone(settings: Settings, mut service: ServiceParts) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
     let (listener, local) = server::bind(settings.engine.listen)
         .await
@@ -44,27 +97,44 @@ async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     println!("regapp engine listening on http://{local}");
     tracing::info!(%local, root = %settings.storage.root.display(), "engine listening");
     tokio::spawn(store.clone().warm_catalog());
-    let api = Api::new(store).body_idle_timeout(DEFAULT_IDLE_TIMEOUT);
+    let api = Api::new(store)
+        .body_idle_timeout(DEFAULT_IDLE_TIMEOUT)
+        .metrics(service.metrics.engine.clone());
+    service
+        .readiness
+        .add("engine", move || checks::engine_answers(local));
+    let mut ready_when = Readiness::default();
+    ready_when.add("engine", move || checks::engine_answers(local));
+    service.spawn(ready_when)?;
     server::serve(listener, api, shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppError> {
+fn serve_with_edge(
+    settings: &Settings,
+    edge: EdgeSettings,
+    mut service: ServiceParts,
+) -> Result<(), AppError> {
     let engine_listener = StdListener::bind(settings.engine.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
     engine_listener.set_nonblocking(true)?;
+    let engine_addr = engine_listener.local_addr()?;
     let front_token = random_token();
     let engine_api = Api::new(Arc::new(build_store(settings)))
         .require_front_token(front_token.clone())
-        .body_idle_timeout(edge.idle_timeout);
+        .body_idle_timeout(edge.idle_timeout)
+        .metrics(service.metrics.engine.clone());
 
     let authenticator = Authenticator::load(&edge.auth.htpasswd)
         .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;
-    let _htpasswd_watch = authenticator.watch()?;
+    let htpasswd_watch = authenticator.watch()?;
+    ops::observe::auth(&service.metrics, authenticator.clone());
+    parts::htpasswd(&mut service.reloader, authenticator.clone(), htpasswd_watch);
 
     let resolver = Arc::new(CertResolver::new());
     let challenges = ChallengeTokens::new();
+    let mut acme_manager = None;
     let files = match &edge.tls {
         TlsSettings::Files {
             cert_file,
@@ -89,7 +159,9 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
                 challenges.clone(),
                 acme::https_connector(settings.ca_root.clone()),
             )?;
-            acme::spawn(Arc::new(manager), edge.http_listen)?;
+            let manager = Arc::new(manager);
+            acme::spawn(manager.clone(), edge.http_listen)?;
+            acme_manager = Some(manager);
             None
         }
     };
@@ -98,16 +170,30 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         None => None,
     };
 
-    let on_reload = {
-        let authenticator = authenticator.clone();
-        Box::new(move || {
-            // Both log their own outcome.
-            let _ = authenticator.reload();
-            if let Some(files) = &files {
-                let _ = files.reload();
-            }
-        })
+    if let Some(files) = &files {
+        parts::certificate_files(&mut service.reloader, files.clone());
+    }
+    ops::observe::certificates(&service.metrics, resolver.clone(), acme_manager);
+    let metrics_allow = Arc::new(arc_swap::ArcSwap::from_pointee(
+        settings.metrics.allow.clone(),
+    ));
+    parts::metrics_allow(&mut service.reloader, metrics_allow.clone());
+
+    service
+        .readiness
+        .add("engine", move || checks::engine_answers(engine_addr));
+    let certificate = {
+        let resolver = resolver.clone();
+        move || std::future::ready(checks::certificate_loaded(&resolver))
     };
+    service.readiness.add("certificate", certificate.clone());
+    let mut ready_when = Readiness::default();
+    let https = edge.https_listen;
+    ready_when.add("https", move || checks::listening(https));
+    ready_when.add("certificate", certificate);
+    let metrics = service.metrics.clone();
+    service.spawn(ready_when)?;
+
     println!(
         "regapp listening on https://{} (engine on http://{})",
         edge.https_listen,
@@ -121,7 +207,8 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         authenticator,
         resolver,
         challenges,
-        on_reload,
+        metrics,
+        metrics_allow,
     }
     .run();
     Ok(())
@@ -225,4 +312,5 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
     }
+    ops::notify::stopping();
 }

@@ -10,9 +10,11 @@ pub use ipnet::IpNet;
 
 mod acme;
 mod diagnostics;
+mod ops;
 mod raw;
 
 pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
+pub use ops::{LogFormat, LogSettings, MetricsSettings, DEFAULT_METRICS_LISTEN};
 
 pub use diagnostics::{ConfigError, ConfigErrors};
 
@@ -23,6 +25,8 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// The TLS edge; without an `[edge]` section the engine runs alone on `engine.listen`.
     pub edge: Option<EdgeSettings>,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,9 +105,19 @@ impl Settings {
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigErrors> {
         let (raw, locator) =
             diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
+        let log = ops::log_settings(raw.log, &locator);
         let edge = match raw.edge {
-            None => None,
-            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator)?),
+            None => Ok(None),
+            Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
+        };
+        // Every problem at once, not the first section's only.
+        let (log, edge) = match (log, edge) {
+            (Ok(log), Ok(edge)) => (log, edge),
+            (log, edge) => {
+                let mut errors = log.err().into_iter().collect::<Vec<_>>();
+                errors.extend(edge.err().into_iter().flat_map(|e| e.0));
+                return Err(ConfigErrors(errors));
+            }
         };
         Ok(Settings {
             storage: StorageSettings {
@@ -124,6 +138,8 @@ impl Settings {
                     .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             },
             edge,
+            metrics: ops::metrics_settings(raw.metrics),
+            log,
         })
     }
 
@@ -155,6 +171,8 @@ impl Settings {
                     realm: "regapp-dev".to_owned(),
                 },
             }),
+            metrics: MetricsSettings::default(),
+            log: LogSettings::default(),
         }
     }
 }
@@ -238,6 +256,11 @@ impl fmt::Display for Settings {
             f,
             "engine.max_manifest_bytes = {}",
             self.engine.max_manifest_bytes
+        )?;
+        write!(
+            f,
+            "\nmetrics.listen = {}\nmetrics.allow = {:?}\nlog.level = {}\nlog.format = {:?}",
+            self.metrics.listen, self.metrics.allow, self.log.level, self.log.format
         )?;
         let Some(edge) = &self.edge else {
             return write!(f, "\n(no [edge]: the engine alone serves engine.listen)");
