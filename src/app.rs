@@ -37,7 +37,7 @@ pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(
         "regapp metrics on http://{}",
         metrics_listener.local_addr()?
     );
-    let mut reloader = Reloader::new(config.unwrap_or_default(), settings.clone());
+    let mut reloader = Reloader::new(config, settings.clone());
     parts::log_level(&mut reloader);
     let service = ServiceParts {
         metrics,

@@ -23,7 +23,8 @@ struct Part {
 
 /// The reloadable parts, and the configuration the process started with.
 pub struct Reloader {
-    config: PathBuf,
+    /// `None` with `serve --dev`: built-in settings, no file to read again.
+    config: Option<PathBuf>,
     started_with: Settings,
     applied: Settings,
     parts: Vec<Part>,
@@ -43,7 +44,7 @@ pub struct Outcome {
 }
 
 impl Reloader {
-    pub fn new(config: PathBuf, started_with: Settings) -> Reloader {
+    pub fn new(config: Option<PathBuf>, started_with: Settings) -> Reloader {
         Reloader {
             config,
             applied: started_with.clone(),
@@ -70,7 +71,11 @@ impl Reloader {
     /// Reads the file and applies it; logs every decision. Blocking (file I/O).
     pub fn reload(&mut self) -> Outcome {
         let mut outcome = Outcome::default();
-        let new = match Settings::load(&self.config) {
+        let Some(config) = &self.config else {
+            tracing::warn!("serve --dev runs built-in settings: there is no file to reload");
+            return outcome;
+        };
+        let new = match Settings::load(config) {
             Ok(new) => new,
             Err(errors) => {
                 for error in &errors.0 {
@@ -179,7 +184,7 @@ mod tests {
         let start = "[engine]\nlisten = \"127.0.0.1:5000\"\n[log]\nlevel = \"info\"\n";
         std::fs::write(&file, start).unwrap();
         let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut reloader = Reloader::new(file.clone(), settings(start));
+        let mut reloader = Reloader::new(Some(file.clone()), settings(start));
         let record = seen.clone();
         reloader.part("log", &["log.level"], move |s| {
             record.lock().unwrap().push(s.log.level.clone());
