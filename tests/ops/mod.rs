@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 mod health;
+mod logs;
 mod metrics;
 mod notify;
 mod reload;
