@@ -11,9 +11,7 @@ use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
 use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT};
 use crate::edge::Edge;
-use crate::metrics::health::Readiness;
-use crate::metrics::Metrics;
-use crate::ops::{self, checks, parts, Reloader};
+use crate::ops::{self, parts, Service};
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
 use crate::storage::FsDriver;
@@ -30,21 +28,7 @@ const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 /// have an `[edge]`, else the engine alone on `engine.listen`. `config` is the file SIGHUP
 /// reads again (`None` with `--dev`: nothing to reload).
 pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), AppError> {
-    let metrics = Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown"));
-    let metrics_listener = ops::bind_metrics(settings.metrics.listen)?;
-    // Tests and scripts read this line to learn the port; keep its form.
-    println!(
-        "regapp metrics on http://{}",
-        metrics_listener.local_addr()?
-    );
-    let mut reloader = Reloader::new(config, settings.clone());
-    parts::log_level(&mut reloader);
-    let service = ServiceParts {
-        metrics,
-        metrics_listener,
-        reloader,
-        readiness: storage_readiness(&settings),
-    };
+    let service = Service::prepare(&settings, config)?;
     match settings.edge.clone() {
         Some(edge) => serve_with_edge(&settings, edge, service),
         None => tokio::runtime::Builder::new_multi_thread()
@@ -54,41 +38,7 @@ pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(
     }
 }
 
-/// The git commit, when the build was given one (`REGAPP_GIT_COMMIT=$(git rev-parse HEAD)`).
-const GIT_COMMIT: Option<&str> = option_env!("REGAPP_GIT_COMMIT");
-
-/// What every mode runs beside the registry: metrics, probes, reloads (see `ops`).
-struct ServiceParts {
-    metrics: Metrics,
-    metrics_listener: StdListener,
-    reloader: Reloader,
-    readiness: Readiness,
-}
-
-impl ServiceParts {
-    /// Starts the service thread; READY=1 once `ready_when` passes.
-    fn spawn(self, ready_when: Readiness) -> Result<(), AppError> {
-        ops::spawn(
-            ops::Service {
-                metrics: self.metrics,
-                readiness: self.readiness,
-                ready_when,
-                reloader: self.reloader,
-            },
-            self.metrics_listener,
-        )?;
-        Ok(())
-    }
-}
-
-fn storage_readiness(settings: &Settings) -> Readiness {
-    let mut readiness = Readiness::default();
-    let root = settings.storage.root.clone();
-    readiness.add("storage", move || checks::storage_writable(root.clone()));
-    readiness
-}
-
-async fn serve_engine_alone(settings: Settings, mut service: ServiceParts) -> Result<(), AppError> {
+async fn serve_engine_alone(settings: Settings, mut service: Service) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
     let (listener, local) = server::bind(settings.engine.listen)
         .await
@@ -100,12 +50,8 @@ async fn serve_engine_alone(settings: Settings, mut service: ServiceParts) -> Re
     let api = Api::new(store)
         .body_idle_timeout(DEFAULT_IDLE_TIMEOUT)
         .metrics(service.metrics.engine.clone());
-    service
-        .readiness
-        .add("engine", move || checks::engine_answers(local));
-    let mut ready_when = Readiness::default();
-    ready_when.add("engine", move || checks::engine_answers(local));
-    service.spawn(ready_when)?;
+    let ready_when = service.engine_alone_checks(local);
+    service.start(ready_when)?;
     server::serve(listener, api, shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
     Ok(())
@@ -114,7 +60,7 @@ async fn serve_engine_alone(settings: Settings, mut service: ServiceParts) -> Re
 fn serve_with_edge(
     settings: &Settings,
     edge: EdgeSettings,
-    mut service: ServiceParts,
+    mut service: Service,
 ) -> Result<(), AppError> {
     let engine_listener = StdListener::bind(settings.engine.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
@@ -179,20 +125,9 @@ fn serve_with_edge(
     ));
     parts::metrics_allow(&mut service.reloader, metrics_allow.clone());
 
-    service
-        .readiness
-        .add("engine", move || checks::engine_answers(engine_addr));
-    let certificate = {
-        let resolver = resolver.clone();
-        move || std::future::ready(checks::certificate_loaded(&resolver))
-    };
-    service.readiness.add("certificate", certificate.clone());
-    let mut ready_when = Readiness::default();
-    let https = edge.https_listen;
-    ready_when.add("https", move || checks::listening(https));
-    ready_when.add("certificate", certificate);
+    let ready_when = service.edge_checks(engine_addr, edge.https_listen, resolver.clone());
     let metrics = service.metrics.clone();
-    service.spawn(ready_when)?;
+    service.start(ready_when)?;
 
     println!(
         "regapp listening on https://{} (engine on http://{})",

@@ -20,11 +20,15 @@ pub mod parts;
 pub mod reload;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use crate::certs::CertResolver;
+use crate::config::Settings;
 use crate::metrics::health::Readiness;
 use crate::metrics::Metrics;
 pub use reload::Reloader;
@@ -32,84 +36,129 @@ pub use reload::Reloader;
 /// How often the ready notifier looks again while something is not ready yet.
 const READY_POLL: Duration = Duration::from_millis(100);
 
-/// What the service thread runs.
+/// What the service thread runs. `app` prepares it first (binding the metrics port), adds the
+/// parts' readiness checks, reloadable parts and scrape-time observers, then starts it.
 pub struct Service {
     pub metrics: Metrics,
     /// `/readyz`: everything a request needs.
     pub readiness: Readiness,
-    /// When to send READY=1: listening, and a certificate to serve.
-    pub ready_when: Readiness,
     pub reloader: Reloader,
+    listener: StdListener,
 }
 
-/// Binds `[metrics] listen` now, so a busy port stops startup with a clear message.
-pub fn bind_metrics(addr: SocketAddr) -> Result<StdListener, String> {
-    let listener = StdListener::bind(addr)
-        .map_err(|e| format!("cannot listen on {addr} (metrics.listen): {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("metrics listener: {e}"))?;
-    Ok(listener)
+impl Service {
+    /// Binds `[metrics] listen` now, so a busy port stops startup with a clear message, and
+    /// prints the line tests and scripts read to learn the port. `config` is the file SIGHUP
+    /// reads again (`None` with `--dev`).
+    pub fn prepare(settings: &Settings, config: Option<PathBuf>) -> Result<Service, String> {
+        let addr = settings.metrics.listen;
+        let bound = StdListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
+        let listener =
+            bound.map_err(|e| format!("cannot listen on {addr} (metrics.listen): {e}"))?;
+        if let Ok(local) = listener.local_addr() {
+            println!("regapp metrics on http://{local}");
+        }
+        let mut reloader = Reloader::new(config, settings.clone());
+        parts::log_level(&mut reloader);
+        let mut readiness = Readiness::default();
+        let root = settings.storage.root.clone();
+        readiness.add("storage", move || checks::storage_writable(root.clone()));
+        Ok(Service {
+            metrics: Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown")),
+            readiness,
+            reloader,
+            listener,
+        })
+    }
+
+    /// The engine alone: ready (and READY=1) once it answers.
+    pub fn engine_alone_checks(&mut self, engine: SocketAddr) -> Readiness {
+        self.readiness
+            .add("engine", move || checks::engine_answers(engine));
+        let mut ready_when = Readiness::default();
+        ready_when.add("engine", move || checks::engine_answers(engine));
+        ready_when
+    }
+
+    /// With the edge: `/readyz` also needs a valid certificate; READY=1 needs the edge's port
+    /// to accept connections and a certificate to serve (ACME: the first one).
+    pub fn edge_checks(
+        &mut self,
+        engine: SocketAddr,
+        https: SocketAddr,
+        resolver: Arc<CertResolver>,
+    ) -> Readiness {
+        let certificate = move || std::future::ready(checks::certificate_loaded(&resolver));
+        self.readiness
+            .add("engine", move || checks::engine_answers(engine));
+        self.readiness.add("certificate", certificate.clone());
+        let mut ready_when = Readiness::default();
+        ready_when.add("https", move || checks::listening(https));
+        ready_when.add("certificate", certificate);
+        ready_when
+    }
+
+    /// Starts the service thread; READY=1 once every check of `ready_when` passes. SIGHUP is
+    /// taken over before this returns (its default would end the process).
+    pub fn start(self, ready_when: Readiness) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let hangup = {
+            let _inside = runtime.enter();
+            signal(SignalKind::hangup())?
+        };
+        std::thread::Builder::new()
+            .name("service".to_owned())
+            .spawn(move || runtime.block_on(run(self, ready_when, hangup)))?;
+        Ok(())
+    }
 }
 
-/// Starts the service thread. SIGHUP is taken over before this returns (its default would end
-/// the process).
-pub fn spawn(service: Service, listener: StdListener) -> std::io::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let hangup = {
-        let _inside = runtime.enter();
-        signal(SignalKind::hangup())?
-    };
-    std::thread::Builder::new()
-        .name("service".to_owned())
-        .spawn(move || runtime.block_on(run(service, listener, hangup)))?;
-    Ok(())
-}
+/// The git commit, when the build was given one (`REGAPP_GIT_COMMIT=$(git rev-parse HEAD)`).
+const GIT_COMMIT: Option<&str> = option_env!("REGAPP_GIT_COMMIT");
 
-async fn run(service: Service, listener: StdListener, mut hangup: Signal) {
-    let Service {
-        metrics,
-        readiness,
-        ready_when,
-        reloader,
-    } = service;
-    match tokio::net::TcpListener::from_std(listener) {
+async fn run(service: Service, ready_when: Readiness, hangup: Signal) {
+    match tokio::net::TcpListener::from_std(service.listener) {
         Ok(listener) => {
-            tracing::info!(listen = %listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "metrics, /healthz and /readyz listening");
             tokio::spawn(crate::metrics::server::serve(
                 listener,
-                metrics,
-                Arc::new(readiness),
+                service.metrics,
+                Arc::new(service.readiness),
                 std::future::pending(),
             ));
         }
         Err(e) => tracing::error!(error = %e, "metrics listener unusable"),
     }
     if let Some(every) = notify::watchdog_interval() {
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            loop {
-                ticks.tick().await;
-                notify::watchdog();
-            }
-        });
+        tokio::spawn(ping_watchdog(every));
     }
-    let is_ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    {
-        let is_ready = is_ready.clone();
-        tokio::spawn(async move {
-            wait_until_ready(&ready_when).await;
-            is_ready.store(true, std::sync::atomic::Ordering::SeqCst);
-            notify::ready();
-        });
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn(notify_when_ready(ready_when, ready.clone()));
+    reload_on_hangup(hangup, service.reloader, ready).await;
+}
+
+/// WATCHDOG=1 every `every`, from this thread: a process that stops scheduling stops pinging.
+async fn ping_watchdog(every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    loop {
+        ticks.tick().await;
+        notify::watchdog();
     }
+}
+
+async fn notify_when_ready(checks: Readiness, ready: Arc<AtomicBool>) {
+    wait_until_ready(&checks).await;
+    ready.store(true, Ordering::SeqCst);
+    notify::ready();
+}
+
+async fn reload_on_hangup(mut hangup: Signal, reloader: Reloader, ready: Arc<AtomicBool>) {
     let reloader = Arc::new(Mutex::new(reloader));
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");
         // Before READY=1, a reload must not claim readiness on its way out.
-        let was_ready = is_ready.load(std::sync::atomic::Ordering::SeqCst);
+        let was_ready = ready.load(Ordering::SeqCst);
         if was_ready {
             notify::reloading();
         }
