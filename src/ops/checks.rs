@@ -23,12 +23,14 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-/// The engine answers `GET /v2/` with any HTTP status (403 without the front token is an answer).
+/// The engine answers `HEAD /v2/` with any HTTP status (403 without the front token is an
+/// answer). Probes are counted like any request: they are the `route="base",method="HEAD"`
+/// series (clients ask `GET /v2/`).
 pub async fn engine_answers(addr: SocketAddr) -> Result<(), String> {
     let probe = async {
         let mut stream = TcpStream::connect(reachable(addr)).await?;
         stream
-            .write_all(b"GET /v2/ HTTP/1.1\r\nHost: readyz\r\nConnection: close\r\n\r\n")
+            .write_all(b"HEAD /v2/ HTTP/1.1\r\nHost: readyz\r\nConnection: close\r\n\r\n")
             .await?;
         let mut head = [0u8; 12];
         stream.read_exact(&mut head).await?;

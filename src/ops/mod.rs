@@ -43,6 +43,9 @@ pub struct Service {
     /// `/readyz`: everything a request needs.
     pub readiness: Readiness,
     pub reloader: Reloader,
+    /// What the watchdog ping vouches for: a wedged engine stops the pings and systemd
+    /// restarts regapp.
+    alive: Readiness,
     listener: StdListener,
 }
 
@@ -67,6 +70,7 @@ impl Service {
             metrics: Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown")),
             readiness,
             reloader,
+            alive: Readiness::default(),
             listener,
         })
     }
@@ -74,6 +78,8 @@ impl Service {
     /// The engine alone: ready (and READY=1) once it answers.
     pub fn engine_alone_checks(&mut self, engine: SocketAddr) -> Readiness {
         self.readiness
+            .add("engine", move || checks::engine_answers(engine));
+        self.alive
             .add("engine", move || checks::engine_answers(engine));
         let mut ready_when = Readiness::default();
         ready_when.add("engine", move || checks::engine_answers(engine));
@@ -90,6 +96,8 @@ impl Service {
     ) -> Readiness {
         let certificate = move || std::future::ready(checks::certificate_loaded(&resolver));
         self.readiness
+            .add("engine", move || checks::engine_answers(engine));
+        self.alive
             .add("engine", move || checks::engine_answers(engine));
         self.readiness.add("certificate", certificate.clone());
         let mut ready_when = Readiness::default();
@@ -131,19 +139,26 @@ async fn run(service: Service, ready_when: Readiness, hangup: Signal) {
         Err(e) => tracing::error!(error = %e, "metrics listener unusable"),
     }
     if let Some(every) = notify::watchdog_interval() {
-        tokio::spawn(ping_watchdog(every));
+        tokio::spawn(ping_watchdog(every, service.alive));
     }
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn(notify_when_ready(ready_when, ready.clone()));
     reload_on_hangup(hangup, service.reloader, ready).await;
 }
 
-/// WATCHDOG=1 every `every`, from this thread: a process that stops scheduling stops pinging.
-async fn ping_watchdog(every: Duration) {
+/// WATCHDOG=1 every `every` while the engine answers: a process that stops scheduling, or
+/// whose engine no longer answers (each probe may take 2 s), stops pinging.
+async fn ping_watchdog(every: Duration, alive: Readiness) {
     let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        notify::watchdog();
+        let report = alive.run().await;
+        if report.ready() {
+            notify::watchdog();
+        } else {
+            tracing::warn!(failing = ?report.failures(), "watchdog ping withheld");
+        }
     }
 }
 

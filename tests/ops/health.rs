@@ -87,3 +87,42 @@ fn acme_mode_is_not_ready_before_its_first_certificate() {
     assert_eq!(get(port, "/healthz").0, 200);
     regapp.stop();
 }
+
+#[test]
+fn the_engine_alone_is_ready_when_it_answers_and_its_storage_takes_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = crate::edge::free_port();
+    let config = dir.path().join("regapp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nroot = {:?}\n[engine]\nlisten = \"127.0.0.1:0\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
+    command.arg("serve").arg("--config").arg(&config);
+    let (mut process, found) =
+        crate::util::process::ServerProcess::spawn("regapp", "regapp", command, |line| {
+            line.strip_prefix("regapp engine listening on http://")
+                .map(str::to_owned)
+        });
+    let engine = process.wait_for_line(&found, "its listening line");
+    eventually(Duration::from_secs(10), "ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok()
+            && get(metrics_port, "/readyz").0 == 200
+    });
+    assert_eq!(
+        get(metrics_port, "/readyz").1,
+        "ready\nstorage: ok\nengine: ok\n"
+    );
+    // The engine alone counts its requests too.
+    let (status, _) = get(engine.rsplit(':').next().unwrap().parse().unwrap(), "/v2/");
+    assert_eq!(status, 200);
+    let (_, scrape) = get(metrics_port, "/metrics");
+    let series = r#"regapp_engine_requests_total{method="GET",route="base",status="200"}"#;
+    assert_eq!(super::sample(&scrape, series), 1.0, "{scrape}");
+    process.stop();
+}
