@@ -268,6 +268,20 @@ fn a_forced_renewal_swaps_the_certificate_while_an_upload_continues() {
     pebble.stop();
 }
 
+/// Waits (≤ 30 s) for regapp to log a failed order; prints that line and returns the whole log.
+fn first_failed_order(regapp: &AcmeRegapp) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = regapp.log();
+        if let Some(line) = log.lines().find(|l| l.contains("ACME order failed")) {
+            eprintln!("{line}");
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no failure logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     // pebble validates against a port where nothing listens: :80 "not reachable".
@@ -275,22 +289,7 @@ fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     let mut pebble = Pebble::start(closed);
     let mut regapp = AcmeRegapp::configure(free_port(), &pebble.directory, &pebble.listener_ca, "");
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA could not validate localhost over HTTP-01"),
         "{log}"
@@ -328,22 +327,7 @@ fn a_name_that_does_not_resolve_shows_the_cas_dns_detail() {
         "domains = [\"registry.invalid-name.test\"]\n",
     );
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA could not validate registry.invalid-name.test over HTTP-01"),
         "{log}"
@@ -365,22 +349,7 @@ fn a_wrong_external_account_binding_is_named() {
         &format!("eab_kid = \"{EAB_KID}\"\neab_hmac_key = \"{wrong_key}\"\n"),
     );
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA refused the account's External Account Binding"),
         "{log}"
@@ -396,22 +365,7 @@ fn a_missing_external_account_binding_is_asked_for() {
     let mut pebble = Pebble::start_with_eab(http_port);
     let mut regapp = AcmeRegapp::configure(http_port, &pebble.directory, &pebble.listener_ca, "");
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA requires External Account Binding"),
         "{log}"
