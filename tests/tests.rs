@@ -17,5 +17,6 @@ mod certs;
 mod compat;
 mod crash;
 mod edge;
+mod ops;
 mod skopeo;
 mod util;

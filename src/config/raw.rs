@@ -21,6 +21,10 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub auth: RawAuth,
     pub acme: Option<RawAcme>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
     /// `[[access]]`: per-repository rules, in order.
     pub access: Option<Vec<RawAccessRule>>,
 }
@@ -106,6 +110,27 @@ pub(super) struct RawAcme {
     pub eab_hmac_key: Option<String>,
     pub profile: Option<String>,
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Option<SocketAddr>,
+    pub allow: Option<Vec<ipnet::IpNet>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<RawLogFormat>,
 }
 
 /// A duration written as humans do: `"30s"`, `"5m"`, `"24h"`.

@@ -10,6 +10,8 @@ fn the_shipped_config_is_valid() {
     let edge = settings.edge.expect("the shipped config runs the edge");
     assert_eq!(edge.hostname, "registry.example.com");
     assert_eq!(edge.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(settings.metrics, MetricsSettings::default());
+    assert_eq!(settings.log, LogSettings::default());
 }
 
 #[test]
@@ -161,6 +163,46 @@ fn syntax_errors_name_the_line() {
         .unwrap_err()
         .0;
     assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, Some(2));
+}
+
+#[test]
+fn metrics_and_log_have_working_defaults_and_typed_values() {
+    let settings = Settings::parse("", "f").unwrap();
+    assert_eq!(settings.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+    assert!(settings.metrics.allow.is_empty());
+    assert_eq!(settings.log, LogSettings::default());
+
+    let text = "[metrics]\nlisten = \"0.0.0.0:9200\"\nallow = [\"10.0.0.0/8\"]\n\
+                [log]\nlevel = \"info,regapp::access=warn\"\nformat = \"json\"\n";
+    let settings = Settings::parse(text, "f").unwrap();
+    assert_eq!(settings.metrics.listen.to_string(), "0.0.0.0:9200");
+    assert_eq!(
+        settings.metrics.allow,
+        ["10.0.0.0/8".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(settings.log.format, LogFormat::Json);
+}
+
+#[test]
+fn bad_metrics_and_log_values_are_each_named_with_their_line() {
+    let text = "[metrics]\nlisten = \"nowhere\"\n[log]\nformat = \"xml\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "metrics.listen".to_owned()),
+            (Some(4), "log.format".to_owned())
+        ]
+    );
+    let errors = Settings::parse("[log]\nlevel = \"info,=[\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].key.as_deref(), Some("log.level"), "{errors:?}");
     assert_eq!(errors[0].line, Some(2));
 }
 

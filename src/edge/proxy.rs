@@ -23,10 +23,15 @@ use pingora::proxy::FailToProxy;
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
 use crate::access::Access;
+use arc_swap::ArcSwap;
+
 use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
 use crate::config::IpNet;
-use crate::registry::api::{error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER};
+use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::registry::api::{
+    error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
+};
 
 /// How the edge reaches the engine and whom it lets in.
 pub struct EdgeProxy {
@@ -42,6 +47,9 @@ pub struct EdgeProxy {
     pub idle_timeout: Duration,
     /// The access rules in force: read here only for `anonymous_pull`.
     pub access: Arc<Access>,
+    pub metrics: Metrics,
+    /// Who may read `/metrics` here (no Basic Auth: a scraper's address is its credential).
+    pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 /// What one request carries from filter to filter.
@@ -52,6 +60,8 @@ pub struct RequestContext {
     user: Option<String>,
     /// Let in without credentials (anonymous pull).
     anonymous: bool,
+    /// Logged in the access log, passed to the engine (its log lines carry it) and returned.
+    request_id: String,
 }
 
 impl EdgeProxy {
@@ -65,6 +75,26 @@ impl EdgeProxy {
     fn allowed(&self, client: Option<IpAddr>) -> bool {
         self.allow.is_empty()
             || client.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    fn metrics_allowed(&self, client: Option<IpAddr>) -> bool {
+        let allow = self.metrics_allow.load();
+        client.is_some_and(|ip| allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// `/metrics` for a client in `[metrics] allow`: the same text as the metrics listener's.
+    async fn serve_metrics(&self, session: &mut Session, ctx: &RequestContext) -> Result<bool> {
+        let body = bytes::Bytes::from(self.metrics.render());
+        let mut response = ResponseHeader::build(StatusCode::OK, Some(4))?;
+        response.insert_header(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)?;
+        response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        self.add_security_headers(&mut response)?;
+        session
+            .write_response_header(Box::new(response), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
     }
 
     fn add_security_headers(&self, response: &mut ResponseHeader) -> Result<()> {
@@ -85,6 +115,7 @@ impl EdgeProxy {
     async fn refuse(
         &self,
         session: &mut Session,
+        request_id: &str,
         status: StatusCode,
         code: Code,
         detail: &str,
@@ -95,6 +126,7 @@ impl EdgeProxy {
         response.insert_header(header::CONTENT_TYPE, "application/json")?;
         response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         response.insert_header("docker-distribution-api-version", "registry/2.0")?;
+        response.insert_header(REQUEST_ID_HEADER, request_id)?;
         for (name, value) in extra {
             response.insert_header(name.clone(), value.as_str())?;
         }
@@ -125,6 +157,7 @@ impl ProxyHttp for EdgeProxy {
             client: None,
             user: None,
             anonymous: false,
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -138,10 +171,20 @@ impl ProxyHttp for EdgeProxy {
         // default has no write timeout (a client that stops reading would be held forever).
         session.set_read_timeout(Some(self.idle_timeout));
         session.set_write_timeout(Some(self.idle_timeout));
+        if session.req_header().uri.path() == "/metrics" && self.metrics_allowed(ctx.client) {
+            return self.serve_metrics(session, ctx).await;
+        }
         if !self.allowed(ctx.client) {
             let detail = "this address is not in edge.allow";
             return self
-                .refuse(session, StatusCode::FORBIDDEN, Code::Denied, detail, &[])
+                .refuse(
+                    session,
+                    &ctx.request_id,
+                    StatusCode::FORBIDDEN,
+                    Code::Denied,
+                    detail,
+                    &[],
+                )
                 .await;
         }
         let authorization = session
@@ -161,6 +204,7 @@ impl ProxyHttp for EdgeProxy {
             .await
         {
             AuthDecision::Allowed { user } => {
+                self.metrics.auth.success();
                 ctx.user = Some(user);
                 Ok(false)
             }
@@ -171,13 +215,15 @@ impl ProxyHttp for EdgeProxy {
                 Ok(false)
             }
             refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
-                let detail = if refused == AuthDecision::Denied {
-                    "unknown user or wrong password"
+                let (detail, reason) = if refused == AuthDecision::Denied {
+                    ("unknown user or wrong password", "denied")
                 } else {
-                    "authentication required"
+                    ("authentication required", "missing")
                 };
+                self.metrics.auth.failure(reason);
                 self.refuse(
                     session,
+                    &ctx.request_id,
                     StatusCode::UNAUTHORIZED,
                     Code::Unauthorized,
                     detail,
@@ -186,10 +232,12 @@ impl ProxyHttp for EdgeProxy {
                 .await
             }
             AuthDecision::Limited { retry_after } => {
+                self.metrics.auth.rate_limited();
                 let detail = "too many failed logins from this address";
                 let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
                 self.refuse(
                     session,
+                    &ctx.request_id,
                     StatusCode::TOO_MANY_REQUESTS,
                     Code::TooManyRequests,
                     detail,
@@ -244,6 +292,7 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let Some(user) = &ctx.user {
             upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
         }
@@ -268,6 +317,7 @@ impl ProxyHttp for EdgeProxy {
             let (name, value) = self.challenge();
             upstream.insert_header(name, value)?;
         }
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         self.add_security_headers(upstream)
     }
 
@@ -278,7 +328,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         e: &pingora::Error,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> FailToProxy {
         use pingora::{ErrorSource, ErrorType};
         let (status, code, detail) = match (e.esource(), e.etype()) {
@@ -322,7 +372,10 @@ impl ProxyHttp for EdgeProxy {
             ),
         };
         if session.response_written().is_none() {
-            if let Err(write) = self.refuse(session, status, code, &detail, &[]).await {
+            if let Err(write) = self
+                .refuse(session, &ctx.request_id, status, code, &detail, &[])
+                .await
+            {
                 tracing::debug!(error = %write, "could not send the error response");
             }
         }
@@ -342,6 +395,7 @@ impl ProxyHttp for EdgeProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         tracing::info!(
             target: "regapp::access",
+            request_id = %ctx.request_id,
             client = %ctx.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             user = ctx.user.as_deref().unwrap_or("-"),
             method = %request.method,

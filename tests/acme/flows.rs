@@ -72,6 +72,15 @@ fn a_first_start_orders_over_http01_and_a_restart_orders_nothing() {
     assert!(text.contains("renewal due:"), "{text}");
     assert!(text.contains("attempts:      success=1"), "{text}");
 
+    // Ready once the certificate is served; the metrics see the attempt and the expiry.
+    let (status, body) = crate::ops::get(regapp.metrics_port, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (_, scrape) = crate::ops::get(regapp.metrics_port, "/metrics");
+    let series = r#"regapp_acme_renewal_attempts_total{result="success"}"#;
+    assert_eq!(crate::ops::sample(&scrape, series), 1.0, "{scrape}");
+    let series = r#"regapp_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
+    assert!(crate::ops::sample(&scrape, series) > 0.0, "{scrape}");
+
     // A restart with a valid certificate on disk serves it at once and orders nothing.
     regapp.stop();
     let started = Instant::now();
