@@ -297,12 +297,13 @@ fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     // pebble's own words, e.g. "Connection refused".
     assert!(log.to_lowercase().contains("connection refused"), "{log}");
     assert!(log.contains("port 80"), "{log}");
-    // Nothing is served meanwhile: the handshake is refused at once (no hang, no stale
-    // certificate), and the status says what happened and when it retries.
+    // Nothing is served meanwhile: the handshake is refused, not left hanging (a hang would
+    // end at `served_leaf`'s 5 s read timeout; below that the bound is loose, so that a busy
+    // machine passes), and the status says what happened and when it retries.
     let tried = Instant::now();
     assert!(served_leaf(regapp.https_port, &pebble.issuing_root()).is_none());
     assert!(
-        tried.elapsed() < Duration::from_secs(1),
+        tried.elapsed() < Duration::from_secs(4),
         "{:?}",
         tried.elapsed()
     );
