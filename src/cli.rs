@@ -25,6 +25,25 @@ pub enum Command {
     Cert(CertCommand),
     /// Users in the htpasswd file (`[auth] htpasswd`): add, change password, delete, list.
     User(UserArgs),
+    /// Access rules (`[[access]]`): which rule decides for a user and a repository.
+    #[command(subcommand)]
+    Access(AccessCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// For each action (pull, push, delete): allowed or denied, by which rule, and why.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A user name from htpasswd, or `anonymous` for a client without credentials.
+    pub user: String,
+    /// A repository name, e.g. `team-a/app`.
+    pub repository: String,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Args)]

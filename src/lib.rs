@@ -2,6 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
+pub mod access;
+pub mod access_command;
 pub mod acme;
 pub mod app;
 pub mod auth;
@@ -10,6 +12,8 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod metrics;
+pub mod ops;
 pub mod registry;
 pub mod storage;
 pub mod user_command;

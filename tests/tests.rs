@@ -7,7 +7,7 @@
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
-//! Needs the Debian packages `skopeo`, `docker-registry` and `pebble`.
+//! Needs the Debian packages `skopeo`, `docker-registry`, `pebble` and `podman`.
 //!
 //! Run: `cargo test --test tests` (add `-- --nocapture` to see timings).
 
@@ -18,6 +18,7 @@ mod certs;
 mod compat;
 mod crash;
 mod edge;
+mod ops;
 mod skopeo;
 mod user;
 mod util;
