@@ -13,6 +13,7 @@
 #      upload lands in storage (as the `regapp` user when installed). Installed, it also checks
 #      upgrade (an edited conffile kept), remove (data kept) and purge (only what the package
 #      made).
+#   6. as root: the unit under a real systemd in a container (packaging/test-unit-nspawn.sh).
 # Extra arguments go to cargo deb (e.g. --no-build to package an existing release build).
 # REGAPP_DEB_SANDBOXED=PATH skips steps 1-3 and tests that package (the sandbox uses it).
 set -euo pipefail
@@ -79,7 +80,18 @@ else
   deb=$REGAPP_DEB_SANDBOXED
 fi
 
-# As root outside CI: run steps 4 and 5 again in a sandbox, installed with dpkg for real.
+# ---- 6. the unit under a real systemd (root only; see packaging/test-unit-nspawn.sh) ----------
+unit_under_systemd() {
+  local status=0
+  bash packaging/test-unit-nspawn.sh "$deb" || status=$?
+  case $status in
+    0) ok "the unit under systemd: started (READY=1), hardened, reloads, watchdog, stops" ;;
+    2) echo "test-deb: the unit under systemd was skipped (see above): this machine cannot boot a container" ;;
+    *) fail "the unit under systemd (packaging/test-unit-nspawn.sh)" ;;
+  esac
+}
+
+# As root outside CI: run steps 4 and 5 in a sandbox, installed with dpkg for real.
 if [ -z "${REGAPP_DEB_SANDBOXED:-}" ] && [ "${CI:-}" != true ] && [ "$(id -u)" -eq 0 ] &&
   unshare -m true 2>/dev/null; then
   for dir in etc usr var; do mkdir -p "$work/overlay/$dir/upper" "$work/overlay/$dir/work"; done
@@ -92,6 +104,8 @@ if [ -z "${REGAPP_DEB_SANDBOXED:-}" ] && [ "${CI:-}" != true ] && [ "$(id -u)" -
     done
     rm -rf /etc/regapp /var/lib/regapp # whiteouts in the overlay: the machine keeps its own
     exec env CI=true REGAPP_DEB_SANDBOXED="$2" bash "$3"' sandbox "$work" "$deb" "$0"
+  unit_under_systemd
+  echo "test-deb: all checks passed"
   exit
 fi
 
@@ -109,7 +123,7 @@ if $ci_install; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$deb" >"$work/apt.log" 2>&1 ||
     fail "apt-get install failed: $(cat "$work/apt.log")"
   root=
-  ok "installed on this machine (CI=true, root)"
+  ok "installed with apt-get ($([ -n "${REGAPP_DEB_SANDBOXED:-}" ] && echo "in the sandbox" || echo "on this machine: CI=true, root"))"
 else
   dpkg-deb -x "$deb" "$work/root"
   root=$work/root
@@ -253,4 +267,9 @@ if $ci_install; then
     fail "purge of an unused install left $(ls -d /var/lib/regapp /etc/regapp 2>/dev/null)"
   ok "install then purge: /var/lib/regapp and /etc/regapp gone (the regapp user stays, as Debian does)"
 fi
+if [ -n "${REGAPP_DEB_SANDBOXED:-}" ]; then
+  echo "test-deb: installed-package checks passed (sandbox)"
+  exit
+fi
+[ "$(id -u)" -ne 0 ] || unit_under_systemd
 echo "test-deb: all checks passed"
