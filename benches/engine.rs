@@ -68,6 +68,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("engine bench failed: {e}");
+            let mut cause = e.source();
+            while let Some(c) = cause {
+                eprintln!("  caused by: {c}");
+                cause = c.source();
+            }
             ExitCode::FAILURE
         }
     }
@@ -115,7 +120,10 @@ fn run(options: &Options) -> BenchResult<()> {
             );
         }
         flush_disk();
-        targets.push(Target::new(Server::start(kind, &dir, &regapp)?)?);
+        targets.push(Target::new(
+            Server::start(kind, &dir, &regapp)?,
+            options.http2,
+        )?);
     }
 
     let mut report = Report::new(&options.registries);

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
-use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings};
+use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT};
 use crate::edge::Edge;
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
@@ -44,7 +44,8 @@ async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     println!("regapp engine listening on http://{local}");
     tracing::info!(%local, root = %settings.storage.root.display(), "engine listening");
     tokio::spawn(store.clone().warm_catalog());
-    server::serve(listener, Api::new(store), shutdown_signal(), ENGINE_DRAIN).await?;
+    let api = Api::new(store).body_idle_timeout(DEFAULT_IDLE_TIMEOUT);
+    server::serve(listener, api, shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -54,8 +55,9 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
     engine_listener.set_nonblocking(true)?;
     let front_token = random_token();
-    let engine_api =
-        Api::new(Arc::new(build_store(settings))).require_front_token(front_token.clone());
+    let engine_api = Api::new(Arc::new(build_store(settings)))
+        .require_front_token(front_token.clone())
+        .body_idle_timeout(edge.idle_timeout);
 
     let authenticator = Authenticator::load(&edge.auth.htpasswd)
         .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;

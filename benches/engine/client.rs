@@ -1,5 +1,5 @@
-//! The benchmark's HTTP/1.1 client: hyper's pooled client, one keep-alive connection per
-//! concurrent worker, and the registry calls the phases make. It does as little work as it
+//! The benchmark's client: hyper's pooled client, one keep-alive HTTP/1.1 connection per
+//! concurrent worker (or, with `--http2` against TLS servers, one h2 connection for all), and the registry calls the phases make. It does as little work as it
 //! can: bodies are sent as slices of shared buffers, pulled bytes are counted, not hashed.
 
 use std::time::Duration;
@@ -42,11 +42,15 @@ pub struct Answer {
 }
 
 impl Client {
-    pub fn new(base: &str, access: &Access) -> BenchResult<Client> {
+    /// With `http2`, TLS connections offer h2 and, when it is chosen, carry every worker's
+    /// requests over one connection with the flow-control windows Go's client uses.
+    pub fn new(base: &str, access: &Access, http2: bool) -> BenchResult<Client> {
         let http = HyperClient::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
             .pool_idle_timeout(Duration::from_secs(300))
-            .build(access.connector()?);
+            .http2_initial_stream_window_size(4 << 20)
+            .http2_initial_connection_window_size(1 << 30)
+            .build(access.connector(http2)?);
         Ok(Client {
             http,
             base: base.to_owned(),

@@ -173,6 +173,9 @@ pub fn start_nginx(dir: &Path, regapp: &Path) -> BenchResult<Server> {
     fs::create_dir_all(dir.join("temp"))?;
     let port = free_port()?;
     let d = path_str(dir)?;
+    // keepalive_requests: nginx's default (1,000) ends an h2 connection with GOAWAY mid-phase,
+    // which the bench's hyper client reports as an error instead of retrying as Go does; a
+    // connection that lasts the whole run also spares nginx new handshakes.
     // Started as root, nginx would run its workers as nobody, who cannot read the bench's
     // private directory.
     // SAFETY: geteuid has no preconditions.
@@ -186,6 +189,7 @@ pub fn start_nginx(dir: &Path, regapp: &Path) -> BenchResult<Server> {
          events {{ worker_connections 1024; }}\n\
          http {{\n\
            access_log off;\n\
+           keepalive_requests 1000000;\n\
            client_body_temp_path {d}/temp/body;\n\
            proxy_temp_path {d}/temp/proxy;\n\
            fastcgi_temp_path {d}/temp/fastcgi;\n\

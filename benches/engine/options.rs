@@ -11,7 +11,7 @@ pub const MIB: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--registries LIST]
-                                    [--edge] [--fresh-pages]
+                                    [--edge] [--http2] [--fresh-pages]
 
   --quick            sizes ~10x smaller, 1 s timed phases, 1 round (or REGAPP_BENCH_QUICK=1)
   --rounds N         run phases 1-6 N times, alternating which registry goes first, and report
@@ -26,6 +26,10 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
                      comparison (h1 over TLS, Basic Auth on every request), ratios to nginx
                      and to docker-registry alone; the catalog (7) is not run
+  --http2            clients of TLS servers offer h2 by ALPN, as docker, containerd and skopeo
+                     do, and multiplex their workers over one connection with Go's windows
+                     (4 MiB per stream, 1 GiB per connection); default: HTTP/1.1, a connection
+                     per worker. Plain-HTTP servers are always spoken to in HTTP/1.1
   --fresh-pages      do not recycle page-cache pages before the push phases (see BENCHMARKS.md:
                      on a VM that hands free memory back to its host, whichever registry gets
                      never-touched pages pays ~2 s of CPU per GiB written)
@@ -109,6 +113,8 @@ pub struct Options {
     pub quick: bool,
     /// Before each push phase, write and delete a scratch file as large as the phase's writes.
     pub recycle_pages: bool,
+    /// Offer h2 to TLS servers (what Go clients do) instead of HTTP/1.1 only.
+    pub http2: bool,
     pub rounds: usize,
     pub phases: Vec<Phase>,
     pub registries: Vec<Kind>,
@@ -127,6 +133,7 @@ impl Options {
         let mut registries = env("REGAPP_BENCH_REGISTRIES");
         let mut edge = false;
         let mut recycle_pages = true;
+        let mut http2 = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             match arg.as_str() {
@@ -140,6 +147,7 @@ impl Options {
                 }
                 "--edge" => edge = true,
                 "--fresh-pages" => recycle_pages = false,
+                "--http2" => http2 = true,
                 "-h" | "--help" => return Ok(None),
                 other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
             }
@@ -211,6 +219,7 @@ impl Options {
         Ok(Some(Options {
             quick,
             recycle_pages,
+            http2,
             rounds,
             phases,
             registries,

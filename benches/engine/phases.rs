@@ -74,8 +74,8 @@ pub struct Target {
 }
 
 impl Target {
-    pub fn new(server: Server) -> BenchResult<Target> {
-        let client = Client::new(&server.base, &server.access)?;
+    pub fn new(server: Server, http2: bool) -> BenchResult<Target> {
+        let client = Client::new(&server.base, &server.access, http2)?;
         Ok(Target {
             server,
             client,

@@ -32,9 +32,10 @@ impl Access {
         Ok(Some(HeaderValue::from_str(&format!("Basic {token}"))?))
     }
 
-    /// A connector for `http://` and `https://` URLs, HTTP/1.1 only (one connection per
-    /// concurrent worker, as on plain HTTP), trusting only `ca`.
-    pub fn connector(&self) -> BenchResult<HttpsConnector<HttpConnector>> {
+    /// A connector for `http://` and `https://` URLs trusting only `ca`: HTTP/1.1 only (one
+    /// connection per concurrent worker, as on plain HTTP), or with `http2` offering h2 and
+    /// HTTP/1.1 by ALPN.
+    pub fn connector(&self, http2: bool) -> BenchResult<HttpsConnector<HttpConnector>> {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(ca) = &self.ca {
             for cert in CertificateDer::pem_file_iter(ca)? {
@@ -49,10 +50,13 @@ impl Access {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
-        Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http))
+            .https_or_http();
+        Ok(if http2 {
+            builder.enable_all_versions().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        })
     }
 }

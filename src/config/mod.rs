@@ -39,6 +39,10 @@ pub struct EngineSettings {
     pub max_manifest_bytes: usize,
 }
 
+/// nginx's `client_body_timeout` and `send_timeout` are 60 s: a stalled upload or a client that
+/// stopped reading is let go after a minute, while a slow but moving multi-GB push never is.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeSettings {
     /// The name clients use; redirects and certificates are for it.
@@ -49,6 +53,8 @@ pub struct EdgeSettings {
     pub allow: Vec<IpNet>,
     /// How long SIGTERM waits for requests in flight.
     pub shutdown_grace: Duration,
+    /// How long a client may send or take nothing before its connection is closed.
+    pub idle_timeout: Duration,
     pub tls: TlsSettings,
     pub auth: AuthSettings,
 }
@@ -140,6 +146,7 @@ impl Settings {
                 http_listen: "127.0.0.1:5080".parse().expect("a literal address"),
                 allow: Vec::new(),
                 shutdown_grace: Duration::from_secs(5),
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 tls: TlsSettings::SelfSigned {
                     state_dir: root.join("tls"),
                 },
@@ -207,6 +214,7 @@ fn edge_settings(
             .unwrap_or_else(|| "0.0.0.0:80".parse().expect("a literal address")),
         allow: edge.allow.unwrap_or_default(),
         shutdown_grace: edge.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        idle_timeout: edge.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         tls,
         auth: AuthSettings {
             htpasswd: auth
@@ -240,6 +248,7 @@ impl fmt::Display for Settings {
         writeln!(f, "edge.http_listen = {}", edge.http_listen)?;
         writeln!(f, "edge.allow = {:?}", edge.allow)?;
         writeln!(f, "edge.shutdown_grace = {:?}", edge.shutdown_grace)?;
+        writeln!(f, "edge.idle_timeout = {:?}", edge.idle_timeout)?;
         match &edge.tls {
             TlsSettings::Files {
                 cert_file,

@@ -45,6 +45,7 @@ pub(super) struct RawEdge {
     pub http_listen: Option<SocketAddr>,
     pub allow: Option<Vec<ipnet::IpNet>>,
     pub shutdown_grace: Option<HumanDuration>,
+    pub idle_timeout: Option<HumanDuration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::listeners::tls::TlsSettings as PingoraTls;
 use pingora::prelude::{background_service, http_proxy_service, Server};
-use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
@@ -94,6 +94,7 @@ impl Edge {
                 allow: settings.allow.clone(),
                 certificates: self.resolver.clone(),
                 in_flight: in_flight.clone(),
+                idle_timeout: settings.idle_timeout,
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
@@ -101,7 +102,8 @@ impl Edge {
         tls.enable_h2();
         https.add_tls_with_settings(&settings.https_listen.to_string(), None, tls);
         if let Some(proxy) = https.app_logic_mut() {
-            let mut h2 = H2Options::default();
+            // pingora's bounded defaults (concurrent streams, header list size) plus our windows.
+            let mut h2 = default_h2_options();
             h2.initial_window_size(H2_STREAM_WINDOW);
             h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
             proxy.h2_options = Some(h2);

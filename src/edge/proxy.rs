@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use http::{header, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
+use pingora::proxy::FailToProxy;
 
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
@@ -30,6 +31,8 @@ pub struct EdgeProxy {
     /// Asked per response whether the certificate is self-signed: HSTS only for a real one.
     pub certificates: Arc<CertResolver>,
     pub in_flight: InFlight,
+    /// The longest a read from or a write to the client may wait.
+    pub idle_timeout: Duration,
 }
 
 /// What one request carries from filter to filter.
@@ -112,6 +115,10 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestContext,
     ) -> Result<bool> {
         ctx.client = client_ip(session);
+        // Per read and per write, so a slow push that keeps moving is never cut; pingora's own
+        // default has no write timeout (a client that stops reading would be held forever).
+        session.set_read_timeout(Some(self.idle_timeout));
+        session.set_write_timeout(Some(self.idle_timeout));
         if !self.allowed(ctx.client) {
             let detail = "this address is not in edge.allow";
             return self
@@ -225,6 +232,67 @@ impl ProxyHttp for EdgeProxy {
         _ctx: &mut RequestContext,
     ) -> Result<()> {
         self.add_security_headers(upstream)
+    }
+
+    /// When proxying fails, the client still gets the spec's JSON error (pingora's default is
+    /// an HTML-less bare status): 408 for a client that went quiet, 502 when the engine does not
+    /// answer. Nothing is written once a response has started.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        _ctx: &mut RequestContext,
+    ) -> FailToProxy {
+        use pingora::{ErrorSource, ErrorType};
+        let (status, code, detail) = match (e.esource(), e.etype()) {
+            (_, ErrorType::HTTPStatus(status)) => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY),
+                Code::Unknown,
+                "the request could not be proxied".to_owned(),
+            ),
+            (
+                ErrorSource::Downstream,
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed,
+            ) => {
+                // The client is gone: there is no one to answer.
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
+            }
+            (ErrorSource::Downstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => (
+                StatusCode::REQUEST_TIMEOUT,
+                Code::BlobUploadInvalid,
+                format!(
+                    "nothing from the client for {}; an upload keeps what arrived and can be resumed",
+                    humantime::format_duration(self.idle_timeout)
+                ),
+            ),
+            (ErrorSource::Downstream, _) => (
+                StatusCode::BAD_REQUEST,
+                Code::Unknown,
+                format!("bad request: {}", e.etype().as_str()),
+            ),
+            (ErrorSource::Upstream, _) => (
+                StatusCode::BAD_GATEWAY,
+                Code::Unknown,
+                "the registry engine did not answer".to_owned(),
+            ),
+            (ErrorSource::Internal | ErrorSource::Unset, _) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Code::Unknown,
+                "internal error in the edge".to_owned(),
+            ),
+        };
+        if session.response_written().is_none() {
+            if let Err(write) = self.refuse(session, status, code, &detail, &[]).await {
+                tracing::debug!(error = %write, "could not send the error response");
+            }
+        }
+        FailToProxy {
+            error_code: status.as_u16(),
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(

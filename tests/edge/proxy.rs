@@ -3,10 +3,11 @@
 
 use std::io::Write;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{peak_rss_kib, EdgeServer, PASSWORD, USER};
+use super::{peak_rss_kib, EdgeServer, Tls, PASSWORD, USER};
 use crate::util::images::small_image;
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
@@ -164,8 +165,8 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(600));
-    let signalled = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let signalled = Instant::now();
     edge.process.signal(libc::SIGTERM);
     let out = upload.wait_with_output().unwrap();
     assert_eq!(
@@ -178,7 +179,7 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
             signalled.elapsed().as_secs() < 8,
             "still running 8 s after SIGTERM"
         );
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
 }
@@ -196,4 +197,58 @@ fn start_upload(edge: &EdgeServer, repo: &str) -> String {
                 .then(|| l[9..].trim().to_owned())
         })
         .expect("a Location header")
+}
+
+/// `edge.idle_timeout` (2 s here): an upload whose client goes quiet for longer, connection
+/// still open, is answered 408 with the spec's JSON error, over HTTP/1.1 and HTTP/2 alike; one
+/// that pauses for less goes through.
+#[test]
+fn a_stalled_upload_is_answered_408_after_the_idle_timeout() {
+    let edge = EdgeServer::start_with(Tls::SelfSigned, "idle_timeout = \"2s\"\n");
+    for version in ["--http1.1", "--http2"] {
+        let (status, json) = upload_with_a_pause(&edge, version, Duration::from_millis(500), true);
+        assert_eq!(status, "202", "{version}, 0.5 s pause: {json}");
+        let (status, json) = upload_with_a_pause(&edge, version, Duration::from_secs(6), false);
+        eprintln!("{version}, 6 s pause: {status} {json}");
+        assert_eq!(status, "408", "{version}, 6 s pause: {json}");
+        assert!(json.contains("\"code\":\"BLOB_UPLOAD_INVALID\""), "{json}");
+    }
+    // The edge itself is fine.
+    let creds = format!("{USER}:{PASSWORD}");
+    let (status, text) = edge.curl(&["-u", &creds, &format!("{}/v2/", edge.url())]);
+    assert_eq!(status, 200, "{text}");
+}
+
+/// A PATCH whose body is 64 KiB, then `pause` with the connection open, then (if `more`) 64 KiB
+/// more; returns the status and the response body. (After a cut, more bytes would only meet a
+/// closed connection, whose reset can hide the answer from curl.)
+fn upload_with_a_pause(
+    edge: &EdgeServer,
+    version: &str,
+    pause: Duration,
+    more: bool,
+) -> (String, String) {
+    let creds = format!("{USER}:{PASSWORD}");
+    let location = start_upload(edge, "paused");
+    let mut upload = Command::new("curl")
+        .args(["-s", version, "-H", "Expect:", "-w", "\n%{http_code}"])
+        .args(["--cacert", edge.ca().to_str().unwrap(), "-u", &creds])
+        .args(["-X", "PATCH", "-T", "-"])
+        .arg(format!("{}{location}", edge.url()))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut body = upload.stdin.take().unwrap();
+    body.write_all(&[1u8; 64 * 1024]).unwrap();
+    body.flush().unwrap();
+    std::thread::sleep(pause);
+    if more {
+        body.write_all(&[2u8; 64 * 1024]).unwrap();
+    }
+    drop(body);
+    let out = upload.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (json, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (status.to_owned(), json.to_owned())
 }

@@ -145,6 +145,7 @@ impl ApiError {
                 StoreError::ManifestBlobUnknown(_) => (Code::ManifestBlobUnknown, S::BAD_REQUEST),
                 StoreError::DeleteDisabled => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
                 StoreError::Body(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
+                StoreError::BodyStalled(_) => (Code::BlobUploadInvalid, S::REQUEST_TIMEOUT),
                 StoreError::Storage(StorageError::Full { .. }) => {
                     (Code::Unknown, S::INSUFFICIENT_STORAGE)
                 }

@@ -4,9 +4,10 @@
 
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method};
 use http_body_util::BodyDataStream;
 
@@ -28,6 +29,7 @@ pub use routes::Route;
 pub struct Api {
     store: Arc<Store>,
     front_token: Option<Arc<str>>,
+    body_idle_timeout: Option<Duration>,
 }
 
 /// The header by which a trusted front (regapp's edge) proves a request came through it.
@@ -61,7 +63,16 @@ impl Api {
         Api {
             store,
             front_token: None,
+            body_idle_timeout: None,
         }
+    }
+
+    /// Fails a request whose body stalls for `idle`: the upload keeps what arrived (it can be
+    /// resumed) and the connection is let go. This also bounds stalled HTTP/2 uploads through
+    /// the edge, whose body reads pingora does not time out.
+    pub fn body_idle_timeout(mut self, idle: Duration) -> Api {
+        self.body_idle_timeout = Some(idle);
+        self
     }
 
     /// Refuses every request that does not carry `token` in [`FRONT_TOKEN_HEADER`]: with the
@@ -100,8 +111,11 @@ impl Api {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = request.into_parts();
-        let body: Body =
+        let mut body: Body =
             Box::pin(BodyDataStream::new(body).map_err(|e| io::Error::other(e.into())));
+        if let Some(idle) = self.body_idle_timeout {
+            body = with_idle_timeout(body, idle);
+        }
         let query = parts
             .uri
             .query()
@@ -126,4 +140,28 @@ impl Api {
             .insert(API_VERSION, API_VERSION_VALUE);
         response
     }
+}
+
+/// Ends `body` with a `TimedOut` error when no chunk arrives for `idle`.
+fn with_idle_timeout(body: Body, idle: Duration) -> Body {
+    Box::pin(futures_util::stream::unfold(
+        Some(body),
+        move |body| async move {
+            let mut body = body?;
+            match tokio::time::timeout(idle, body.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(body))),
+                Ok(None) => None,
+                Err(_) => {
+                    let stalled = io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "no request body data for {}",
+                            humantime::format_duration(idle)
+                        ),
+                    );
+                    Some((Err(stalled), None))
+                }
+            }
+        },
+    ))
 }

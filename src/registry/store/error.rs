@@ -31,6 +31,8 @@ pub enum StoreError {
     DeleteDisabled,
     #[error("the request body failed: {0}")]
     Body(String),
+    #[error("the request body stalled: {0}; an upload keeps what arrived and can be resumed")]
+    BodyStalled(String),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
 }
@@ -51,5 +53,16 @@ impl<T> OrUnknown<T> for Result<T, StorageError> {
                 e.into()
             }
         })
+    }
+}
+
+impl StoreError {
+    /// A request body that failed to arrive, told apart from one that went quiet.
+    pub fn from_body(e: std::io::Error) -> StoreError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            StoreError::BodyStalled(e.to_string())
+        } else {
+            StoreError::Body(e.to_string())
+        }
     }
 }

@@ -182,7 +182,7 @@ impl Store {
         let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
         while let Some(chunk) = body.next().await {
             // On error the hash state is not put back: the next request rebuilds it from disk.
-            let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+            let chunk = chunk.map_err(StoreError::from_body)?;
             hasher.update(&chunk).await;
             writer.write(chunk).await?;
         }

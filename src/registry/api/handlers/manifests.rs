@@ -78,7 +78,7 @@ pub(super) async fn delete(
 async fn read_limited(mut body: Body, limit: usize) -> Result<bytes::Bytes, StoreError> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| StoreError::Body(e.to_string()))?;
+        let chunk = chunk.map_err(StoreError::from_body)?;
         if buf.len() + chunk.len() > limit {
             return Err(StoreError::ManifestTooLarge { limit });
         }
