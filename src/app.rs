@@ -9,8 +9,11 @@ use std::time::Duration;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
-use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{
+    AcmeSettings, EdgeSettings, GcSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT,
+};
 use crate::edge::Edge;
+use crate::gc::{self, Collector, GcPolicy, RetentionRule};
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
 use crate::storage::FsDriver;
@@ -37,6 +40,7 @@ pub fn serve(settings: Settings) -> Result<(), AppError> {
 
 async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
+    let _collector = start_gc(&settings, store.clone())?;
     let (listener, local) = server::bind(settings.engine.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
@@ -55,7 +59,9 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
     engine_listener.set_nonblocking(true)?;
     let front_token = random_token();
-    let engine_api = Api::new(Arc::new(build_store(settings)))
+    let store = Arc::new(build_store(settings));
+    let _collector = start_gc(settings, store.clone())?;
+    let engine_api = Api::new(store)
         .require_front_token(front_token.clone())
         .body_idle_timeout(edge.idle_timeout);
 
@@ -137,6 +143,58 @@ pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
         eab: settings.eab.clone(),
         profile: settings.profile.clone(),
         state_dir: settings.state_dir.clone(),
+    }
+}
+
+/// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
+/// asks through it), waits for a command-line collection that may be running on the store
+/// (its pushes would not be pinned otherwise), then runs the schedule and the socket on a
+/// thread of their own, away from the request workers. The returned collector takes policy
+/// updates (`Collector::update`, for a configuration reload).
+pub fn start_gc(settings: &Settings, store: Arc<Store>) -> Result<Arc<Collector>, AppError> {
+    let state_dir = &settings.storage.root;
+    let collector = Arc::new(Collector::new(store, gc_policy(&settings.gc), state_dir));
+    let socket = collector.socket_path();
+    let control =
+        gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;
+    gc::lock::wait_for_offline_collection(state_dir)
+        .map_err(|e| format!("gc lock in {}: {e}", state_dir.display()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new().name("gc".to_owned()).spawn({
+        let collector = collector.clone();
+        move || {
+            runtime.block_on(async move {
+                tokio::spawn(gc::control::serve(control, collector.clone()));
+                collector.run_schedule().await
+            })
+        }
+    })?;
+    Ok(collector)
+}
+
+/// The collector's policy from `[gc]` and `[[retention]]`.
+pub fn gc_policy(settings: &GcSettings) -> GcPolicy {
+    GcPolicy {
+        interval: settings.interval,
+        grace: settings.grace,
+        delete_untagged: settings.delete_untagged,
+        upload_max_age: settings.upload_max_age,
+        retention: settings
+            .retention
+            .iter()
+            .map(|rule| {
+                RetentionRule::new(
+                    &rule.repositories,
+                    rule.keep_last,
+                    rule.keep_tags.as_deref().map(|pattern| {
+                        regex::Regex::new(pattern).expect("config checked that it compiles")
+                    }),
+                    rule.older_than,
+                )
+            })
+            .collect(),
     }
 }
 

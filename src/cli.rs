@@ -23,6 +23,23 @@ pub enum Command {
     /// ACME certificates (`tls.mode = "acme"`): status, forced renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Collect garbage now (through the running server, or on the store when none runs).
+    Gc(GcArgs),
+    /// Storage use per repository and in total.
+    Du(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Delete nothing; print what would be removed (tags by retention, blobs and bytes).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove manifests no tag points to (children of kept indexes and referrers of kept
+    /// manifests stay).
+    #[arg(long)]
+    pub delete_untagged: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,8 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod gc;
+pub mod gc_command;
 pub mod registry;
 pub mod storage;
 pub mod watch;

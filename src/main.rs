@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Cert(command) => regapp::cert_command::run(command),
+        Command::Gc(args) => regapp::gc_command::gc(args),
+        Command::Du(arg) => regapp::gc_command::du(arg),
         Command::CheckConfig(arg) => match Settings::load(&arg.config) {
             Ok(settings) => {
                 println!("{}: ok\n{settings}", arg.config.display());

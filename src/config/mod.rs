@@ -10,11 +10,13 @@ pub use ipnet::IpNet;
 
 mod acme;
 mod diagnostics;
+mod gc;
 mod raw;
 
 pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
 
 pub use diagnostics::{ConfigError, ConfigErrors};
+pub use gc::{GcSettings, RetentionSettings};
 
 /// Everything regapp runs with, checked and typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,6 +25,8 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// The TLS edge; without an `[edge]` section the engine runs alone on `engine.listen`.
     pub edge: Option<EdgeSettings>,
+    /// Garbage collection and retention (`[gc]`, `[[retention]]`).
+    pub gc: GcSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,6 +105,7 @@ impl Settings {
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigErrors> {
         let (raw, locator) =
             diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
+        let gc = gc::gc_settings(raw.gc, raw.retention, &locator).map_err(ConfigErrors)?;
         let edge = match raw.edge {
             None => None,
             Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator)?),
@@ -124,6 +129,7 @@ impl Settings {
                     .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             },
             edge,
+            gc,
         })
     }
 
@@ -155,6 +161,7 @@ impl Settings {
                     realm: "regapp-dev".to_owned(),
                 },
             }),
+            gc: GcSettings::default(),
         }
     }
 }
@@ -239,6 +246,21 @@ impl fmt::Display for Settings {
             "engine.max_manifest_bytes = {}",
             self.engine.max_manifest_bytes
         )?;
+        write!(f, "\ngc.interval = ")?;
+        match self.gc.interval {
+            Some(interval) => write!(f, "{}", humantime::format_duration(interval))?,
+            None => write!(f, "\"\" (no schedule)")?,
+        }
+        write!(
+            f,
+            "\ngc.grace = {}\ngc.delete_untagged = {}\ngc.upload_max_age = {}",
+            humantime::format_duration(self.gc.grace),
+            self.gc.delete_untagged,
+            humantime::format_duration(self.gc.upload_max_age)
+        )?;
+        for rule in &self.gc.retention {
+            write!(f, "\nretention: {rule:?}")?;
+        }
         let Some(edge) = &self.edge else {
             return write!(f, "\n(no [edge]: the engine alone serves engine.listen)");
         };

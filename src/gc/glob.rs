@@ -27,7 +27,8 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
             let rest_without_slash = rest.strip_prefix(b"/").unwrap_or(rest);
             (0..=name.len()).any(|i| {
                 matches(rest, &name[i..])
-                    || (rest_without_slash.len() != rest.len() && matches(rest_without_slash, &name[i..]))
+                    || (rest_without_slash.len() != rest.len()
+                        && matches(rest_without_slash, &name[i..]))
             })
         }
         [b'*', rest @ ..] => (0..=name.len())

@@ -41,11 +41,35 @@ pub struct RepoState {
     pub layer_links: Vec<Digest>,
 }
 
+/// Every repository: loaded concurrently (a few at a time), in name order.
+pub async fn load_all(
+    driver: &dyn StorageDriver,
+    names: Vec<RepoName>,
+    progress: &mut super::progress::Progress,
+) -> StorageResult<Vec<RepoState>> {
+    use futures_util::StreamExt;
+    let total = names.len();
+    let mut loading = futures_util::stream::iter(names)
+        .map(|name| load(driver, name))
+        .buffered(LOAD_CONCURRENCY);
+    let mut repos = Vec::with_capacity(total);
+    while let Some(repo) = loading.next().await {
+        repos.push(repo?);
+        progress.update("repositories", repos.len(), Some(total));
+    }
+    Ok(repos)
+}
+
+/// Enough to overlap the blocking-pool hops of listings with the inline reads.
+const LOAD_CONCURRENCY: usize = 8;
+
 /// Reads a repository's revisions (and their manifests), tags and layer links.
 pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<RepoState> {
     let mut revisions = HashMap::new();
     for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-        for digest in digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await? {
+        for digest in
+            digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await?
+        {
             let link = paths::revision_link(&name, &digest);
             let linked = match driver.stat(&link).await {
                 Ok(info) => info.modified,
@@ -94,7 +118,10 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
     })
 }
 
-async fn references(driver: &dyn StorageDriver, digest: &Digest) -> StorageResult<Option<References>> {
+async fn references(
+    driver: &dyn StorageDriver,
+    digest: &Digest,
+) -> StorageResult<Option<References>> {
     let body = match driver.get(&paths::blob_data(digest)).await {
         Ok(body) => body,
         Err(e) if e.is_not_found() => {
@@ -119,7 +146,11 @@ async fn references(driver: &dyn StorageDriver, digest: &Digest) -> StorageResul
     );
     Ok(Some(References {
         blobs,
-        children: manifest.manifests.iter().map(|c| c.digest.clone()).collect(),
+        children: manifest
+            .manifests
+            .iter()
+            .map(|c| c.digest.clone())
+            .collect(),
         subject: manifest.subject.map(|s| s.digest),
     }))
 }
@@ -148,7 +179,8 @@ pub async fn list_or_empty(driver: &dyn StorageDriver, dir: &str) -> StorageResu
 /// Which revisions a repository keeps before any deletion is tried.
 pub struct Roots<'a> {
     pub delete_untagged: bool,
-    /// Revisions whose last tag retention removed in this run: deletable like untagged ones.
+    /// Revisions whose last tag retention removed in this run, with their children and
+    /// referrers: deletable like untagged ones even when untagged manifests are kept.
     pub untagged_by_retention: &'a HashSet<Digest>,
     pub cutoff: SystemTime,
 }
@@ -176,14 +208,26 @@ impl RepoState {
 
     /// `kept` grown by the children of kept indexes and the referrers of kept manifests, until
     /// nothing more is added.
-    pub fn close(&self, mut kept: HashSet<Digest>) -> HashSet<Digest> {
+    pub fn close(&self, kept: HashSet<Digest>) -> HashSet<Digest> {
+        self.reach(kept)
+    }
+
+    /// The manifests that go with a removed tag's target: the target, the children of an index
+    /// and the referrers (`subject`) of all of them. Retention removes them together, so a
+    /// signature or a platform image does not stay behind as untagged garbage.
+    pub fn dependents(&self, targets: HashSet<Digest>) -> HashSet<Digest> {
+        self.reach(targets)
+    }
+
+    /// `start` and every revision reachable from it through children and referrers.
+    fn reach(&self, mut reached: HashSet<Digest>) -> HashSet<Digest> {
         let mut referrers: HashMap<&Digest, Vec<&Digest>> = HashMap::new();
         for rev in self.revisions.values() {
             if let Some(subject) = rev.refs.as_ref().and_then(|r| r.subject.as_ref()) {
                 referrers.entry(subject).or_default().push(&rev.digest);
             }
         }
-        let mut pending: Vec<Digest> = kept.iter().cloned().collect();
+        let mut pending: Vec<Digest> = reached.iter().cloned().collect();
         while let Some(digest) = pending.pop() {
             let children = self
                 .revisions
@@ -194,11 +238,11 @@ impl RepoState {
                 .flatten();
             let referring = referrers.get(&digest).into_iter().flatten().copied();
             for next in children.chain(referring) {
-                if self.revisions.contains_key(next) && kept.insert(next.clone()) {
+                if self.revisions.contains_key(next) && reached.insert(next.clone()) {
                     pending.push(next.clone());
                 }
             }
         }
-        kept
+        reached
     }
 }

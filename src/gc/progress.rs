@@ -22,8 +22,19 @@ impl Progress {
             every: if terminal {
                 Duration::from_millis(200)
             } else {
-                Duration::from_secs(10)
+                Duration::from_secs(5)
             },
+            last: None,
+            printed: false,
+        }
+    }
+
+    /// Reports through the log only (the server, whatever its stderr is).
+    pub fn log(what: &'static str) -> Progress {
+        Progress {
+            what,
+            terminal: false,
+            every: Duration::from_secs(5),
             last: None,
             printed: false,
         }

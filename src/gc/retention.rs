@@ -54,9 +54,8 @@ impl RetentionRule {
             .skip(self.keep_last.unwrap_or(0))
             .filter(|(name, _)| !self.keep_tags.as_ref().is_some_and(|re| re.is_match(name)))
             .filter(|(_, pushed)| {
-                self.older_than.is_none_or(|age| {
-                    now.duration_since(*pushed).unwrap_or(Duration::ZERO) > age
-                })
+                self.older_than
+                    .is_none_or(|age| now.duration_since(*pushed).unwrap_or(Duration::ZERO) > age)
             })
             .map(|(name, _)| name.clone())
             .collect()
@@ -98,7 +97,13 @@ mod tests {
         let now = SystemTime::now();
         let t = tags(
             now,
-            &[("v1", 90), ("v2", 60), ("nightly-1", 40), ("nightly-2", 20), ("pr-9", 1)],
+            &[
+                ("v1", 90),
+                ("v2", 60),
+                ("nightly-1", 40),
+                ("nightly-2", 20),
+                ("pr-9", 1),
+            ],
         );
         let rule = RetentionRule::new(
             "ci/**",

@@ -5,7 +5,7 @@
 //! a digest a push holds, or released after the cutoff, is skipped. In a dry run nothing is
 //! deleted and everything old enough counts as removed.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
 use super::mark::{digests_under, list_or_empty};
@@ -46,30 +46,48 @@ impl Sweeper<'_> {
             return Ok(true);
         }
         let link = paths::revision_link(repo, digest);
-        match self.delete_condemned(digest, paths::link_dir(&link)).await? {
+        match self
+            .delete_condemned(digest, paths::link_dir(&link))
+            .await?
+        {
             Deletion::Spared => Ok(false),
             Deletion::Done | Deletion::Gone => Ok(true),
         }
     }
 
-    /// Removes a tag (retention). Tags are names, not content: no pin is involved.
-    pub async fn tag(&self, repo: &RepoName, tag: &str) -> StorageResult<()> {
-        if self.dry_run {
-            return Ok(());
-        }
+    /// Removes a tag (retention) unless it moved since it was read (a push re-tagged it: the
+    /// new image is the newest and stays). Tags are names, not content: no pin is involved.
+    /// Returns whether the tag was (or, dry, would be) removed.
+    pub async fn tag(&self, repo: &RepoName, tag: &str, read: &Digest) -> StorageResult<bool> {
         let Ok(tag) = tag.parse() else {
-            return Ok(());
+            return Ok(false);
         };
+        let current = match self.driver.get(&paths::tag_current_link(repo, &tag)).await {
+            Ok(link) => link,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let now = std::str::from_utf8(&current)
+            .ok()
+            .and_then(|link| link.trim().parse::<Digest>().ok());
+        if now.as_ref() != Some(read) {
+            return Ok(false);
+        }
+        if self.dry_run {
+            return Ok(true);
+        }
         match self.driver.delete(&paths::tag_dir(repo, &tag)).await {
             Err(e) if !e.is_not_found() => Err(e),
-            _ => Ok(()),
+            _ => Ok(true),
         }
     }
 
-    /// Deletes every blob not in `marked` whose bytes are older than the cutoff.
+    /// Deletes every blob not in `marked` whose bytes, and every `_layers` link to which
+    /// (`linked_from`), are older than the cutoff.
     pub async fn blobs(
         &self,
         marked: &HashSet<Digest>,
+        linked_from: &HashMap<Digest, Vec<RepoName>>,
         progress: &mut Progress,
     ) -> StorageResult<BlobSweep> {
         let mut sweep = BlobSweep::default();
@@ -94,7 +112,9 @@ impl Sweeper<'_> {
                         Err(e) if e.is_not_found() => continue,
                         Err(e) => return Err(e),
                     };
-                    if info.modified > self.cutoff {
+                    if info.modified > self.cutoff
+                        || self.linked_recently(&digest, linked_from).await?
+                    {
                         sweep.spared += 1;
                         sweep.present.insert(digest);
                         continue;
@@ -199,6 +219,24 @@ impl Sweeper<'_> {
         Ok(removed)
     }
 
+    /// Whether a repository linked the blob after the cutoff (a mount, or an upload of bytes
+    /// already stored: the blob's own mtime is old then).
+    async fn linked_recently(
+        &self,
+        digest: &Digest,
+        linked_from: &HashMap<Digest, Vec<RepoName>>,
+    ) -> StorageResult<bool> {
+        for repo in linked_from.get(digest).into_iter().flatten() {
+            match self.driver.stat(&paths::layer_link(repo, digest)).await {
+                Ok(info) if info.modified > self.cutoff => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+
     async fn delete_condemned(&self, digest: &Digest, key: &str) -> StorageResult<Deletion> {
         if !self.pins.condemn(digest, self.cutoff) {
             return Ok(Deletion::Spared);
@@ -219,7 +257,10 @@ struct FanOut(String);
 impl std::str::FromStr for FanOut {
     type Err = ();
     fn from_str(s: &str) -> Result<FanOut, ()> {
-        if s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 2
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(FanOut(s.to_owned()))
         } else {
             Err(())

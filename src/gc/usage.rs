@@ -32,7 +32,10 @@ pub struct UsageBuilder {
 
 impl UsageBuilder {
     pub fn add(&mut self, repo: &str, blobs: impl IntoIterator<Item = (Digest, u64)>) {
-        self.per_repo.entry(repo.to_owned()).or_default().extend(blobs);
+        self.per_repo
+            .entry(repo.to_owned())
+            .or_default()
+            .extend(blobs);
     }
 
     pub fn finish(self) -> Usage {
@@ -69,7 +72,11 @@ impl Usage {
     /// What `regapp du` prints: one line per repository, then the total.
     pub fn report(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "{:>14} {:>14} {:>7}  repository", "referenced", "exclusive", "blobs");
+        let _ = writeln!(
+            out,
+            "{:>14} {:>14} {:>7}  repository",
+            "referenced", "exclusive", "blobs"
+        );
         for (name, usage) in &self.repositories {
             let _ = writeln!(
                 out,
@@ -101,8 +108,14 @@ mod tests {
         assert_eq!(usage.total_bytes, 110);
         assert_eq!(usage.total_blobs, 2);
         let a = &usage.repositories["a"];
-        assert_eq!((a.referenced_bytes, a.exclusive_bytes, a.blobs), (110, 10, 2));
+        assert_eq!(
+            (a.referenced_bytes, a.exclusive_bytes, a.blobs),
+            (110, 10, 2)
+        );
         let b = &usage.repositories["b"];
-        assert_eq!((b.referenced_bytes, b.exclusive_bytes, b.blobs), (100, 0, 1));
+        assert_eq!(
+            (b.referenced_bytes, b.exclusive_bytes, b.blobs),
+            (100, 0, 1)
+        );
     }
 }

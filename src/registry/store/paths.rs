@@ -122,6 +122,10 @@ pub fn upload_started_at(name: &RepoName, id: &UploadId) -> String {
 /// `_manifests`).
 pub const REPOSITORY_MARKERS: [&str; 2] = ["_layers", "_manifests"];
 
+/// The directory of a repository's upload sessions (a repository with only an abandoned
+/// upload has nothing else).
+pub const UPLOADS_MARKER: &str = "_uploads";
+
 #[cfg(test)]
 mod tests {
     use super::*;

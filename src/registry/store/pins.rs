@@ -27,6 +27,9 @@ struct PinState {
     condemned: HashSet<Digest>,
     /// How long a released pin must be remembered: the collector's grace period.
     memory: Duration,
+    /// The cutoff of the collection in progress: pins released after it are never pruned
+    /// while it runs, whatever the memory says.
+    collecting_since: Option<SystemTime>,
 }
 
 /// Beyond this many pins, those older than the memory are dropped on the next pin (the
@@ -40,6 +43,7 @@ impl Default for Pins {
                 pinned: HashMap::new(),
                 condemned: HashSet::new(),
                 memory: Duration::from_secs(86_400),
+                collecting_since: None,
             }),
             deletion_over: Notify::new(),
         }
@@ -69,7 +73,10 @@ impl Pins {
                 if !digests.iter().any(|d| state.condemned.contains(d)) {
                     let now = SystemTime::now();
                     if state.pinned.len() > PRUNE_ABOVE {
-                        let cutoff = now - state.memory;
+                        let mut cutoff = now - state.memory;
+                        if let Some(collecting) = state.collecting_since {
+                            cutoff = cutoff.min(collecting);
+                        }
                         state.prune(cutoff);
                     }
                     for digest in &digests {
@@ -113,9 +120,21 @@ impl Pins {
         self.lock().prune(cutoff);
     }
 
-    /// Sets how long released pins are remembered at least (the collector's grace period).
-    pub fn remember_for(&self, grace: Duration) {
-        self.lock().memory = grace;
+    /// A collection with this cutoff (its start minus `grace`) begins: released pins are
+    /// remembered for `grace` at least, and none released after `cutoff` is pruned until
+    /// [`Pins::collection_over`].
+    pub fn collection_begins(&self, cutoff: SystemTime, grace: Duration) {
+        let mut state = self.lock();
+        state.memory = grace;
+        state.collecting_since = Some(cutoff);
+    }
+
+    /// The collection that began with `cutoff` ended: pins released before it are dropped (the
+    /// next collection's cutoff is later).
+    pub fn collection_over(&self, cutoff: SystemTime) {
+        let mut state = self.lock();
+        state.collecting_since = None;
+        state.prune(cutoff);
     }
 
     /// Digests pinned now or recently (for tests and metrics).
@@ -169,7 +188,10 @@ mod tests {
         let guard = pins.pin(vec![digest(1)]).await;
         assert!(!pins.condemn(&digest(1), SystemTime::now()), "held");
         drop(guard);
-        assert!(!pins.condemn(&digest(1), before), "released after the cutoff");
+        assert!(
+            !pins.condemn(&digest(1), before),
+            "released after the cutoff"
+        );
         assert!(pins.condemn(&digest(1), SystemTime::now() + Duration::from_secs(1)));
         pins.acquit(&digest(1));
         assert!(pins.condemn(&digest(2), SystemTime::now()), "never pinned");
@@ -197,7 +219,9 @@ mod tests {
     #[test]
     fn prune_keeps_held_and_recent_pins() {
         let pins = Pins::default();
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let held = rt.block_on(pins.pin(vec![digest(5)]));
         drop(rt.block_on(pins.pin(vec![digest(6)])));
         pins.prune(SystemTime::now() + Duration::from_secs(1));
