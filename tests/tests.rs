@@ -2,6 +2,7 @@
 //!
 //! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
 //! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
+//! - `gc`: garbage collection through `regapp gc` while pushes run, and docker-registry after it.
 //! - `acme`: certificates from Debian's pebble over HTTP-01, restart, forced renewal, errors.
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
@@ -17,5 +18,6 @@ mod certs;
 mod compat;
 mod crash;
 mod edge;
+mod gc;
 mod skopeo;
 mod util;
