@@ -29,6 +29,8 @@ usage: cargo bench --bench gc -- [--manifests N] [--layers N] [--pushers N] [--b
                         10 blobs per manifest, so 100,000 blobs by default)
   --pushers N           concurrent pushing clients (default 4)
   --baseline-seconds S  how long push throughput is measured without a collection (default 10)
+  --generate-only       write the store to REGAPP_BENCH_DIR/root and stop (for profiling; delete
+                        it yourself)
 environment:
   REGAPP_BENCH_DIR      where the store goes (default: <repo>/target/gc-bench); not tmpfs
   REGAPP_BENCH_BIN      the regapp binary (default: the one cargo builds for this bench)";
@@ -38,6 +40,7 @@ struct Options {
     layers: usize,
     pushers: usize,
     baseline: Duration,
+    generate_only: bool,
 }
 
 const PER_REPO: usize = 100;
@@ -77,6 +80,7 @@ fn parse() -> BenchResult<Option<Options>> {
         layers: 8,
         pushers: 4,
         baseline: Duration::from_secs(10),
+        generate_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -90,6 +94,7 @@ fn parse() -> BenchResult<Option<Options>> {
             "--layers" => options.layers = value()? as usize,
             "--pushers" => options.pushers = value()? as usize,
             "--baseline-seconds" => options.baseline = Duration::from_secs(value()?),
+            "--generate-only" => options.generate_only = true,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -103,6 +108,11 @@ fn run(options: &Options) -> BenchResult<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let root = dir.join("root");
+    if options.generate_only {
+        generate(&root, options)?;
+        println!("store in {}", root.display());
+        return Ok(());
+    }
     let result = phases(options, &dir, &root);
     std::fs::remove_dir_all(&dir)?;
     result
@@ -113,7 +123,10 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     println!(
         "machine: {} cores, load average at start {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let store = generate(root, options)?;
     println!(
@@ -142,7 +155,8 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     std::thread::sleep(Duration::from_secs(2));
     let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
     std::thread::sleep(options.baseline);
-    let baseline = (pushed.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    let baseline =
+        (pushed.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
 
     let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
     let online = regapp_gc(&config)?;
@@ -153,7 +167,10 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         pusher.join().map_err(|_| "a pusher panicked")??;
     }
     stop_process(&mut server);
-    println!("regapp online (grace 1h, delete_untagged, {} pushers):\n{online}", options.pushers);
+    println!(
+        "regapp online (grace 1h, delete_untagged, {} pushers):\n{online}",
+        options.pushers
+    );
 
     // The same store again for the offline collectors.
     std::fs::remove_dir_all(root)?;
@@ -192,7 +209,9 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     println!("regapp offline:\n{offline}");
 
     println!();
-    println!("| collector | wall time | blobs removed | pushes/s during (without: {baseline:.1}) |");
+    println!(
+        "| collector | wall time | blobs removed | pushes/s during (without: {baseline:.1}) |"
+    );
     println!("|---|---|---|---|");
     println!(
         "| regapp, online with {} pushers | {:.2} s | {} | {during:.1} ({:.0} %) |",
@@ -276,12 +295,15 @@ fn generate_repository(root: &Path, repo: usize, options: &Options) -> BenchResu
     let (mut blobs, mut links) = (0, 0);
     let first = repo * PER_REPO;
     for m in first..(first + PER_REPO).min(options.manifests) {
-        let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "bench": m}))?;
+        let config =
+            serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "bench": m}))?;
         let mut descriptors = Vec::new();
         let config_digest = write_blob(&v2, &config, old)?;
         link(&repo_dir.join("_layers"), &config_digest, old)?;
         for l in 0..options.layers {
-            let layer = format!("layer {l} of manifest {m}\n").repeat(4).into_bytes();
+            let layer = format!("layer {l} of manifest {m}\n")
+                .repeat(4)
+                .into_bytes();
             let digest = write_blob(&v2, &layer, old)?;
             link(&repo_dir.join("_layers"), &digest, old)?;
             descriptors.push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.len()}));
@@ -319,7 +341,11 @@ fn write_blob(v2: &Path, bytes: &[u8], old: SystemTime) -> BenchResult<String> {
 /// `<dir>/sha256/<hex>/link` holding the digest.
 fn link(dir: &Path, digest: &str, old: SystemTime) -> BenchResult<()> {
     let hex = digest.strip_prefix("sha256:").ok_or("sha256 digests")?;
-    write_old(&dir.join("sha256").join(hex).join("link"), digest.as_bytes(), old)
+    write_old(
+        &dir.join("sha256").join(hex).join("link"),
+        digest.as_bytes(),
+        old,
+    )
 }
 
 fn write_old(path: &Path, bytes: &[u8], old: SystemTime) -> BenchResult<()> {
@@ -385,7 +411,11 @@ fn push_loop(host: &str, pusher: usize, pushed: &AtomicU64, stop: &AtomicBool) -
     while !stop.load(Ordering::Relaxed) {
         let config = serde_json::to_vec(&json!({"pusher": pusher, "n": n}))?;
         let layers: Vec<Vec<u8>> = (0..2)
-            .map(|l| format!("pusher {pusher} image {n} layer {l}\n").repeat(512).into_bytes())
+            .map(|l| {
+                format!("pusher {pusher} image {n} layer {l}\n")
+                    .repeat(512)
+                    .into_bytes()
+            })
             .collect();
         let mut descriptors = Vec::new();
         for (i, blob) in std::iter::once(&config).chain(&layers).enumerate() {
@@ -403,7 +433,8 @@ fn push_loop(host: &str, pusher: usize, pushed: &AtomicU64, stop: &AtomicBool) -
             } else {
                 "application/vnd.oci.image.layer.v1.tar"
             };
-            descriptors.push(json!({"mediaType": media_type, "digest": digest, "size": blob.len()}));
+            descriptors
+                .push(json!({"mediaType": media_type, "digest": digest, "size": blob.len()}));
         }
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -417,7 +448,9 @@ fn push_loop(host: &str, pusher: usize, pushed: &AtomicU64, stop: &AtomicBool) -
             .body(manifest)
             .send()?;
         if response.status() != 201 {
-            return Err(format!("push manifest: {}: {}", response.status(), response.text()?).into());
+            return Err(
+                format!("push manifest: {}: {}", response.status(), response.text()?).into(),
+            );
         }
         pushed.fetch_add(1, Ordering::Relaxed);
         n += 1;

@@ -6,6 +6,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Instant, SystemTime};
 
+use futures_util::StreamExt;
+
 use super::mark::{self, RepoState, Roots};
 use super::progress::Progress;
 use super::retention::rule_for;
@@ -14,6 +16,9 @@ use super::usage::{Usage, UsageBuilder};
 use super::{cutoff, GcError, GcPolicy, GcReport, RunOptions};
 use crate::registry::store::Store;
 use crate::registry::types::{Digest, RepoName};
+
+/// Revision unlinks in flight at once (each a hop to a blocking thread).
+const REVISION_CONCURRENCY: usize = 16;
 
 pub(super) async fn collect(
     store: &Store,
@@ -52,6 +57,10 @@ async fn run(
     let names = repository_names(store).await?;
     let mut repos = mark::load_all(sweeper.driver, names, progress).await?;
     report.repositories = repos.len() as u64;
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "gc: repositories loaded"
+    );
 
     let mut untagged_by_retention: HashMap<RepoName, HashSet<Digest>> = HashMap::new();
     for repo in &mut repos {
@@ -69,23 +78,53 @@ async fn run(
 
     let delete_untagged = policy.delete_untagged || options.delete_untagged;
     let none = HashSet::new();
-    let mut marked: HashSet<Digest> = HashSet::new();
-    let mut usage = UsageBuilder::default();
-    for (done, repo) in repos.iter().enumerate() {
-        progress.update("mark", done + 1, Some(repos.len()));
+    // Owned (repository index, digest) pairs: a stream over borrowed tuples trips the
+    // compiler's `Send` check of the spawned socket task (higher-ranked lifetimes).
+    let mut unkept: Vec<(usize, Digest)> = Vec::new();
+    let mut kept_by_repo = Vec::with_capacity(repos.len());
+    for (index, repo) in repos.iter().enumerate() {
         let roots = repo.roots(&Roots {
             delete_untagged,
             untagged_by_retention: untagged_by_retention.get(&repo.name).unwrap_or(&none),
             cutoff,
         });
         let kept = repo.close(roots);
+        unkept.extend(
+            repo.revisions
+                .keys()
+                .filter(|digest| !kept.contains(*digest))
+                .map(|digest| (index, digest.clone())),
+        );
+        kept_by_repo.push(kept);
+    }
+    // A revision a push holds is spared, and then everything it references is kept too.
+    let mut spared: HashSet<(usize, Digest)> = HashSet::new();
+    let total = unkept.len();
+    let (sweeper_ref, repos_ref) = (&sweeper, &repos);
+    let mut unlinking = futures_util::stream::iter(unkept)
+        .map(move |(index, digest)| async move {
+            let removed = sweeper_ref.revision(&repos_ref[index].name, &digest).await;
+            (index, digest, removed)
+        })
+        .buffer_unordered(REVISION_CONCURRENCY);
+    let mut done = 0;
+    while let Some((index, digest, removed)) = unlinking.next().await {
+        done += 1;
+        progress.update("manifests", done, Some(total));
+        if removed? {
+            report.manifests_removed += 1;
+        } else {
+            spared.insert((index, digest));
+        }
+    }
+    drop(unlinking);
+
+    let mut marked: HashSet<Digest> = HashSet::new();
+    let mut usage = UsageBuilder::default();
+    for (index, (repo, kept)) in repos.iter().zip(&kept_by_repo).enumerate() {
         let mut repo_blobs = Vec::new();
         for rev in repo.revisions.values() {
-            // A revision a push holds is spared, and then everything it references is too.
-            let keep =
-                kept.contains(&rev.digest) || !sweeper.revision(&repo.name, &rev.digest).await?;
-            if !keep {
-                report.manifests_removed += 1;
+            if !kept.contains(&rev.digest) && !spared.contains(&(index, rev.digest.clone())) {
                 continue;
             }
             report.manifests_kept += 1;
@@ -96,7 +135,7 @@ async fn run(
         }
         usage.add(repo.name.as_str(), repo_blobs);
     }
-
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: marked");
     let mut linked_from: HashMap<Digest, Vec<RepoName>> = HashMap::new();
     let mut links = Vec::new();
     for repo in &repos {
@@ -113,7 +152,12 @@ async fn run(
     report.blobs_spared = blobs.spared;
     report.blobs_removed = blobs.removed;
     report.bytes_removed = blobs.bytes_removed;
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: blobs swept");
     report.layer_links_removed = sweeper.dangling_links(&links, &blobs.present).await?;
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "gc: layer links swept"
+    );
 
     let stale_before = start
         .checked_sub(policy.upload_max_age)

@@ -8,6 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
+use futures_util::StreamExt;
+
 use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
 use crate::registry::store::{paths, Pins};
@@ -30,6 +32,18 @@ pub struct BlobSweep {
     pub spared: u64,
     /// Digests whose bytes exist after the sweep (or would, in a dry run).
     pub present: HashSet<Digest>,
+}
+
+/// Deletions (and listings) in flight at once: each is a hop to a blocking thread, whose
+/// latency, not the filesystem, bounds a sequential sweep on a busy machine.
+const CONCURRENCY: usize = 16;
+
+enum BlobOutcome {
+    Removed(u64),
+    /// Younger than the cutoff, linked recently, or held by a push.
+    Spared,
+    /// Deleted by someone else meanwhile.
+    Gone,
 }
 
 /// What deleting a digest under `condemn` came to.
@@ -91,57 +105,87 @@ impl Sweeper<'_> {
         progress: &mut Progress,
     ) -> StorageResult<BlobSweep> {
         let mut sweep = BlobSweep::default();
-        let mut seen = 0;
+        let mut candidates = Vec::new();
         for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = paths::blobs_dir(algorithm);
-            for fanout in list_or_empty(self.driver, &dir).await? {
-                let Some(fanout) = fanout.parse::<FanOut>().ok() else {
-                    continue;
-                };
-                let fanout_dir = format!("{dir}/{}", fanout.0);
-                for digest in digests_under(self.driver, &fanout_dir, algorithm).await? {
-                    seen += 1;
-                    progress.update("blobs", seen, None);
+            let fanouts: Vec<String> = list_or_empty(self.driver, &dir)
+                .await?
+                .into_iter()
+                .filter(|name| is_fanout(name))
+                .map(|name| format!("{dir}/{name}"))
+                .collect();
+            let mut listings = futures_util::stream::iter(fanouts)
+                .map(|fanout| async move { digests_under(self.driver, &fanout, algorithm).await })
+                .buffer_unordered(CONCURRENCY);
+            while let Some(digests) = listings.next().await {
+                for digest in digests? {
                     if marked.contains(&digest) {
                         sweep.kept += 1;
                         sweep.present.insert(digest);
-                        continue;
-                    }
-                    let info = match self.driver.stat(&paths::blob_data(&digest)).await {
-                        Ok(info) => info,
-                        Err(e) if e.is_not_found() => continue,
-                        Err(e) => return Err(e),
-                    };
-                    if info.modified > self.cutoff
-                        || self.linked_recently(&digest, linked_from).await?
-                    {
-                        sweep.spared += 1;
-                        sweep.present.insert(digest);
-                        continue;
-                    }
-                    if self.dry_run {
-                        sweep.removed += 1;
-                        sweep.bytes_removed += info.size;
-                        continue;
-                    }
-                    match self
-                        .delete_condemned(&digest, &paths::blob_dir(&digest))
-                        .await?
-                    {
-                        Deletion::Done => {
-                            sweep.removed += 1;
-                            sweep.bytes_removed += info.size;
-                        }
-                        Deletion::Gone => {}
-                        Deletion::Spared => {
-                            sweep.spared += 1;
-                            sweep.present.insert(digest);
-                        }
+                    } else {
+                        candidates.push(digest);
                     }
                 }
+                progress.update(
+                    "blobs listed",
+                    (sweep.kept as usize) + candidates.len(),
+                    None,
+                );
+            }
+        }
+        let total = candidates.len();
+        let mut judged = futures_util::stream::iter(candidates)
+            .map(|digest| async move {
+                let outcome = self.sweep_blob(&digest, linked_from).await;
+                (digest, outcome)
+            })
+            .buffer_unordered(CONCURRENCY);
+        let mut done = 0;
+        while let Some((digest, outcome)) = judged.next().await {
+            done += 1;
+            progress.update("unreferenced blobs", done, Some(total));
+            match outcome? {
+                BlobOutcome::Removed(size) => {
+                    sweep.removed += 1;
+                    sweep.bytes_removed += size;
+                }
+                BlobOutcome::Spared => {
+                    sweep.spared += 1;
+                    sweep.present.insert(digest);
+                }
+                BlobOutcome::Gone => {}
             }
         }
         Ok(sweep)
+    }
+
+    /// Judges one unreferenced blob: too young, held by a push, or deleted.
+    async fn sweep_blob(
+        &self,
+        digest: &Digest,
+        linked_from: &HashMap<Digest, Vec<RepoName>>,
+    ) -> StorageResult<BlobOutcome> {
+        let info = match self.driver.stat(&paths::blob_data(digest)).await {
+            Ok(info) => info,
+            Err(e) if e.is_not_found() => return Ok(BlobOutcome::Gone),
+            Err(e) => return Err(e),
+        };
+        if info.modified > self.cutoff || self.linked_recently(digest, linked_from).await? {
+            return Ok(BlobOutcome::Spared);
+        }
+        if self.dry_run {
+            return Ok(BlobOutcome::Removed(info.size));
+        }
+        Ok(
+            match self
+                .delete_condemned(digest, &paths::blob_dir(digest))
+                .await?
+            {
+                Deletion::Done => BlobOutcome::Removed(info.size),
+                Deletion::Gone => BlobOutcome::Gone,
+                Deletion::Spared => BlobOutcome::Spared,
+            },
+        )
     }
 
     /// Removes `_layers` links whose blob is gone; returns how many.
@@ -150,41 +194,49 @@ impl Sweeper<'_> {
         links: &[(RepoName, Digest)],
         present: &HashSet<Digest>,
     ) -> StorageResult<u64> {
+        let dangling: Vec<(RepoName, Digest)> = links
+            .iter()
+            .filter(|(_, digest)| !present.contains(digest))
+            .cloned()
+            .collect();
+        if self.dry_run {
+            return Ok(dangling.len() as u64);
+        }
+        let mut removing = futures_util::stream::iter(dangling)
+            .map(|(repo, digest)| async move { self.dangling_link(&repo, &digest).await })
+            .buffer_unordered(CONCURRENCY);
         let mut removed = 0;
-        for (repo, digest) in links {
-            if present.contains(digest) {
-                continue;
-            }
-            if self.dry_run {
-                removed += 1;
-                continue;
-            }
-            // Condemned while it is checked, so an upload or mount of the digest waits and
-            // then writes its link again.
-            if !self.pins.condemn(digest, self.cutoff) {
-                continue;
-            }
-            let result = async {
-                match self.driver.stat(&paths::blob_data(digest)).await {
-                    Ok(_) => Ok(false),
-                    Err(e) if e.is_not_found() => {
-                        let link = paths::layer_link(repo, digest);
-                        match self.driver.delete(paths::link_dir(&link)).await {
-                            Ok(()) => Ok(true),
-                            Err(e) if e.is_not_found() => Ok(false),
-                            Err(e) => Err(e),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            .await;
-            self.pins.acquit(digest);
+        while let Some(result) = removing.next().await {
             if result? {
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    async fn dangling_link(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
+        // Condemned while it is checked, so an upload or mount of the digest waits and then
+        // writes its link again.
+        if !self.pins.condemn(digest, self.cutoff) {
+            return Ok(false);
+        }
+        let result = async {
+            match self.driver.stat(&paths::blob_data(digest)).await {
+                Ok(_) => Ok(false),
+                Err(e) if e.is_not_found() => {
+                    let link = paths::layer_link(repo, digest);
+                    match self.driver.delete(paths::link_dir(&link)).await {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.is_not_found() => Ok(false),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+        .await;
+        self.pins.acquit(digest);
+        result
     }
 
     /// Removes upload sessions of `repo` untouched since `stale_before`; returns how many.
@@ -252,18 +304,9 @@ impl Sweeper<'_> {
 }
 
 /// A `blobs/<alg>/<xx>` directory name: two lowercase hex digits.
-struct FanOut(String);
-
-impl std::str::FromStr for FanOut {
-    type Err = ();
-    fn from_str(s: &str) -> Result<FanOut, ()> {
-        if s.len() == 2
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(FanOut(s.to_owned()))
-        } else {
-            Err(())
-        }
-    }
+fn is_fanout(name: &str) -> bool {
+    name.len() == 2
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }

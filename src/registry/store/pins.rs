@@ -9,7 +9,7 @@
 //! or checks existence after the deletion (and fails cleanly with `BLOB_UNKNOWN` /
 //! `MANIFEST_BLOB_UNKNOWN`). The argument is written out in ARCHITECTURE.md ("Garbage collection").
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +24,9 @@ pub struct Pins {
 
 struct PinState {
     pinned: HashMap<Digest, Pin>,
-    condemned: HashSet<Digest>,
+    /// Digests being deleted, with how many deletions of each are in flight (a blob's links
+    /// in several repositories may go at once).
+    condemned: HashMap<Digest, usize>,
     /// How long a released pin must be remembered: the collector's grace period.
     memory: Duration,
     /// The cutoff of the collection in progress: pins released after it are never pruned
@@ -41,7 +43,7 @@ impl Default for Pins {
         Pins {
             state: Mutex::new(PinState {
                 pinned: HashMap::new(),
-                condemned: HashSet::new(),
+                condemned: HashMap::new(),
                 memory: Duration::from_secs(86_400),
                 collecting_since: None,
             }),
@@ -70,7 +72,7 @@ impl Pins {
             let deletion_over = self.deletion_over.notified();
             {
                 let mut state = self.lock();
-                if !digests.iter().any(|d| state.condemned.contains(d)) {
+                if !digests.iter().any(|d| state.condemned.contains_key(d)) {
                     let now = SystemTime::now();
                     if state.pinned.len() > PRUNE_ABOVE {
                         let mut cutoff = now - state.memory;
@@ -106,12 +108,20 @@ impl Pins {
                 return false;
             }
         }
-        state.condemned.insert(digest.clone())
+        *state.condemned.entry(digest.clone()).or_insert(0) += 1;
+        true
     }
 
     /// Ends a deletion started by [`Pins::condemn`]; pushes waiting on the digest go on.
     pub fn acquit(&self, digest: &Digest) {
-        self.lock().condemned.remove(digest);
+        let mut state = self.lock();
+        if let Some(count) = state.condemned.get_mut(digest) {
+            *count -= 1;
+            if *count == 0 {
+                state.condemned.remove(digest);
+            }
+        }
+        drop(state);
         self.deletion_over.notify_waiters();
     }
 
