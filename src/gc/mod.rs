@@ -164,7 +164,9 @@ pub struct Collector {
     /// One run at a time inside the process; the lock file keeps other processes out.
     running: tokio::sync::Mutex<()>,
     policy_changed: tokio::sync::Notify,
-    observer: Option<Arc<dyn GcObserver>>,
+    observer: std::sync::RwLock<Option<Arc<dyn GcObserver>>>,
+    /// The last finished (non-dry) run and measurement, for whoever polls (a metrics scrape).
+    last: std::sync::Mutex<(Option<GcReport>, Option<Usage>)>,
     /// Progress on the terminal (the command line running without a server) or in the log.
     interactive: bool,
 }
@@ -178,14 +180,30 @@ impl Collector {
             state_dir: state_dir.to_owned(),
             running: tokio::sync::Mutex::new(()),
             policy_changed: tokio::sync::Notify::new(),
-            observer: None,
+            observer: std::sync::RwLock::new(None),
+            last: std::sync::Mutex::new((None, None)),
             interactive: false,
         }
     }
 
-    pub fn with_observer(mut self, observer: Arc<dyn GcObserver>) -> Collector {
-        self.observer = Some(observer);
+    pub fn with_observer(self, observer: Arc<dyn GcObserver>) -> Collector {
+        self.set_observer(observer);
         self
+    }
+
+    /// Installs (or replaces) the observer of a running collector.
+    pub fn set_observer(&self, observer: Arc<dyn GcObserver>) {
+        *self.observer.write().expect("observer lock poisoned") = Some(observer);
+    }
+
+    /// The last collection that deleted (not a dry run), if any ran.
+    pub fn last_report(&self) -> Option<GcReport> {
+        self.last.lock().expect("last-run lock poisoned").0.clone()
+    }
+
+    /// Storage use as the last collection or `du` measured it.
+    pub fn last_usage(&self) -> Option<Usage> {
+        self.last.lock().expect("last-run lock poisoned").1.clone()
     }
 
     /// Shows progress on the terminal when stderr is one (the command line).
@@ -237,7 +255,11 @@ impl Collector {
             seconds = report.duration.as_secs_f64(),
             "garbage collection done"
         );
-        if let Some(observer) = &self.observer {
+        if !report.dry_run {
+            *self.last.lock().expect("last-run lock poisoned") =
+                (Some(report.clone()), Some(usage.clone()));
+        }
+        if let Some(observer) = self.observer() {
             observer.on_report(&report);
             if !report.dry_run {
                 observer.on_usage(&usage);
@@ -251,7 +273,8 @@ impl Collector {
         let mut progress = self.progress("du");
         let usage = collect::measure(&self.store, &mut progress).await?;
         progress.finish();
-        if let Some(observer) = &self.observer {
+        self.last.lock().expect("last-run lock poisoned").1 = Some(usage.clone());
+        if let Some(observer) = self.observer() {
             observer.on_usage(&usage);
         }
         Ok(usage)
@@ -278,6 +301,13 @@ impl Collector {
                 Err(e) => tracing::error!(error = %e, "garbage collection failed"),
             }
         }
+    }
+
+    fn observer(&self) -> Option<Arc<dyn GcObserver>> {
+        self.observer
+            .read()
+            .expect("observer lock poisoned")
+            .clone()
     }
 
     fn progress(&self, what: &'static str) -> Progress {
