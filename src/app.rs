@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::Access;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
@@ -14,6 +15,7 @@ use crate::config::{
 };
 use crate::edge::Edge;
 use crate::gc::{self, Collector, GcPolicy, RetentionRule};
+use crate::ops::{self, parts, Service};
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
 use crate::storage::FsDriver;
@@ -27,20 +29,22 @@ const ENGINE_DRAIN: Duration = Duration::from_secs(30);
 const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
 /// Runs regapp until it is told to stop: the edge in front of the engine when the settings
-/// have an `[edge]`, else the engine alone on `engine.listen`.
-pub fn serve(settings: Settings) -> Result<(), AppError> {
+/// have an `[edge]`, else the engine alone on `engine.listen`. `config` is the file SIGHUP
+/// reads again (`None` with `--dev`: nothing to reload).
+pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), AppError> {
+    let service = Service::prepare(&settings, config)?;
     match settings.edge.clone() {
-        Some(edge) => serve_with_edge(&settings, edge),
+        Some(edge) => serve_with_edge(&settings, edge, service),
         None => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(serve_engine_alone(settings)),
+            .block_on(serve_engine_alone(settings, service)),
     }
 }
 
-async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
+async fn serve_engine_alone(settings: Settings, mut service: Service) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
-    let _collector = start_gc(&settings, store.clone())?;
+    start_gc(&settings, store.clone(), &mut service)?;
     let (listener, local) = server::bind(settings.engine.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
@@ -48,29 +52,45 @@ async fn serve_engine_alone(settings: Settings) -> Result<(), AppError> {
     println!("regapp engine listening on http://{local}");
     tracing::info!(%local, root = %settings.storage.root.display(), "engine listening");
     tokio::spawn(store.clone().warm_catalog());
-    let api = Api::new(store).body_idle_timeout(DEFAULT_IDLE_TIMEOUT);
+    let api = Api::new(store)
+        .body_idle_timeout(DEFAULT_IDLE_TIMEOUT)
+        .metrics(service.metrics.engine.clone());
+    let ready_when = service.engine_alone_checks(local);
+    service.start(ready_when)?;
     server::serve(listener, api, shutdown_signal(), ENGINE_DRAIN).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppError> {
+fn serve_with_edge(
+    settings: &Settings,
+    edge: EdgeSettings,
+    mut service: Service,
+) -> Result<(), AppError> {
     let engine_listener = StdListener::bind(settings.engine.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
     engine_listener.set_nonblocking(true)?;
+    let engine_addr = engine_listener.local_addr()?;
     let front_token = random_token();
+    let access = Arc::new(Access::new(settings.access.clone()));
     let store = Arc::new(build_store(settings));
-    let _collector = start_gc(settings, store.clone())?;
+    start_gc(settings, store.clone(), &mut service)?;
     let engine_api = Api::new(store)
         .require_front_token(front_token.clone())
-        .body_idle_timeout(edge.idle_timeout);
+        .enforce_access(access.clone())
+        .body_idle_timeout(edge.idle_timeout)
+        .metrics(service.metrics.engine.clone());
+    parts::access_rules(&mut service.reloader, access.clone());
 
     let authenticator = Authenticator::load(&edge.auth.htpasswd)
         .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;
-    let _htpasswd_watch = authenticator.watch()?;
+    let htpasswd_watch = authenticator.watch()?;
+    ops::observe::auth(&service.metrics, authenticator.clone());
+    parts::htpasswd(&mut service.reloader, authenticator.clone(), htpasswd_watch);
 
     let resolver = Arc::new(CertResolver::new());
     let challenges = ChallengeTokens::new();
+    let mut acme_manager = None;
     let files = match &edge.tls {
         TlsSettings::Files {
             cert_file,
@@ -95,7 +115,9 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
                 challenges.clone(),
                 acme::https_connector(settings.ca_root.clone()),
             )?;
-            acme::spawn(Arc::new(manager), edge.http_listen)?;
+            let manager = Arc::new(manager);
+            acme::spawn(manager.clone(), edge.http_listen)?;
+            acme_manager = Some(manager);
             None
         }
     };
@@ -104,16 +126,19 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         None => None,
     };
 
-    let on_reload = {
-        let authenticator = authenticator.clone();
-        Box::new(move || {
-            // Both log their own outcome.
-            let _ = authenticator.reload();
-            if let Some(files) = &files {
-                let _ = files.reload();
-            }
-        })
-    };
+    if let Some(files) = &files {
+        parts::certificate_files(&mut service.reloader, files.clone());
+    }
+    ops::observe::certificates(&service.metrics, resolver.clone(), acme_manager);
+    let metrics_allow = Arc::new(arc_swap::ArcSwap::from_pointee(
+        settings.metrics.allow.clone(),
+    ));
+    parts::metrics_allow(&mut service.reloader, metrics_allow.clone());
+
+    let ready_when = service.edge_checks(engine_addr, edge.https_listen, resolver.clone());
+    let metrics = service.metrics.clone();
+    service.start(ready_when)?;
+
     println!(
         "regapp listening on https://{} (engine on http://{})",
         edge.https_listen,
@@ -127,7 +152,9 @@ fn serve_with_edge(settings: &Settings, edge: EdgeSettings) -> Result<(), AppErr
         authenticator,
         resolver,
         challenges,
-        on_reload,
+        access,
+        metrics,
+        metrics_allow,
     }
     .run();
     Ok(())
@@ -149,9 +176,13 @@ pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
 /// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
 /// asks through it), waits for a command-line collection that may be running on the store
 /// (its pushes would not be pinned otherwise), then runs the schedule and the socket on a
-/// thread of their own, away from the request workers. The returned collector takes policy
-/// updates (`Collector::update`, for a configuration reload).
-pub fn start_gc(settings: &Settings, store: Arc<Store>) -> Result<Arc<Collector>, AppError> {
+/// thread of their own, away from the request workers. SIGHUP applies `[gc]` and
+/// `[[retention]]`; every run and measurement goes to the metrics.
+fn start_gc(
+    settings: &Settings,
+    store: Arc<Store>,
+    service: &mut Service,
+) -> Result<Arc<Collector>, AppError> {
     let state_dir = &settings.storage.root;
     let collector = Arc::new(Collector::new(store, gc_policy(&settings.gc), state_dir));
     let socket = collector.socket_path();
@@ -159,6 +190,8 @@ pub fn start_gc(settings: &Settings, store: Arc<Store>) -> Result<Arc<Collector>
         gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;
     gc::lock::wait_for_offline_collection(state_dir)
         .map_err(|e| format!("gc lock in {}: {e}", state_dir.display()))?;
+    ops::observe::garbage_collection(&service.metrics, &collector);
+    parts::gc_policy(&mut service.reloader, collector.clone(), gc_policy);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -283,4 +316,5 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM: draining"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
     }
+    ops::notify::stopping();
 }

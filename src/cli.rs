@@ -23,6 +23,9 @@ pub enum Command {
     /// ACME certificates (`tls.mode = "acme"`): status, forced renewal.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Access rules (`[[access]]`): which rule decides for a user and a repository.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Collect garbage now (through the running server, or on the store when none runs).
     Gc(GcArgs),
     /// Storage use per repository and in total.
@@ -40,6 +43,22 @@ pub struct GcArgs {
     /// manifests stay).
     #[arg(long)]
     pub delete_untagged: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// For each action (pull, push, delete): allowed or denied, by which rule, and why.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// A user name from htpasswd, or `anonymous` for a client without credentials.
+    pub user: String,
+    /// A repository name, e.g. `team-a/app`.
+    pub repository: String,
+    #[command(flatten)]
+    pub config: ConfigArg,
 }
 
 #[derive(Debug, Subcommand)]

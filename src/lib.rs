@@ -2,6 +2,8 @@
 //!
 //! See ARCHITECTURE.md for the map of the parts and the direction of their dependencies.
 
+pub mod access;
+pub mod access_command;
 pub mod acme;
 pub mod app;
 pub mod auth;
@@ -12,6 +14,8 @@ pub mod config;
 pub mod edge;
 pub mod gc;
 pub mod gc_command;
+pub mod metrics;
+pub mod ops;
 pub mod registry;
 pub mod storage;
 pub mod watch;

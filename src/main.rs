@@ -4,23 +4,27 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use regapp::cli::{Cli, Command};
-use regapp::config::Settings;
+use regapp::config::{LogSettings, Settings};
 
 fn main() -> ExitCode {
     tame_the_allocator();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("REGAPP_LOG")
-                .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command {
-        Command::Cert(command) => regapp::cert_command::run(command),
-        Command::Gc(args) => regapp::gc_command::gc(args),
-        Command::Du(arg) => regapp::gc_command::du(arg),
+        Command::Cert(command) => {
+            regapp::ops::logging::init(&LogSettings::default());
+            regapp::cert_command::run(command)
+        }
+        Command::Access(command) => regapp::access_command::run(command),
+        Command::Gc(args) => {
+            regapp::ops::logging::init(&LogSettings::default());
+            regapp::gc_command::gc(args)
+        }
+        Command::Du(arg) => {
+            regapp::ops::logging::init(&LogSettings::default());
+            regapp::gc_command::du(arg)
+        }
+        // Exit status 0 only for a file `serve` would start with: what ExecStartPre and
+        // ExecReload call before a (re)start.
         Command::CheckConfig(arg) => match Settings::load(&arg.config) {
             Ok(settings) => {
                 println!("{}: ok\n{settings}", arg.config.display());
@@ -43,13 +47,15 @@ fn main() -> ExitCode {
                     }
                 }
             };
+            regapp::ops::logging::init(&settings.log);
             if args.dev {
                 if let Err(e) = regapp::app::prepare_dev(&settings) {
                     eprintln!("regapp: {e}");
                     return ExitCode::FAILURE;
                 }
             }
-            match regapp::app::serve(settings) {
+            let config = (!args.dev).then_some(args.config.config);
+            match regapp::app::serve(settings, config) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("regapp: {e}");

@@ -7,7 +7,7 @@
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
-//! Needs the Debian packages `skopeo`, `docker-registry` and `pebble`.
+//! Needs the Debian packages `skopeo`, `docker-registry`, `pebble` and `podman`.
 //!
 //! Run: `cargo test --test tests` (add `-- --nocapture` to see timings).
 
@@ -19,5 +19,6 @@ mod compat;
 mod crash;
 mod edge;
 mod gc;
+mod ops;
 mod skopeo;
 mod util;

@@ -79,6 +79,7 @@ pub fn start_regapp(dir: &Path, regapp: &Path) -> BenchResult<Server> {
     let config = dir.join("regapp.toml");
     let text = format!(
         "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:{engine}\"\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
          [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https}\"\n\
          http_listen = \"127.0.0.1:{http}\"\nshutdown_grace = \"1s\"\n\n\
          [tls]\nmode = \"self-signed\"\nstate_dir = {}\n\n\

@@ -85,7 +85,7 @@ impl Server {
             Kind::Regapp => {
                 let config = dir.join("regapp.toml");
                 let text = format!(
-                    "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:0\"\n",
+                    "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
                     toml_string(path_str(&root)?)
                 );
                 fs::write(&config, text)?;

@@ -11,7 +11,7 @@
 //! 5. verify on a blocking thread; a success is cached, a failure takes a token.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -171,7 +171,7 @@ impl Authenticator {
     /// reload right away): call it at startup.
     pub fn watch(&self) -> Result<WatchGuard, WatchError> {
         let users = Arc::clone(&self.inner.users);
-        let path = users.path().to_owned();
+        let path = users.path();
         let guard = watch_files("htpasswd", &[&path], HTPASSWD_QUIET, move || {
             // Errors are logged and counted by reload itself; the last good set stays.
             let _ = users.reload();
@@ -179,6 +179,20 @@ impl Authenticator {
         // Catches a change made between the first load and the start of the watch.
         let _ = self.reload();
         Ok(guard)
+    }
+
+    /// Switches to another htpasswd file (SIGHUP with a new `auth.htpasswd`): loads it, and
+    /// only if it loads, serves its users from now on. The caller replaces its [`watch`]
+    /// guard with a new one. Blocking, like [`reload`](Self::reload).
+    ///
+    /// [`watch`]: Self::watch
+    pub fn switch_file(&self, path: &Path) -> Result<Reloaded, LoadError> {
+        self.inner.users.switch_to(path)
+    }
+
+    /// The htpasswd file in use.
+    pub fn file(&self) -> PathBuf {
+        self.inner.users.path()
     }
 
     pub fn stats(&self) -> AuthStats {

@@ -124,7 +124,8 @@ impl UserSet {
 
 /// The htpasswd file's current user set, its reloads and their counters.
 pub struct Users {
-    path: PathBuf,
+    /// Changed only by [`Users::switch_to`] (a SIGHUP with a new `auth.htpasswd`).
+    path: Mutex<PathBuf>,
     current: ArcSwap<UserSet>,
     /// Serialises reloads, so an older read can never be swapped in over a newer one.
     reloading: Mutex<()>,
@@ -140,7 +141,7 @@ impl Users {
         let set = build_set(&path, read_file(&path)?, None)?;
         tracing::info!(path = %path.display(), users = set.len(), "htpasswd loaded");
         Ok(Self {
-            path,
+            path: Mutex::new(path),
             current: ArcSwap::from_pointee(set),
             reloading: Mutex::new(()),
             reloads_ok: AtomicU64::new(0),
@@ -158,11 +159,12 @@ impl Users {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let current = self.current.load_full();
-        let outcome = read_file(&self.path).and_then(|file| {
+        let path = self.path();
+        let outcome = read_file(&path).and_then(|file| {
             if file.digest() == current.digest {
                 Ok(None)
             } else {
-                build_set(&self.path, file, Some(&current)).map(Some)
+                build_set(&path, file, Some(&current)).map(Some)
             }
         });
         match outcome {
@@ -174,7 +176,7 @@ impl Users {
                 let users = set.len();
                 self.current.store(Arc::new(set));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(path = %self.path.display(), users, "htpasswd reloaded");
+                tracing::info!(path = %path.display(), users, "htpasswd reloaded");
                 Ok(Reloaded::Changed { users })
             }
             Err(error) => {
@@ -194,8 +196,37 @@ impl Users {
         self.current.load_full()
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn path(&self) -> PathBuf {
+        self.path
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads `path` and, if it loads, makes it the file: its users replace the current set and
+    /// later reloads read it. If it does not load, the current file and set stay (counted as a
+    /// failed reload, like any other).
+    pub fn switch_to(&self, path: &Path) -> Result<Reloaded, LoadError> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let current = self.current.load_full();
+        match read_file(path).and_then(|file| build_set(path, file, Some(&current))) {
+            Ok(set) => {
+                let users = set.len();
+                self.current.store(Arc::new(set));
+                *self.path.lock().unwrap_or_else(PoisonError::into_inner) = path.to_owned();
+                self.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %path.display(), users, "htpasswd file switched");
+                Ok(Reloaded::Changed { users })
+            }
+            Err(error) => {
+                self.reload_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "htpasswd file not switched; keeping the current one");
+                Err(error)
+            }
+        }
     }
 
     /// Reloads that succeeded (including ones that found the file unchanged).

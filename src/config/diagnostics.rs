@@ -254,3 +254,67 @@ pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
         .map_err(|e| ConfigErrors::single(error(None, None, e.message().to_owned())))?;
     Ok((value, Locator { text, origin, doc }))
 }
+
+impl Locator<'_> {
+    /// An error about `key` of entry `index` of an array of tables (`[[access]]` is
+    /// `path = ["access"]`, `[[auth.groups]]` is `["auth", "groups"]`), at the key's line or,
+    /// without it, the entry's.
+    pub fn error_in_entry(
+        &self,
+        path: &[&str],
+        index: usize,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let (entry_line, key_line) = self.entry_lines(path, index, key);
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: key_line.or(entry_line),
+            key: Some(format!("{}[{}].{key}", path.join("."), index + 1)),
+            message: message.into(),
+        }
+    }
+
+    /// `file:line` of entry `index` of an array of tables, for messages that point at a rule.
+    pub fn entry_origin(&self, path: &[&str], index: usize) -> String {
+        match self.entry_lines(path, index, "").0 {
+            Some(line) => format!("{}:{line}", self.origin),
+            None => self.origin.to_owned(),
+        }
+    }
+
+    /// The lines of an entry and of one of its keys, whether the array is written as `[[…]]`
+    /// tables or inline (`groups = [{ name = "ci", … }]`).
+    fn entry_lines(
+        &self,
+        path: &[&str],
+        index: usize,
+        key: &str,
+    ) -> (Option<usize>, Option<usize>) {
+        let Some(doc) = self.doc.as_ref() else {
+            return (None, None);
+        };
+        let mut item = doc.as_item();
+        for part in path {
+            match item.get(part) {
+                Some(inner) => item = inner,
+                None => return (None, None),
+            }
+        }
+        let (entry, key_span) = if let Some(tables) = item.as_array_of_tables() {
+            let Some(table) = tables.get(index) else {
+                return (None, None);
+            };
+            (table.span(), table.key(key).and_then(|k| k.span()))
+        } else if let Some(table) = item
+            .as_array()
+            .and_then(|a| a.get(index))
+            .and_then(|v| v.as_inline_table())
+        {
+            (table.span(), table.key(key).and_then(|k| k.span()))
+        } else {
+            (None, None)
+        };
+        (line_at(self.text, entry), line_at(self.text, key_span))
+    }
+}

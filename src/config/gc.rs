@@ -43,6 +43,22 @@ pub struct RetentionSettings {
     pub older_than: Option<Duration>,
 }
 
+impl std::fmt::Display for RetentionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "repositories {:?}", self.repositories)?;
+        if let Some(n) = self.keep_last {
+            write!(f, ", keep_last {n}")?;
+        }
+        if let Some(pattern) = &self.keep_tags {
+            write!(f, ", keep_tags {pattern:?}")?;
+        }
+        if let Some(age) = self.older_than {
+            write!(f, ", older_than {}", humantime::format_duration(age))?;
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn gc_settings(
     gc: Option<RawGc>,
     retention: Option<Vec<RawRetention>>,

@@ -8,12 +8,17 @@ use std::time::Duration;
 
 pub use ipnet::IpNet;
 
+use crate::access::AccessPolicy;
+
+mod access;
 mod acme;
 mod diagnostics;
 mod gc;
+mod ops;
 mod raw;
 
 pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
+pub use ops::{LogFormat, LogSettings, MetricsSettings, DEFAULT_METRICS_LISTEN};
 
 pub use diagnostics::{ConfigError, ConfigErrors};
 pub use gc::{GcSettings, RetentionSettings};
@@ -25,6 +30,11 @@ pub struct Settings {
     pub engine: EngineSettings,
     /// The TLS edge; without an `[edge]` section the engine runs alone on `engine.listen`.
     pub edge: Option<EdgeSettings>,
+    pub metrics: MetricsSettings,
+    pub log: LogSettings,
+    /// `[[access]]` rules, `[[auth.groups]]` and `auth.anonymous_pull`, checked. Enforced by
+    /// the engine behind the edge (without `[edge]` nobody is authenticated: not enforced).
+    pub access: AccessPolicy,
     /// Garbage collection and retention (`[gc]`, `[[retention]]`).
     pub gc: GcSettings,
 }
@@ -103,12 +113,31 @@ impl Settings {
 
     /// Checks configuration text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Settings, ConfigErrors> {
-        let (raw, locator) =
+        let (mut raw, locator) =
             diagnostics::deserialize_reporting_every_key::<raw::RawConfig>(text, origin)?;
-        let gc = gc::gc_settings(raw.gc, raw.retention, &locator).map_err(ConfigErrors)?;
+        let log = ops::log_settings(raw.log, &locator);
+        let access = access::access_policy(
+            raw.auth.anonymous_pull.take(),
+            raw.auth.groups.take(),
+            raw.access.take(),
+            &locator,
+        );
+        let gc = gc::gc_settings(raw.gc.take(), raw.retention.take(), &locator);
         let edge = match raw.edge {
-            None => None,
-            Some(edge) => Some(edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator)?),
+            None => Ok(None),
+            Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
+        };
+        // Every problem at once, not the first section's only.
+        let (log, edge, access, gc) = match (log, edge, access, gc) {
+            (Ok(log), Ok(edge), Ok(access), Ok(gc)) => (log, edge, access, gc),
+            (log, edge, access, gc) => {
+                let mut errors = log.err().into_iter().collect::<Vec<_>>();
+                errors.extend(edge.err().into_iter().flat_map(|e| e.0));
+                errors.extend(access.err().unwrap_or_default());
+                errors.extend(gc.err().unwrap_or_default());
+                errors.sort_by_key(|e| e.line);
+                return Err(ConfigErrors(errors));
+            }
         };
         Ok(Settings {
             storage: StorageSettings {
@@ -129,6 +158,9 @@ impl Settings {
                     .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
             },
             edge,
+            metrics: ops::metrics_settings(raw.metrics),
+            log,
+            access,
             gc,
         })
     }
@@ -161,6 +193,9 @@ impl Settings {
                     realm: "regapp-dev".to_owned(),
                 },
             }),
+            metrics: MetricsSettings::default(),
+            log: LogSettings::default(),
+            access: AccessPolicy::default(),
             gc: GcSettings::default(),
         }
     }
@@ -246,6 +281,11 @@ impl fmt::Display for Settings {
             "engine.max_manifest_bytes = {}",
             self.engine.max_manifest_bytes
         )?;
+        write!(
+            f,
+            "\nmetrics.listen = {}\nmetrics.allow = {:?}\nlog.level = {}\nlog.format = {:?}",
+            self.metrics.listen, self.metrics.allow, self.log.level, self.log.format
+        )?;
         write!(f, "\ngc.interval = ")?;
         match self.gc.interval {
             Some(interval) => write!(f, "{}", humantime::format_duration(interval))?,
@@ -258,8 +298,9 @@ impl fmt::Display for Settings {
             self.gc.delete_untagged,
             humantime::format_duration(self.gc.upload_max_age)
         )?;
-        for rule in &self.gc.retention {
-            write!(f, "\nretention: {rule:?}")?;
+        // One `key = value` line per rule, so a reload can tell what changed.
+        for (i, rule) in self.gc.retention.iter().enumerate() {
+            write!(f, "\nretention.{} = {rule}", i + 1)?;
         }
         let Some(edge) = &self.edge else {
             return write!(f, "\n(no [edge]: the engine alone serves engine.listen)");
@@ -292,7 +333,21 @@ impl fmt::Display for Settings {
                 acme.state_dir.display()
             )?,
         }
-        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())
+        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        // One `key = value` line per group and rule, so a reload can tell what changed.
+        write!(
+            f,
+            "\nauth.anonymous_pull = {}",
+            self.access.anonymous_pull()
+        )?;
+        for (name, members) in self.access.groups() {
+            let members: Vec<&str> = members.iter().map(String::as_str).collect();
+            write!(f, "\nauth.groups.{name} = {}", members.join(", "))?;
+        }
+        for (i, rule) in self.access.rules().iter().enumerate() {
+            write!(f, "\naccess.{} = {rule}", i + 1)?;
+        }
+        Ok(())
     }
 }
 

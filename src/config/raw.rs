@@ -23,6 +23,12 @@ pub(super) struct RawConfig {
     pub acme: Option<RawAcme>,
     pub gc: Option<RawGc>,
     pub retention: Option<Vec<RawRetention>>,
+    #[serde(default)]
+    pub metrics: RawMetrics,
+    #[serde(default)]
+    pub log: RawLog,
+    /// `[[access]]`: per-repository rules, in order.
+    pub access: Option<Vec<RawAccessRule>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,6 +79,25 @@ pub(super) struct RawTls {
 pub(super) struct RawAuth {
     pub htpasswd: Option<PathBuf>,
     pub realm: Option<String>,
+    pub anonymous_pull: Option<bool>,
+    pub groups: Option<Vec<RawGroup>>,
+}
+
+/// `[[auth.groups]]`: a name rules write as `@name`, and its members.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroup {
+    pub name: String,
+    pub members: Option<Vec<String>>,
+}
+
+/// `[[access]]`: one rule; missing keys are reported with the rule's line by `access.rs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccessRule {
+    pub repositories: Option<String>,
+    pub users: Option<Vec<String>>,
+    pub actions: Option<Vec<String>>,
 }
 
 /// `[acme]`: used when `tls.mode = "acme"`. Empty strings mean "not set", as in the shipped file.
@@ -87,6 +112,27 @@ pub(super) struct RawAcme {
     pub eab_hmac_key: Option<String>,
     pub profile: Option<String>,
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub listen: Option<SocketAddr>,
+    pub allow: Option<Vec<ipnet::IpNet>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum RawLogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub level: Option<String>,
+    pub format: Option<RawLogFormat>,
 }
 
 /// `[gc]`: the collection schedule and what it may delete.

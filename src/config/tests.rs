@@ -10,6 +10,8 @@ fn the_shipped_config_is_valid() {
     let edge = settings.edge.expect("the shipped config runs the edge");
     assert_eq!(edge.hostname, "registry.example.com");
     assert_eq!(edge.shutdown_grace, Duration::from_secs(30));
+    assert_eq!(settings.metrics, MetricsSettings::default());
+    assert_eq!(settings.log, LogSettings::default());
 }
 
 #[test]
@@ -244,4 +246,102 @@ fn gc_and_retention_errors_name_the_line_and_key() {
             (Some(6), "retention[1].repositories".to_owned())
         ]
     );
+}
+
+#[test]
+fn metrics_and_log_have_working_defaults_and_typed_values() {
+    let settings = Settings::parse("", "f").unwrap();
+    assert_eq!(settings.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);
+    assert!(settings.metrics.allow.is_empty());
+    assert_eq!(settings.log, LogSettings::default());
+
+    let text = "[metrics]\nlisten = \"0.0.0.0:9200\"\nallow = [\"10.0.0.0/8\"]\n\
+                [log]\nlevel = \"info,regapp::access=warn\"\nformat = \"json\"\n";
+    let settings = Settings::parse(text, "f").unwrap();
+    assert_eq!(settings.metrics.listen.to_string(), "0.0.0.0:9200");
+    assert_eq!(
+        settings.metrics.allow,
+        ["10.0.0.0/8".parse::<IpNet>().unwrap()]
+    );
+    assert_eq!(settings.log.format, LogFormat::Json);
+}
+
+#[test]
+fn bad_metrics_and_log_values_are_each_named_with_their_line() {
+    let text = "[metrics]\nlisten = \"nowhere\"\n[log]\nformat = \"xml\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "metrics.listen".to_owned()),
+            (Some(4), "log.format".to_owned())
+        ]
+    );
+    let errors = Settings::parse("[log]\nlevel = \"info,=[\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(errors[0].key.as_deref(), Some("log.level"), "{errors:?}");
+    assert_eq!(errors[0].line, Some(2));
+}
+
+#[test]
+fn access_rules_are_read_in_order_with_groups() {
+    let text = "[auth]\nanonymous_pull = true\n\n[[auth.groups]]\nname = \"ci\"\n\
+                members = [\"ci-bot\", \"release-bot\"]\n\n[[access]]\n\
+                repositories = \"team-a/**\"\nusers = [\"alice\"]\nactions = [\"pull\", \"push\"]\n\n\
+                [[access]]\nrepositories = \"**\"\nusers = [\"@ci\", \"anonymous\"]\n\
+                actions = [\"pull\", \"push\", \"delete\"]\n";
+    let access = Settings::parse(text, "f").unwrap().access;
+    use crate::access::Action;
+    assert!(access.anonymous_pull());
+    assert_eq!(access.rules().len(), 2);
+    assert_eq!(access.rules()[0].origin, "f:8");
+    assert!(access.allows(Some("alice"), "team-a/app", Action::Push));
+    assert!(access.allows(Some("release-bot"), "x", Action::Delete));
+    assert!(access.allows(None, "x", Action::Pull));
+    assert!(!access.allows(Some("alice"), "x", Action::Pull));
+    // No rules at all: today's behaviour.
+    let plain = Settings::parse("", "f").unwrap().access;
+    assert!(plain.rules().is_empty() && !plain.anonymous_pull());
+}
+
+#[test]
+fn access_mistakes_are_reported_with_key_and_line() {
+    let text = "[auth]\nanonymous_pull = true\n\n[[auth.groups]]\nname = \"ci\"\nmembers = [\"*\"]\n\n\
+                [[access]]\nrepositories = \"team-a/**\"\nusers = [\"@nobody\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"Team/[x]\"\nusers = [\"alice\"]\nactions = [\"fly\"]\n\n\
+                [[access]]\nusers = [\"alice\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"**\"\nusers = [\"*\"]\nactions = [\"pull\"]\n\n\
+                [[access]]\nrepositories = \"team-b/**\"\nusers = [\"bob\"]\nactions = [\"push\"]\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let found: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Some(2), "auth.anonymous_pull".to_owned()),
+            (Some(6), "auth.groups[1].members".to_owned()),
+            (Some(10), "access[1].users".to_owned()),
+            (Some(14), "access[2].repositories".to_owned()),
+            (Some(16), "access[2].actions".to_owned()),
+            (Some(18), "access[3].repositories".to_owned()),
+            (Some(28), "access[5].repositories".to_owned()),
+        ],
+        "{errors:#?}"
+    );
+    let shadowed = &errors[6];
+    assert!(
+        shadowed.message.contains("rule 4 (f:22)"),
+        "{}",
+        shadowed.message
+    );
+    assert!(errors[0]
+        .to_string()
+        .starts_with("f:2: auth.anonymous_pull: "));
 }

@@ -14,14 +14,17 @@ use pingora::listeners::tls::TlsSettings as PingoraTls;
 use pingora::prelude::{background_service, http_proxy_service, Server};
 use pingora::protocols::http::v2::server::default_h2_options;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
-use pingora::services::background::BackgroundService;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
+
+use crate::access::Access;
+use arc_swap::ArcSwap;
 
 use crate::acme::ChallengeTokens;
 use crate::auth::Authenticator;
 use crate::certs::CertResolver;
-use crate::config::EdgeSettings;
+use crate::config::{EdgeSettings, IpNet};
+use crate::metrics::Metrics;
 use crate::registry::api::Api;
 
 mod drain;
@@ -52,8 +55,12 @@ pub struct Edge {
     pub resolver: Arc<CertResolver>,
     /// ACME HTTP-01 answers served on :80 (empty unless `tls.mode = "acme"`).
     pub challenges: ChallengeTokens,
-    /// What SIGHUP does (reload htpasswd and certificates).
-    pub on_reload: Box<dyn Fn() + Send + Sync>,
+    /// The access rules (the engine enforces them; the edge reads `anonymous_pull`).
+    pub access: Arc<Access>,
+    /// Auth outcomes are counted here; `/metrics` is served to `metrics_allow`.
+    pub metrics: Metrics,
+    /// `[metrics] allow`, changed by SIGHUP; empty = `/metrics` is not served on the edge.
+    pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 impl Edge {
@@ -95,6 +102,9 @@ impl Edge {
                 certificates: self.resolver.clone(),
                 in_flight: in_flight.clone(),
                 idle_timeout: settings.idle_timeout,
+                access: self.access,
+                metrics: self.metrics,
+                metrics_allow: self.metrics_allow,
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
@@ -119,14 +129,11 @@ impl Edge {
         );
         http.add_tcp(&settings.http_listen.to_string());
 
-        let reload = background_service("sighup", ReloadOnHangup(self.on_reload));
-
         let engine = server.add_service(engine);
         let https = server.add_service(https);
         let http = server.add_service(http);
         https.add_dependency(&engine);
         http.add_dependency(&engine);
-        server.add_service(reload);
         tracing::info!(
             https = %settings.https_listen,
             http = %settings.http_listen,
@@ -143,7 +150,9 @@ impl Edge {
 }
 
 /// SIGTERM drains (systemd's stop) and exits once requests in flight are done, SIGINT stops at
-/// once. SIGQUIT's fd hand-over upgrade is not offered: regapp restarts instead.
+/// once. SIGQUIT's fd hand-over upgrade is not offered: regapp restarts instead. SIGHUP is not
+/// the edge's: `ops` reloads the whole configuration (pingora leaves it at its default, which
+/// would end the process, so `ops` takes it over before the edge starts).
 struct TermIsGraceful {
     in_flight: InFlight,
     grace: std::time::Duration,
@@ -158,30 +167,11 @@ impl ShutdownSignalWatch for TermIsGraceful {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!(in_flight = self.in_flight.count(), "SIGTERM: draining requests in flight");
+                crate::ops::notify::stopping();
                 self.in_flight.clone().exit_when_idle(self.grace);
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,
-        }
-    }
-}
-
-/// pingora leaves SIGHUP at its default, which kills the process; here it reloads.
-struct ReloadOnHangup(Box<dyn Fn() + Send + Sync>);
-
-#[async_trait]
-impl BackgroundService for ReloadOnHangup {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = signal(SignalKind::hangup()).expect("installing a SIGHUP handler");
-        loop {
-            tokio::select! {
-                _ = hangup.recv() => {
-                    tracing::info!("SIGHUP: reloading htpasswd and certificates");
-                    (self.0)();
-                }
-                _ = shutdown.changed() => return,
-            }
         }
     }
 }

@@ -3,6 +3,12 @@
 //! Bodies are never buffered here: pingora moves them in 64 KiB pieces through a small channel,
 //! so memory stays flat and backpressure reaches the client. A request that fails
 //! authentication is answered from `request_filter`, before its body is read.
+//!
+//! With `auth.anonymous_pull`, a GET or HEAD without credentials goes to the engine with no
+//! user, and the engine's access rules decide; a request without credentials that could never
+//! be allowed (any other method) is still refused here. Which repositories a user may touch is
+//! the engine's call (it knows the routes): it answers 403 `DENIED`, or 401 for a client without
+//! credentials, to which the challenge is added here.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,10 +22,16 @@ use pingora::proxy::FailToProxy;
 
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
+use crate::access::Access;
+use arc_swap::ArcSwap;
+
 use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
 use crate::config::IpNet;
-use crate::registry::api::{error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER};
+use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::registry::api::{
+    error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
+};
 
 /// How the edge reaches the engine and whom it lets in.
 pub struct EdgeProxy {
@@ -33,6 +45,11 @@ pub struct EdgeProxy {
     pub in_flight: InFlight,
     /// The longest a read from or a write to the client may wait.
     pub idle_timeout: Duration,
+    /// The access rules in force: read here only for `anonymous_pull`.
+    pub access: Arc<Access>,
+    pub metrics: Metrics,
+    /// Who may read `/metrics` here (no Basic Auth: a scraper's address is its credential).
+    pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
 }
 
 /// What one request carries from filter to filter.
@@ -41,12 +58,43 @@ pub struct RequestContext {
     started: Instant,
     client: Option<IpAddr>,
     user: Option<String>,
+    /// Let in without credentials (anonymous pull).
+    anonymous: bool,
+    /// Logged in the access log, passed to the engine (its log lines carry it) and returned.
+    request_id: String,
 }
 
 impl EdgeProxy {
+    fn challenge(&self) -> (header::HeaderName, String) {
+        (
+            header::WWW_AUTHENTICATE,
+            format!("Basic realm=\"{}\"", self.realm.replace('"', "'")),
+        )
+    }
+
     fn allowed(&self, client: Option<IpAddr>) -> bool {
         self.allow.is_empty()
             || client.is_some_and(|ip| self.allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    fn metrics_allowed(&self, client: Option<IpAddr>) -> bool {
+        let allow = self.metrics_allow.load();
+        client.is_some_and(|ip| allow.iter().any(|net| net.contains(&ip)))
+    }
+
+    /// `/metrics` for a client in `[metrics] allow`: the same text as the metrics listener's.
+    async fn serve_metrics(&self, session: &mut Session, ctx: &RequestContext) -> Result<bool> {
+        let body = bytes::Bytes::from(self.metrics.render());
+        let mut response = ResponseHeader::build(StatusCode::OK, Some(4))?;
+        response.insert_header(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)?;
+        response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        self.add_security_headers(&mut response)?;
+        session
+            .write_response_header(Box::new(response), false)
+            .await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
     }
 
     fn add_security_headers(&self, response: &mut ResponseHeader) -> Result<()> {
@@ -67,6 +115,7 @@ impl EdgeProxy {
     async fn refuse(
         &self,
         session: &mut Session,
+        request_id: &str,
         status: StatusCode,
         code: Code,
         detail: &str,
@@ -77,6 +126,7 @@ impl EdgeProxy {
         response.insert_header(header::CONTENT_TYPE, "application/json")?;
         response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         response.insert_header("docker-distribution-api-version", "registry/2.0")?;
+        response.insert_header(REQUEST_ID_HEADER, request_id)?;
         for (name, value) in extra {
             response.insert_header(name.clone(), value.as_str())?;
         }
@@ -106,6 +156,8 @@ impl ProxyHttp for EdgeProxy {
             started: Instant::now(),
             client: None,
             user: None,
+            anonymous: false,
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
         }
     }
 
@@ -119,10 +171,20 @@ impl ProxyHttp for EdgeProxy {
         // default has no write timeout (a client that stops reading would be held forever).
         session.set_read_timeout(Some(self.idle_timeout));
         session.set_write_timeout(Some(self.idle_timeout));
+        if session.req_header().uri.path() == "/metrics" && self.metrics_allowed(ctx.client) {
+            return self.serve_metrics(session, ctx).await;
+        }
         if !self.allowed(ctx.client) {
             let detail = "this address is not in edge.allow";
             return self
-                .refuse(session, StatusCode::FORBIDDEN, Code::Denied, detail, &[])
+                .refuse(
+                    session,
+                    &ctx.request_id,
+                    StatusCode::FORBIDDEN,
+                    Code::Denied,
+                    detail,
+                    &[],
+                )
                 .await;
         }
         let authorization = session
@@ -132,27 +194,36 @@ impl ProxyHttp for EdgeProxy {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let client = ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let challenge = (
-            header::WWW_AUTHENTICATE,
-            format!("Basic realm=\"{}\"", self.realm.replace('"', "'")),
-        );
+        let challenge = self.challenge();
+        let method = &session.req_header().method;
+        let may_pull_anonymously = (method == http::Method::GET || method == http::Method::HEAD)
+            && self.access.current().anonymous_pull();
         match self
             .authenticator
             .check(authorization.as_deref(), client)
             .await
         {
             AuthDecision::Allowed { user } => {
+                self.metrics.auth.success();
                 ctx.user = Some(user);
                 Ok(false)
             }
+            // No credentials (containers/image sends an empty `user:password` then, which is
+            // no credentials too): the engine decides what an anonymous client may pull.
+            AuthDecision::MissingCredentials if may_pull_anonymously => {
+                ctx.anonymous = true;
+                Ok(false)
+            }
             refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
-                let detail = if refused == AuthDecision::Denied {
-                    "unknown user or wrong password"
+                let (detail, reason) = if refused == AuthDecision::Denied {
+                    ("unknown user or wrong password", "denied")
                 } else {
-                    "authentication required"
+                    ("authentication required", "missing")
                 };
+                self.metrics.auth.failure(reason);
                 self.refuse(
                     session,
+                    &ctx.request_id,
                     StatusCode::UNAUTHORIZED,
                     Code::Unauthorized,
                     detail,
@@ -161,10 +232,12 @@ impl ProxyHttp for EdgeProxy {
                 .await
             }
             AuthDecision::Limited { retry_after } => {
+                self.metrics.auth.rate_limited();
                 let detail = "too many failed logins from this address";
                 let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
                 self.refuse(
                     session,
+                    &ctx.request_id,
                     StatusCode::TOO_MANY_REQUESTS,
                     Code::TooManyRequests,
                     detail,
@@ -219,6 +292,7 @@ impl ProxyHttp for EdgeProxy {
             upstream.insert_header("x-forwarded-host", host)?;
         }
         upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         if let Some(user) = &ctx.user {
             upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
         }
@@ -227,10 +301,23 @@ impl ProxyHttp for EdgeProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut ResponseHeader,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> Result<()> {
+        // For a client let in without credentials: a 401 (the rules let anonymous not pull
+        // this) carries the challenge, so a client that has credentials retries with them. So
+        // does the 200 of `/v2/`: docker ignores a challenge on a 200 and pulls anonymously,
+        // while containers/image (podman, skopeo, buildah) records it and sends its
+        // credentials from then on — without it, they would push without credentials.
+        if ctx.anonymous
+            && (upstream.status == StatusCode::UNAUTHORIZED
+                || matches!(session.req_header().uri.path(), "/v2/" | "/v2"))
+        {
+            let (name, value) = self.challenge();
+            upstream.insert_header(name, value)?;
+        }
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
         self.add_security_headers(upstream)
     }
 
@@ -241,7 +328,7 @@ impl ProxyHttp for EdgeProxy {
         &self,
         session: &mut Session,
         e: &pingora::Error,
-        _ctx: &mut RequestContext,
+        ctx: &mut RequestContext,
     ) -> FailToProxy {
         use pingora::{ErrorSource, ErrorType};
         let (status, code, detail) = match (e.esource(), e.etype()) {
@@ -285,7 +372,10 @@ impl ProxyHttp for EdgeProxy {
             ),
         };
         if session.response_written().is_none() {
-            if let Err(write) = self.refuse(session, status, code, &detail, &[]).await {
+            if let Err(write) = self
+                .refuse(session, &ctx.request_id, status, code, &detail, &[])
+                .await
+            {
                 tracing::debug!(error = %write, "could not send the error response");
             }
         }
@@ -305,6 +395,7 @@ impl ProxyHttp for EdgeProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         tracing::info!(
             target: "regapp::access",
+            request_id = %ctx.request_id,
             client = %ctx.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             user = ctx.user.as_deref().unwrap_or("-"),
             method = %request.method,

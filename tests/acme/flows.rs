@@ -72,6 +72,15 @@ fn a_first_start_orders_over_http01_and_a_restart_orders_nothing() {
     assert!(text.contains("renewal due:"), "{text}");
     assert!(text.contains("attempts:      success=1"), "{text}");
 
+    // Ready once the certificate is served; the metrics see the attempt and the expiry.
+    let (status, body) = crate::ops::get(regapp.metrics_port, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    let (_, scrape) = crate::ops::get(regapp.metrics_port, "/metrics");
+    let series = r#"regapp_acme_renewal_attempts_total{result="success"}"#;
+    assert_eq!(crate::ops::sample(&scrape, series), 1.0, "{scrape}");
+    let series = r#"regapp_tls_certificate_expiry_timestamp_seconds{name="localhost"}"#;
+    assert!(crate::ops::sample(&scrape, series) > 0.0, "{scrape}");
+
     // A restart with a valid certificate on disk serves it at once and orders nothing.
     regapp.stop();
     let started = Instant::now();
@@ -259,6 +268,20 @@ fn a_forced_renewal_swaps_the_certificate_while_an_upload_continues() {
     pebble.stop();
 }
 
+/// Waits (≤ 30 s) for regapp to log a failed order; prints that line and returns the whole log.
+fn first_failed_order(regapp: &AcmeRegapp) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = regapp.log();
+        if let Some(line) = log.lines().find(|l| l.contains("ACME order failed")) {
+            eprintln!("{line}");
+            return log;
+        }
+        assert!(Instant::now() < deadline, "no failure logged:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     // pebble validates against a port where nothing listens: :80 "not reachable".
@@ -266,22 +289,7 @@ fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     let mut pebble = Pebble::start(closed);
     let mut regapp = AcmeRegapp::configure(free_port(), &pebble.directory, &pebble.listener_ca, "");
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA could not validate localhost over HTTP-01"),
         "{log}"
@@ -289,12 +297,13 @@ fn a_failed_validation_shows_the_cas_detail_and_keeps_retrying() {
     // pebble's own words, e.g. "Connection refused".
     assert!(log.to_lowercase().contains("connection refused"), "{log}");
     assert!(log.contains("port 80"), "{log}");
-    // Nothing is served meanwhile: the handshake is refused at once (no hang, no stale
-    // certificate), and the status says what happened and when it retries.
+    // Nothing is served meanwhile: the handshake is refused, not left hanging (a hang would
+    // end at `served_leaf`'s 5 s read timeout; below that the bound is loose, so that a busy
+    // machine passes), and the status says what happened and when it retries.
     let tried = Instant::now();
     assert!(served_leaf(regapp.https_port, &pebble.issuing_root()).is_none());
     assert!(
-        tried.elapsed() < Duration::from_secs(1),
+        tried.elapsed() < Duration::from_secs(4),
         "{:?}",
         tried.elapsed()
     );
@@ -319,22 +328,7 @@ fn a_name_that_does_not_resolve_shows_the_cas_dns_detail() {
         "domains = [\"registry.invalid-name.test\"]\n",
     );
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA could not validate registry.invalid-name.test over HTTP-01"),
         "{log}"
@@ -356,22 +350,7 @@ fn a_wrong_external_account_binding_is_named() {
         &format!("eab_kid = \"{EAB_KID}\"\neab_hmac_key = \"{wrong_key}\"\n"),
     );
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA refused the account's External Account Binding"),
         "{log}"
@@ -387,22 +366,7 @@ fn a_missing_external_account_binding_is_asked_for() {
     let mut pebble = Pebble::start_with_eab(http_port);
     let mut regapp = AcmeRegapp::configure(http_port, &pebble.directory, &pebble.listener_ca, "");
     regapp.start();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !regapp.log().contains("ACME order failed") {
-        assert!(
-            Instant::now() < deadline,
-            "no failure logged:\n{}",
-            regapp.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let log = regapp.log();
-    eprintln!(
-        "{}",
-        log.lines()
-            .find(|l| l.contains("ACME order failed"))
-            .unwrap()
-    );
+    let log = first_failed_order(&regapp);
     assert!(
         log.contains("the CA requires External Account Binding"),
         "{log}"

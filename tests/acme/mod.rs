@@ -215,6 +215,8 @@ pub struct AcmeRegapp {
     pub config: PathBuf,
     pub https_port: u16,
     pub http_port: u16,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_port: u16,
     pub process: Option<ServerProcess>,
 }
 
@@ -235,8 +237,10 @@ impl AcmeRegapp {
             PASSWORD,
         ]);
         let https_port = free_port();
+        let metrics_port = free_port();
         let config = format!(
             "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine}\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
              http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n\n\
              [tls]\nmode = \"acme\"\n\n\
@@ -254,6 +258,7 @@ impl AcmeRegapp {
             config: config_file,
             https_port,
             http_port,
+            metrics_port,
             process: None,
         }
     }

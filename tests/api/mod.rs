@@ -11,6 +11,7 @@ use regapp::registry::store::{Store, StoreOptions};
 use regapp::storage::FsDriver;
 use sha2::{Digest as _, Sha256};
 
+mod access;
 mod blobs;
 mod errors;
 mod listing;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::process::ServerProcess;
 
+mod access;
 mod auth;
 mod proxy;
 mod tls;
@@ -20,6 +21,9 @@ pub struct EdgeServer {
     pub https_port: u16,
     pub http_port: u16,
     pub engine_port: u16,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_port: u16,
+    pub config_file: PathBuf,
 }
 
 pub const USER: &str = "alice";
@@ -58,6 +62,34 @@ impl EdgeServer {
     }
 
     pub fn start_with(tls: Tls, extra_edge: &str) -> EdgeServer {
+        EdgeServer::start_configured(tls, extra_edge, "", |_| {})
+    }
+
+    /// With more htpasswd users and `auth_tail` appended to the config after `[auth]`'s keys
+    /// (more `[auth]` keys, then `[[auth.groups]]` and `[[access]]` tables).
+    pub fn start_with_rules(users: &[(&str, &str)], auth_tail: &str) -> EdgeServer {
+        EdgeServer::start_full(Tls::SelfSigned, "", users, auth_tail, "", |_| {})
+    }
+
+    /// `extra_sections` is appended after `[auth]` (`[log]`, or keys of `[metrics]` after its
+    /// `listen`); `customize` can change the environment.
+    pub fn start_configured(
+        tls: Tls,
+        extra_edge: &str,
+        extra_sections: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> EdgeServer {
+        EdgeServer::start_full(tls, extra_edge, &[], "", extra_sections, customize)
+    }
+
+    fn start_full(
+        tls: Tls,
+        extra_edge: &str,
+        users: &[(&str, &str)],
+        auth_tail: &str,
+        extra_sections: &str,
+        customize: impl FnOnce(&mut Command),
+    ) -> EdgeServer {
         let dir = tempfile::tempdir().unwrap();
         let htpasswd_file = dir.path().join("htpasswd");
         htpasswd(&[
@@ -70,7 +102,12 @@ impl EdgeServer {
             USER,
             PASSWORD,
         ]);
+        for (user, password) in users {
+            let file = htpasswd_file.to_str().unwrap();
+            htpasswd(&["-B", "-C", "4", "-b", file, user, password]);
+        }
         let (https_port, http_port, engine_port) = (free_port(), free_port(), free_port());
+        let metrics_port = free_port();
         let tls = match tls {
             Tls::SelfSigned => format!(
                 "mode = \"self-signed\"\nstate_dir = {:?}\n",
@@ -84,13 +121,15 @@ impl EdgeServer {
             "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
              http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n{extra_edge}\n\n\
-             [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n",
+             [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n{auth_tail}\n\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n{extra_sections}\n",
             root = dir.path().join("data"),
         );
         let config_file = dir.path().join("regapp.toml");
         std::fs::write(&config_file, config).unwrap();
         let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
         command.arg("serve").arg("--config").arg(&config_file);
+        customize(&mut command);
         let (mut process, found) = ServerProcess::spawn("regapp", "regapp", command, |line| {
             line.starts_with("regapp listening on https://")
                 .then(|| line.to_owned())
@@ -110,6 +149,8 @@ impl EdgeServer {
             https_port,
             http_port,
             engine_port,
+            metrics_port,
+            config_file,
         }
     }
 

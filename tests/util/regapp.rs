@@ -56,7 +56,7 @@ pub fn write_config(root: &Path, extra: &str) -> (TempDir, std::path::PathBuf) {
     let config = config_dir.path().join("regapp.toml");
     let root = root.to_str().expect("test storage roots are UTF-8 paths");
     let text = format!(
-        "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
         toml_string(root)
     );
     std::fs::write(&config, text).expect("write the regapp config");

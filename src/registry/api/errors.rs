@@ -37,6 +37,17 @@ pub enum ApiError {
     NotThroughFront,
     #[error("method not allowed on this endpoint")]
     MethodNotAllowed,
+    #[error("{action} on {repo} needs credentials")]
+    AuthenticationRequired {
+        repo: String,
+        action: crate::access::Action,
+    },
+    #[error("{user} may not {action} {repo}")]
+    AccessDenied {
+        user: String,
+        repo: String,
+        action: crate::access::Action,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -128,6 +139,8 @@ impl ApiError {
             ApiError::NotFound => (Code::Unsupported, S::NOT_FOUND),
             ApiError::NotThroughFront => (Code::Denied, S::FORBIDDEN),
             ApiError::MethodNotAllowed => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
+            ApiError::AuthenticationRequired { .. } => (Code::Unauthorized, S::UNAUTHORIZED),
+            ApiError::AccessDenied { .. } => (Code::Denied, S::FORBIDDEN),
             ApiError::Store(e) => match e {
                 StoreError::NameUnknown(_) => (Code::NameUnknown, S::NOT_FOUND),
                 StoreError::BlobUnknown(_) => (Code::BlobUnknown, S::NOT_FOUND),

@@ -1,20 +1,25 @@
 //! The OCI Distribution HTTP API over the store: routes → handlers → the error table.
 //! Knows HTTP (the `http` and `hyper` types) but no TLS, no authentication and no pingora:
-//! the edge puts those in front.
+//! the edge puts those in front. It does enforce the access rules (`permissions.rs`), for the
+//! user the edge names, because only the engine knows what a route acts on.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use http::{HeaderMap, Method};
-use http_body_util::BodyDataStream;
+use http::{HeaderMap, HeaderValue, Method};
+use http_body_util::{BodyDataStream, BodyExt};
+use tracing::Instrument;
 
+use crate::access::Access;
+use crate::metrics::{EngineMetrics, RouteClass};
 use crate::registry::store::{Body, Store};
 
 mod errors;
 mod handlers;
+mod permissions;
 mod response;
 mod routes;
 pub mod server;
@@ -30,12 +35,17 @@ pub struct Api {
     store: Arc<Store>,
     front_token: Option<Arc<str>>,
     body_idle_timeout: Option<Duration>,
+    access: Option<Arc<Access>>,
+    metrics: Option<EngineMetrics>,
 }
 
 /// The header by which a trusted front (regapp's edge) proves a request came through it.
 pub const FRONT_TOKEN_HEADER: &str = "x-regapp-front-token";
 /// The header by which the front names the authenticated user (trusted only with the token).
 pub const FRONT_USER_HEADER: &str = "x-regapp-user";
+/// The request's id: set by the edge (and logged in its access log), made up here when absent;
+/// every log line of the request carries it and the answer returns it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// What a handler gets of a request besides its body, once the route is known. (The body is
 /// passed apart: it is a stream that is `Send` but not `Sync`.)
@@ -64,7 +74,36 @@ impl Api {
             store,
             front_token: None,
             body_idle_timeout: None,
+            metrics: None,
+            access: None,
         }
+    }
+
+    /// Enforces `access`'s rules for the user the front names in [`FRONT_USER_HEADER`] (no
+    /// header: a client without credentials). Only behind a front that authenticates and
+    /// strips client copies of that header, i.e. together with [`Api::require_front_token`].
+    pub fn enforce_access(mut self, access: Arc<Access>) -> Api {
+        self.access = Some(access);
+        self
+    }
+
+    fn permissions(&self, headers: &HeaderMap) -> permissions::Permissions {
+        match &self.access {
+            None => permissions::Permissions::unrestricted(),
+            Some(access) => {
+                let user = headers
+                    .get(FRONT_USER_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                permissions::Permissions::of(access.current(), user)
+            }
+        }
+    }
+
+    /// Counts requests, bytes, uploads and blobs into `metrics`.
+    pub fn metrics(mut self, metrics: EngineMetrics) -> Api {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Fails a request whose body stalls for `idle`: the upload keeps what arrived (it can be
@@ -110,11 +149,30 @@ impl Api {
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let request_id = request_id(request.headers());
+        let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
+        let mut response = self.handle_counted(request).instrument(span).await;
+        let headers = response.headers_mut();
+        headers.insert(API_VERSION, API_VERSION_VALUE);
+        headers.insert(REQUEST_ID_HEADER, request_id);
+        response
+    }
+
+    async fn handle_counted<B>(&self, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
         let (parts, body) = request.into_parts();
         let mut body: Body =
             Box::pin(BodyDataStream::new(body).map_err(|e| io::Error::other(e.into())));
         if let Some(idle) = self.body_idle_timeout {
             body = with_idle_timeout(body, idle);
+        }
+        if let Some(metrics) = &self.metrics {
+            let metrics = metrics.clone();
+            body = Box::pin(body.inspect_ok(move |chunk| metrics.received(chunk.len() as u64)));
         }
         let query = parts
             .uri
@@ -126,20 +184,105 @@ impl Api {
             headers: parts.headers,
             query,
         };
-        let mut response = if !self.came_through_front(&request.headers) {
+        let method = request.method.clone();
+        let route = Route::parse(parts.uri.path());
+        let class = route.as_ref().map_or(RouteClass::Other, route_class);
+        let _uploading = self
+            .metrics
+            .as_ref()
+            .filter(|_| is_upload(class, &method))
+            .map(EngineMetrics::upload_started);
+        let response = if !self.came_through_front(&request.headers) {
             Err(ApiError::NotThroughFront)
         } else {
-            match Route::parse(parts.uri.path()) {
-                Ok(route) => handlers::dispatch(&self.store, route, request, body).await,
+            let permissions = self.permissions(&request.headers);
+            match route {
+                Ok(route) => {
+                    // Checked before the handler reads anything, the body above all.
+                    let allowed = match permissions::required_action(&route, &request.method) {
+                        Some((name, action)) => permissions.require(name, action),
+                        None => Ok(()),
+                    };
+                    match allowed {
+                        Ok(()) => {
+                            handlers::dispatch(&self.store, route, request, body, &permissions)
+                                .await
+                        }
+                        Err(denied) => Err(denied),
+                    }
+                }
                 Err(e) => Err(e),
             }
         }
         .unwrap_or_else(ApiError::into_response);
-        response
-            .headers_mut()
-            .insert(API_VERSION, API_VERSION_VALUE);
-        response
+        match &self.metrics {
+            Some(metrics) => count(metrics, class, &method, started, response),
+            None => response,
+        }
     }
+}
+
+/// Records the answered request and counts the bytes of its body as they are sent.
+fn count(
+    metrics: &EngineMetrics,
+    class: RouteClass,
+    method: &Method,
+    started: Instant,
+    response: Response,
+) -> Response {
+    let status = response.status().as_u16();
+    metrics.request(class, method.as_str(), status, started.elapsed());
+    match (class, method, status) {
+        (RouteClass::Upload, &Method::PUT | &Method::POST, 201) => metrics.blob_pushed(),
+        (RouteClass::Blob, &Method::GET, 200 | 206) => metrics.blob_pulled(),
+        _ => {}
+    }
+    let metrics = metrics.clone();
+    response.map(|body| {
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                metrics.sent(data.len() as u64);
+            }
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+fn route_class(route: &Route) -> RouteClass {
+    match route {
+        Route::Base => RouteClass::Base,
+        Route::Catalog => RouteClass::Catalog,
+        Route::Tags(_) => RouteClass::Tags,
+        Route::Manifest(..) => RouteClass::Manifest,
+        Route::Uploads(_) | Route::Upload(..) => RouteClass::Upload,
+        Route::Blob(..) => RouteClass::Blob,
+        Route::Referrers(..) => RouteClass::Referrers,
+    }
+}
+
+/// Requests that may stream a blob's bytes in: POST (monolithic), PATCH and PUT of an upload.
+fn is_upload(class: RouteClass, method: &Method) -> bool {
+    class == RouteClass::Upload && matches!(*method, Method::POST | Method::PATCH | Method::PUT)
+}
+
+/// The id the front gave (if it is a sane header value), else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| {
+            let bytes = v.as_bytes();
+            !bytes.is_empty()
+                && bytes.len() <= 64
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .expect("a uuid is a valid header value")
+        })
 }
 
 /// Ends `body` with a `TimedOut` error when no chunk arrives for `idle`.

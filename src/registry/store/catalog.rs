@@ -73,6 +73,16 @@ impl Store {
         last: Option<&str>,
         limit: Option<usize>,
     ) -> StoreResult<Vec<String>> {
+        self.catalog_where(last, limit, |_| true).await
+    }
+
+    /// Like [`Store::catalog`], counting only names `keep` accepts.
+    pub async fn catalog_where(
+        &self,
+        last: Option<&str>,
+        limit: Option<usize>,
+        keep: impl Fn(&str) -> bool,
+    ) -> StoreResult<Vec<String>> {
         if self.catalog.names.read().await.is_none() {
             let walked = self.walk_repositories().await?;
             self.catalog.install_walk(walked).await;
@@ -85,6 +95,7 @@ impl Store {
         };
         Ok(names
             .range((start, Bound::Unbounded))
+            .filter(|name| keep(name))
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect())

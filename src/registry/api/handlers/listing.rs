@@ -4,7 +4,9 @@
 use http::{header, StatusCode};
 use serde_json::json;
 
+use crate::access::Action;
 use crate::registry::api::errors::{value, ApiError};
+use crate::registry::api::permissions::Permissions;
 use crate::registry::api::response::{self, json_response, Response, OCI_FILTERS_APPLIED};
 use crate::registry::api::Request;
 use crate::registry::store::Store;
@@ -15,12 +17,24 @@ use crate::registry::types::{Digest, RepoName};
 const CATALOG_DEFAULT_PAGE: usize = 1000;
 const CATALOG_MAX_PAGE: usize = 10_000;
 
-pub(super) async fn catalog(store: &Store, req: &Request) -> Result<Response, ApiError> {
+/// Lists only repositories the caller may pull; `n` and `last` count what is listed, so pages
+/// stay full and `last` stays a name the caller has seen.
+pub(super) async fn catalog(
+    store: &Store,
+    req: &Request,
+    permissions: &Permissions,
+) -> Result<Response, ApiError> {
     let n = page_size(req)?
         .unwrap_or(CATALOG_DEFAULT_PAGE)
         .min(CATALOG_MAX_PAGE);
     let last = req.query("last");
-    let mut names = store.catalog(last, Some(n + 1)).await?;
+    let mut names = store
+        .catalog_where(last, Some(n + 1), |name| {
+            // Names in the catalog were parsed when they were pushed or walked.
+            name.parse()
+                .is_ok_and(|name| permissions.allows(&name, Action::Pull))
+        })
+        .await?;
     let more = names.len() > n;
     names.truncate(n);
     let next = more.then(|| next_link("/v2/_catalog", n, names.last()));

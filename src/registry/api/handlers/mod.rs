@@ -5,6 +5,7 @@ use http::{Method, StatusCode};
 use serde_json::json;
 
 use super::errors::ApiError;
+use super::permissions::Permissions;
 use super::response::{json_response, Response};
 use super::routes::Route;
 use super::Request;
@@ -21,11 +22,12 @@ pub(super) async fn dispatch(
     route: Route,
     req: Request,
     body: Body,
+    permissions: &Permissions,
 ) -> Result<Response, ApiError> {
     use Method as M;
     match (route, req.method.clone()) {
         (Route::Base, M::GET | M::HEAD) => Ok(json_response(StatusCode::OK, &json!({}))),
-        (Route::Catalog, M::GET) => listing::catalog(store, &req).await,
+        (Route::Catalog, M::GET) => listing::catalog(store, &req, permissions).await,
         (Route::Tags(name), M::GET) => listing::tags(store, &name, &req).await,
         (Route::Referrers(name, digest), M::GET) => {
             listing::referrers(store, &name, &parse_digest(&digest)?, &req).await
@@ -53,7 +55,9 @@ pub(super) async fn dispatch(
         (Route::Blob(name, digest), M::DELETE) => {
             blobs::delete(store, &name, &parse_digest(&digest)?).await
         }
-        (Route::Uploads(name), M::POST) => uploads::start(store, &name, &req, body).await,
+        (Route::Uploads(name), M::POST) => {
+            uploads::start(store, &name, &req, body, permissions).await
+        }
         (Route::Upload(name, id), M::GET) => {
             uploads::status(store, &name, &parse_upload_id(&id)?).await
         }

@@ -7,7 +7,9 @@
 use http::{header, StatusCode};
 
 use super::parse_digest;
+use crate::access::Action;
 use crate::registry::api::errors::{upload_range, value, ApiError};
+use crate::registry::api::permissions::Permissions;
 use crate::registry::api::response::{self, Response, CONTENT_DIGEST, UPLOAD_UUID};
 use crate::registry::api::Request;
 use crate::registry::store::{Body, Store};
@@ -19,6 +21,7 @@ pub(super) async fn start(
     name: &RepoName,
     req: &Request,
     body: Body,
+    permissions: &Permissions,
 ) -> Result<Response, ApiError> {
     if let Some(mount) = req.query("mount") {
         let digest = parse_digest(mount)?;
@@ -28,7 +31,11 @@ pub(super) async fn start(
                 .map_err(|e: crate::registry::types::NameError| {
                     ApiError::NameInvalid(e.to_string())
                 })?;
-            if store.blob_mount(name, &digest, &from).await? {
+            // A mount reads the source: without `pull` there it is an ordinary upload, and
+            // whether the blob exists there is not revealed.
+            if permissions.allows(&from, Action::Pull)
+                && store.blob_mount(name, &digest, &from).await?
+            {
                 return Ok(created(name, &digest));
             }
         }

@@ -1,0 +1,81 @@
+//! Logging through tracing: plain lines on a terminal (coloured) or for journald (no colours,
+//! no timestamp of our own: the journal stamps each line), JSON lines with `log.format = "json"`.
+//! The level comes from `log.level`, unless `REGAPP_LOG` or `RUST_LOG` is set (they win, for a
+//! one-off debug session), and can change on SIGHUP.
+//!
+//! The subscriber is process-wide by nature (tracing's global default), so the handle that
+//! changes its level is kept here, set once by [`init`].
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
+
+use crate::config::{LogFormat, LogSettings};
+
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+static LEVEL: OnceLock<FilterHandle> = OnceLock::new();
+
+/// Installs the global subscriber. Call once, early; later calls do nothing.
+pub fn init(settings: &LogSettings) {
+    let from_env = env_filter();
+    let env_decides = from_env.is_some();
+    let filter = from_env
+        .or_else(|| EnvFilter::builder().parse(&settings.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let ansi = std::io::stderr().is_terminal();
+    // systemd sets JOURNAL_STREAM when stderr goes to the journal, which has its own timestamps.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let output = match settings.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text if journal => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LEVEL.set(handle);
+        if env_decides {
+            tracing::info!("REGAPP_LOG/RUST_LOG is set: it decides the log level, not log.level");
+        }
+    }
+}
+
+/// Applies `log.level` (SIGHUP). Does nothing when the environment decides the level.
+pub fn set_level(level: &str) -> Result<(), String> {
+    if env_filter().is_some() {
+        return Ok(());
+    }
+    let Some(handle) = LEVEL.get() else {
+        return Ok(());
+    };
+    let filter = EnvFilter::builder()
+        .parse(level)
+        .map_err(|e| format!("log.level {level:?}: {e}"))?;
+    handle.reload(filter).map_err(|e| format!("log.level: {e}"))
+}
+
+fn env_filter() -> Option<EnvFilter> {
+    ["REGAPP_LOG", "RUST_LOG"]
+        .iter()
+        .find_map(|var| EnvFilter::try_from_env(var).ok())
+}

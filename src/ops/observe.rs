@@ -1,0 +1,97 @@
+//! Scrape-time copies into the metrics of what other parts keep themselves: htpasswd reload
+//! counts (`auth` counts them where they happen), the certificate served (any TLS mode), and the
+//! certificate manager's attempts by result.
+
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use crate::acme::AcmeManager;
+use crate::auth::Authenticator;
+use crate::certs::{CertInfo, CertResolver};
+use crate::metrics::Metrics;
+
+pub fn auth(metrics: &Metrics, authenticator: Authenticator) {
+    metrics.on_scrape(move |m| {
+        let stats = authenticator.stats();
+        m.auth
+            .set_htpasswd_reloads(stats.reloads_ok, stats.reload_errors);
+    });
+}
+
+/// The served certificate's expiry per name; with `acme`, its attempts too.
+pub fn certificates(
+    metrics: &Metrics,
+    resolver: Arc<CertResolver>,
+    acme: Option<Arc<AcmeManager>>,
+) {
+    metrics.on_scrape(move |m| match &acme {
+        Some(manager) => {
+            let status = manager.status();
+            m.tls.set_expiry(&status.expiry_by_name());
+            m.tls
+                .set_renewal_attempts(status.attempts.iter().map(|(kind, n)| (*kind, *n)));
+        }
+        None => m.tls.set_expiry(
+            &resolver
+                .info()
+                .map(|info| expiry_by_name(&info))
+                .unwrap_or_default(),
+        ),
+    });
+}
+
+/// (name, expiry in Unix seconds) for each DNS name and IP address on the certificate.
+fn expiry_by_name(info: &CertInfo) -> Vec<(String, u64)> {
+    let expiry = info
+        .not_after
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    info.dns_names
+        .iter()
+        .cloned()
+        .chain(info.ip_addresses.iter().map(ToString::to_string))
+        .map(|name| (name, expiry))
+        .collect()
+}
+
+/// Every collection and measurement of `collector` into the GC and storage metrics, as they
+/// happen (a run is an event: counting it at scrape time could miss or double one).
+pub fn garbage_collection(metrics: &Metrics, collector: &crate::gc::Collector) {
+    collector.set_observer(Arc::new(GcToMetrics {
+        metrics: metrics.gc.clone(),
+        reported: std::sync::Mutex::new(Vec::new()),
+    }));
+}
+
+struct GcToMetrics {
+    metrics: crate::metrics::GcMetrics,
+    /// Repositories in the last usage, so those gone since stop being reported.
+    reported: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::gc::GcObserver for GcToMetrics {
+    fn on_report(&self, report: &crate::gc::GcReport) {
+        if !report.dry_run {
+            self.metrics
+                .record_gc(report.duration, report.blobs_removed, report.bytes_removed);
+        }
+    }
+
+    fn on_usage(&self, usage: &crate::gc::Usage) {
+        let mut reported = self
+            .reported
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in reported
+            .iter()
+            .filter(|name| !usage.repositories.contains_key(*name))
+        {
+            self.metrics.forget_repository(gone);
+        }
+        for (name, repo) in &usage.repositories {
+            self.metrics.set_storage(name, repo.referenced_bytes);
+        }
+        self.metrics.set_storage_total(usage.total_bytes);
+        *reported = usage.repositories.keys().cloned().collect();
+    }
+}

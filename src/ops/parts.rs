@@ -1,0 +1,85 @@
+//! The reloadable parts regapp has, each one line in `app`: `reloader.part(...)`. The garbage
+//! collector's schedule and the access rules register theirs the same way.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+
+use super::logging;
+use super::reload::Reloader;
+use crate::access::Access;
+use crate::auth::{Authenticator, WatchGuard};
+use crate::certs::FilesSource;
+use crate::config::{IpNet, Settings};
+
+/// `log.level`.
+pub fn log_level(reloader: &mut Reloader) {
+    reloader.part("log", &["log.level"], |s: &Settings| {
+        logging::set_level(&s.log.level)
+    });
+}
+
+/// `auth.htpasswd`: a new path is loaded (kept only if it loads) and watched instead of the old.
+pub fn htpasswd(reloader: &mut Reloader, authenticator: Authenticator, watch: WatchGuard) {
+    let watch = Mutex::new(watch);
+    reloader.part("htpasswd", &["auth.htpasswd"], move |s: &Settings| {
+        let Some(edge) = &s.edge else { return Ok(()) };
+        let wanted = &edge.auth.htpasswd;
+        if *wanted == authenticator.file() {
+            // Same file: read it again, as SIGHUP always did.
+            return authenticator
+                .reload()
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        }
+        authenticator
+            .switch_file(wanted)
+            .map_err(|e| e.to_string())?;
+        let new_watch = authenticator.watch().map_err(|e| e.to_string())?;
+        *watch.lock().unwrap_or_else(PoisonError::into_inner) = new_watch;
+        Ok(())
+    });
+}
+
+/// `tls.mode = "files"`: the files are read again (their paths need a restart).
+pub fn certificate_files(reloader: &mut Reloader, files: Arc<FilesSource>) {
+    reloader.part("certificates", &[], move |_: &Settings| {
+        files.reload().map(|_| ()).map_err(|e| e.to_string())
+    });
+}
+
+/// `metrics.allow`: who may read `/metrics` through the edge.
+pub fn metrics_allow(reloader: &mut Reloader, allow: Arc<ArcSwap<Vec<IpNet>>>) {
+    reloader.part("metrics", &["metrics.allow"], move |s: &Settings| {
+        allow.store(Arc::new(s.metrics.allow.clone()));
+        Ok(())
+    });
+}
+
+/// `auth.anonymous_pull`, `[[auth.groups]]` and `[[access]]`: the new rules (checked when the
+/// file loaded) decide from the next request on; requests already deciding keep the old ones.
+pub fn access_rules(reloader: &mut Reloader, access: Arc<Access>) {
+    let keys = &["auth.anonymous_pull", "auth.groups.", "access."];
+    reloader.part("access rules", keys, move |s: &Settings| {
+        access.update(s.access.clone());
+        Ok(())
+    });
+}
+
+/// `[gc]` and `[[retention]]`: the schedule restarts its wait with the new interval; a run in
+/// progress finishes with the policy it started with. `policy` turns the settings into the
+/// collector's policy (`app::gc_policy`; `ops` does not import `app`).
+pub fn gc_policy(
+    reloader: &mut Reloader,
+    collector: Arc<crate::gc::Collector>,
+    policy: fn(&crate::config::GcSettings) -> crate::gc::GcPolicy,
+) {
+    reloader.part(
+        "garbage collection",
+        &["gc.", "retention."],
+        move |s: &Settings| {
+            collector.update(policy(&s.gc));
+            Ok(())
+        },
+    );
+}
