@@ -95,3 +95,58 @@ impl crate::gc::GcObserver for GcToMetrics {
         *reported = usage.repositories.keys().cloned().collect();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::gc::{GcObserver, GcReport, RepoUsage, Usage};
+
+    #[test]
+    fn collections_and_usage_reach_the_gc_metrics_and_gone_repositories_leave() {
+        let metrics = Metrics::new("test", "test");
+        let observer = GcToMetrics {
+            metrics: metrics.gc.clone(),
+            reported: std::sync::Mutex::new(Vec::new()),
+        };
+        let report = GcReport {
+            duration: Duration::from_millis(1500),
+            blobs_removed: 3,
+            bytes_removed: 4096,
+            ..GcReport::default()
+        };
+        observer.on_report(&report);
+        observer.on_report(&GcReport {
+            dry_run: true,
+            blobs_removed: 100,
+            ..GcReport::default()
+        });
+        let usage = |names: &[&str]| Usage {
+            repositories: names
+                .iter()
+                .map(|n| {
+                    let repo = RepoUsage {
+                        referenced_bytes: 10,
+                        ..RepoUsage::default()
+                    };
+                    (n.to_string(), repo)
+                })
+                .collect(),
+            total_bytes: 10 * names.len() as u64,
+            total_blobs: names.len() as u64,
+        };
+        observer.on_usage(&usage(&["a", "b"]));
+        observer.on_usage(&usage(&["a"]));
+        let scrape = metrics.render();
+        assert!(scrape.contains("regapp_gc_runs_total 1\n"), "{scrape}");
+        assert!(
+            scrape.contains("regapp_gc_removed_blobs_total 3\n"),
+            "a dry run removes nothing"
+        );
+        assert!(scrape.contains("regapp_gc_removed_bytes_total 4096\n"));
+        assert!(scrape.contains("regapp_storage_repository_bytes{repository=\"a\"} 10\n"));
+        assert!(!scrape.contains("repository=\"b\""), "b is gone: {scrape}");
+        assert!(scrape.contains("regapp_storage_bytes 10\n"));
+    }
+}
