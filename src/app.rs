@@ -194,10 +194,12 @@ fn start_gc(
     parts::gc_policy(&mut service.reloader, collector.clone(), gc_policy);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(gc::yield_cpu_to_requests)
         .build()?;
     std::thread::Builder::new().name("gc".to_owned()).spawn({
         let collector = collector.clone();
         move || {
+            gc::yield_cpu_to_requests();
             runtime.block_on(async move {
                 tokio::spawn(gc::control::serve(control, collector.clone()));
                 collector.run_schedule().await

@@ -319,6 +319,21 @@ impl Collector {
     }
 }
 
+/// How much less CPU the collector's threads get than request threads when both want it
+/// (Linux `nice` 10 ≈ a tenth of a request thread's share): a collection is background work,
+/// pushes and pulls are not.
+const COLLECTOR_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority (Linux keeps a nice value per thread, so this
+/// touches no request thread). Called on the server's collector thread and its blocking pool.
+pub fn yield_cpu_to_requests() {
+    // SAFETY: setpriority only changes the scheduling priority of the calling thread (who = 0).
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, COLLECTOR_NICENESS) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "gc thread priority unchanged");
+    }
+}
+
 /// `start - grace`, or the epoch when the grace reaches before it.
 fn cutoff(start: SystemTime, grace: Duration) -> SystemTime {
     start.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH)
