@@ -84,3 +84,33 @@ fn a_collection_is_refused_while_another_holds_the_lock() {
     drop(lock);
     regapp_ok(&["gc"], &server.config());
 }
+
+#[test]
+fn a_server_starting_during_a_command_line_collection_waits_for_it() {
+    // Its pushes would not be pinned for a collector in another process.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join("gc.lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let starting = std::thread::spawn({
+        let root = root.clone();
+        move || Regapp::start(&root)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        !starting.is_finished(),
+        "the server served during a collection"
+    );
+    drop(lock);
+    let server = starting
+        .join()
+        .expect("the server starts once the lock is free");
+    assert!(
+        server
+            .log()
+            .contains("waiting for a command-line garbage collection to finish"),
+        "{}",
+        server.log()
+    );
+}
