@@ -10,8 +10,11 @@ use crate::access::Access;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
-use crate::config::{AcmeSettings, EdgeSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT};
+use crate::config::{
+    AcmeSettings, EdgeSettings, GcSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT,
+};
 use crate::edge::Edge;
+use crate::gc::{self, Collector, GcPolicy, RetentionRule};
 use crate::ops::{self, parts, Service};
 use crate::registry::api::{server, Api};
 use crate::registry::store::{Store, StoreOptions};
@@ -41,6 +44,7 @@ pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(
 
 async fn serve_engine_alone(settings: Settings, mut service: Service) -> Result<(), AppError> {
     let store = Arc::new(build_store(&settings));
+    start_gc(&settings, store.clone(), &mut service)?;
     let (listener, local) = server::bind(settings.engine.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
@@ -69,7 +73,9 @@ fn serve_with_edge(
     let engine_addr = engine_listener.local_addr()?;
     let front_token = random_token();
     let access = Arc::new(Access::new(settings.access.clone()));
-    let engine_api = Api::new(Arc::new(build_store(settings)))
+    let store = Arc::new(build_store(settings));
+    start_gc(settings, store.clone(), &mut service)?;
+    let engine_api = Api::new(store)
         .require_front_token(front_token.clone())
         .enforce_access(access.clone())
         .body_idle_timeout(edge.idle_timeout)
@@ -164,6 +170,66 @@ pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
         eab: settings.eab.clone(),
         profile: settings.profile.clone(),
         state_dir: settings.state_dir.clone(),
+    }
+}
+
+/// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
+/// asks through it), waits for a command-line collection that may be running on the store
+/// (its pushes would not be pinned otherwise), then runs the schedule and the socket on a
+/// thread of their own, away from the request workers. SIGHUP applies `[gc]` and
+/// `[[retention]]`; every run and measurement goes to the metrics.
+fn start_gc(
+    settings: &Settings,
+    store: Arc<Store>,
+    service: &mut Service,
+) -> Result<Arc<Collector>, AppError> {
+    let state_dir = &settings.storage.root;
+    let collector = Arc::new(Collector::new(store, gc_policy(&settings.gc), state_dir));
+    let socket = collector.socket_path();
+    let control =
+        gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;
+    gc::lock::wait_for_offline_collection(state_dir)
+        .map_err(|e| format!("gc lock in {}: {e}", state_dir.display()))?;
+    ops::observe::garbage_collection(&service.metrics, &collector);
+    parts::gc_policy(&mut service.reloader, collector.clone(), gc_policy);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_start(gc::yield_cpu_to_requests)
+        .build()?;
+    std::thread::Builder::new().name("gc".to_owned()).spawn({
+        let collector = collector.clone();
+        move || {
+            gc::yield_cpu_to_requests();
+            runtime.block_on(async move {
+                tokio::spawn(gc::control::serve(control, collector.clone()));
+                collector.run_schedule().await
+            })
+        }
+    })?;
+    Ok(collector)
+}
+
+/// The collector's policy from `[gc]` and `[[retention]]`.
+pub fn gc_policy(settings: &GcSettings) -> GcPolicy {
+    GcPolicy {
+        interval: settings.interval,
+        grace: settings.grace,
+        delete_untagged: settings.delete_untagged,
+        upload_max_age: settings.upload_max_age,
+        retention: settings
+            .retention
+            .iter()
+            .map(|rule| {
+                RetentionRule::new(
+                    &rule.repositories,
+                    rule.keep_last,
+                    rule.keep_tags.as_deref().map(|pattern| {
+                        regex::Regex::new(pattern).expect("config checked that it compiles")
+                    }),
+                    rule.older_than,
+                )
+            })
+            .collect(),
     }
 }
 

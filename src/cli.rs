@@ -28,6 +28,23 @@ pub enum Command {
     /// Access rules (`[[access]]`): which rule decides for a user and a repository.
     #[command(subcommand)]
     Access(AccessCommand),
+    /// Collect garbage now (through the running server, or on the store when none runs).
+    Gc(GcArgs),
+    /// Storage use per repository and in total.
+    Du(ConfigArg),
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Delete nothing; print what would be removed (tags by retention, blobs and bytes).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also remove manifests no tag points to (children of kept indexes and referrers of kept
+    /// manifests stay).
+    #[arg(long)]
+    pub delete_untagged: bool,
 }
 
 #[derive(Debug, Subcommand)]

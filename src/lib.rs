@@ -12,6 +12,8 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod gc;
+pub mod gc_command;
 pub mod metrics;
 pub mod ops;
 pub mod registry;

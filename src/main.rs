@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         }
         Command::Access(command) => regapp::access_command::run(command),
         Command::User(args) => regapp::user_command::run(args),
+        Command::Gc(args) => {
+            regapp::ops::logging::init(&LogSettings::default());
+            regapp::gc_command::gc(args)
+        }
+        Command::Du(arg) => {
+            regapp::ops::logging::init(&LogSettings::default());
+            regapp::gc_command::du(arg)
+        }
         // Exit status 0 only for a file `serve` would start with: what ExecStartPre and
         // ExecReload call before a (re)start.
         Command::CheckConfig(arg) => match Settings::load(&arg.config) {

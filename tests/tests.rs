@@ -2,6 +2,7 @@
 //!
 //! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
 //! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
+//! - `gc`: garbage collection through `regapp gc` while pushes run, and docker-registry after it.
 //! - `acme`: certificates from Debian's pebble over HTTP-01, restart, forced renewal, errors.
 //! - `user`: `regapp user` against Apache's `htpasswd -v` and a running edge.
 //!
@@ -18,6 +19,7 @@ mod certs;
 mod compat;
 mod crash;
 mod edge;
+mod gc;
 mod ops;
 mod skopeo;
 mod user;

@@ -72,6 +72,24 @@ fn key_span(
     }
 }
 
+/// The span of `section[index].key` in an array of tables (`[[retention]]`).
+fn array_key_span(
+    doc: &toml_edit::ImDocument<&str>,
+    section: &str,
+    index: usize,
+    key: Option<&str>,
+) -> Option<Range<usize>> {
+    let table = doc
+        .as_table()
+        .get(section)?
+        .as_array_of_tables()?
+        .get(index)?;
+    match key {
+        Some(key) => table.key(key)?.span().or_else(|| table.span()),
+        None => table.span(),
+    }
+}
+
 /// Finds where a key is written, for errors found after deserialization (a missing or
 /// contradictory value).
 pub(super) struct Locator<'a> {
@@ -104,6 +122,38 @@ impl Locator<'_> {
     }
 }
 
+impl Locator<'_> {
+    /// An error about `section[index].key` of an array of tables.
+    pub fn error_in_array(
+        &self,
+        section: &str,
+        index: usize,
+        key: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        let span = self
+            .doc
+            .as_ref()
+            .and_then(|d| array_key_span(d, section, index, Some(key)));
+        // toml_edit keeps no span for an array element's header: find the n-th one.
+        let header = format!("[[{section}]]");
+        let header_line = || {
+            self.text
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| line.trim_start().starts_with(&header))
+                .nth(index)
+                .map(|(number, _)| number + 1)
+        };
+        ConfigError {
+            origin: self.origin.to_owned(),
+            line: line_at(self.text, span).or_else(header_line),
+            key: Some(format!("{section}[{index}].{key}")),
+            message: message.into(),
+        }
+    }
+}
+
 pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
     text: &'a str,
     origin: &'a str,
@@ -120,6 +170,10 @@ pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
     let doc = toml_edit::ImDocument::parse(text).ok();
     let span =
         |section: &str, key: Option<&str>| doc.as_ref().and_then(|d| key_span(d, section, key));
+    let doc_span_in_array = |section: &str, index: usize, key: Option<&str>| {
+        doc.as_ref()
+            .and_then(|d| array_key_span(d, section, index, key))
+    };
 
     let mut errors = Vec::new();
     for (section, value) in &table {
@@ -132,6 +186,38 @@ pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
                 errors.push(error(line, Some(section.clone()), e.message().to_owned()));
                 continue;
             }
+        }
+        if let toml::Value::Array(elements) = value {
+            // An array of tables (`[[retention]]`): each key of each element on its own.
+            for (index, element) in elements.iter().enumerate() {
+                let keys: Vec<(Option<&str>, toml::Value)> = match element {
+                    toml::Value::Table(inner) if !inner.is_empty() => inner
+                        .iter()
+                        .map(|(key, v)| {
+                            let mut one = toml::Table::new();
+                            one.insert(key.clone(), v.clone());
+                            (Some(key.as_str()), toml::Value::Table(one))
+                        })
+                        .collect(),
+                    other => vec![(None, other.clone())],
+                };
+                for (key, partial) in keys {
+                    let mut doc = toml::Table::new();
+                    doc.insert(section.clone(), toml::Value::Array(vec![partial]));
+                    if let Err(e) = T::deserialize(toml::Value::Table(doc)) {
+                        let span = doc_span_in_array(section, index, key);
+                        errors.push(error(
+                            line_at(text, span),
+                            Some(match key {
+                                Some(key) => format!("{section}[{index}].{key}"),
+                                None => format!("{section}[{index}]"),
+                            }),
+                            e.message().to_owned(),
+                        ));
+                    }
+                }
+            }
+            continue;
         }
         let candidates: Vec<(Option<&str>, toml::Value)> = match value {
             toml::Value::Table(inner) if !inner.is_empty() => inner

@@ -13,6 +13,7 @@ use crate::access::AccessPolicy;
 mod access;
 mod acme;
 mod diagnostics;
+mod gc;
 mod ops;
 mod raw;
 
@@ -20,6 +21,7 @@ pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
 pub use ops::{LogFormat, LogSettings, MetricsSettings, DEFAULT_METRICS_LISTEN};
 
 pub use diagnostics::{ConfigError, ConfigErrors};
+pub use gc::{GcSettings, RetentionSettings};
 
 /// Everything regapp runs with, checked and typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +35,8 @@ pub struct Settings {
     /// `[[access]]` rules, `[[auth.groups]]` and `auth.anonymous_pull`, checked. Enforced by
     /// the engine behind the edge (without `[edge]` nobody is authenticated: not enforced).
     pub access: AccessPolicy,
+    /// Garbage collection and retention (`[gc]`, `[[retention]]`).
+    pub gc: GcSettings,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,17 +122,19 @@ impl Settings {
             raw.access.take(),
             &locator,
         );
+        let gc = gc::gc_settings(raw.gc.take(), raw.retention.take(), &locator);
         let edge = match raw.edge {
             None => Ok(None),
             Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
         };
         // Every problem at once, not the first section's only.
-        let (log, edge, access) = match (log, edge, access) {
-            (Ok(log), Ok(edge), Ok(access)) => (log, edge, access),
-            (log, edge, access) => {
+        let (log, edge, access, gc) = match (log, edge, access, gc) {
+            (Ok(log), Ok(edge), Ok(access), Ok(gc)) => (log, edge, access, gc),
+            (log, edge, access, gc) => {
                 let mut errors = log.err().into_iter().collect::<Vec<_>>();
                 errors.extend(edge.err().into_iter().flat_map(|e| e.0));
                 errors.extend(access.err().unwrap_or_default());
+                errors.extend(gc.err().unwrap_or_default());
                 errors.sort_by_key(|e| e.line);
                 return Err(ConfigErrors(errors));
             }
@@ -155,6 +161,7 @@ impl Settings {
             metrics: ops::metrics_settings(raw.metrics),
             log,
             access,
+            gc,
         })
     }
 
@@ -189,6 +196,7 @@ impl Settings {
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
             access: AccessPolicy::default(),
+            gc: GcSettings::default(),
         }
     }
 }
@@ -278,6 +286,22 @@ impl fmt::Display for Settings {
             "\nmetrics.listen = {}\nmetrics.allow = {:?}\nlog.level = {}\nlog.format = {:?}",
             self.metrics.listen, self.metrics.allow, self.log.level, self.log.format
         )?;
+        write!(f, "\ngc.interval = ")?;
+        match self.gc.interval {
+            Some(interval) => write!(f, "{}", humantime::format_duration(interval))?,
+            None => write!(f, "\"\" (no schedule)")?,
+        }
+        write!(
+            f,
+            "\ngc.grace = {}\ngc.delete_untagged = {}\ngc.upload_max_age = {}",
+            humantime::format_duration(self.gc.grace),
+            self.gc.delete_untagged,
+            humantime::format_duration(self.gc.upload_max_age)
+        )?;
+        // One `key = value` line per rule, so a reload can tell what changed.
+        for (i, rule) in self.gc.retention.iter().enumerate() {
+            write!(f, "\nretention.{} = {rule}", i + 1)?;
+        }
         let Some(edge) = &self.edge else {
             return write!(f, "\n(no [edge]: the engine alone serves engine.listen)");
         };

@@ -21,6 +21,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub auth: RawAuth,
     pub acme: Option<RawAcme>,
+    pub gc: Option<RawGc>,
+    pub retention: Option<Vec<RawRetention>>,
     #[serde(default)]
     pub metrics: RawMetrics,
     #[serde(default)]
@@ -133,17 +135,55 @@ pub(super) struct RawLog {
     pub format: Option<RawLogFormat>,
 }
 
-/// A duration written as humans do: `"30s"`, `"5m"`, `"24h"`.
+/// `[gc]`: the collection schedule and what it may delete.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGc {
+    /// `""` (or `"0s"`) means no schedule.
+    #[serde(default, deserialize_with = "optional_duration")]
+    pub interval: Option<Option<HumanDuration>>,
+    pub grace: Option<HumanDuration>,
+    pub delete_untagged: Option<bool>,
+    pub upload_max_age: Option<HumanDuration>,
+}
+
+/// One `[[retention]]` rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRetention {
+    pub repositories: Option<String>,
+    pub keep_last: Option<usize>,
+    pub keep_tags: Option<String>,
+    pub older_than: Option<HumanDuration>,
+}
+
+/// A present key whose value may be `""` (then `Some(None)`).
+fn optional_duration<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<HumanDuration>>, D::Error> {
+    let text = String::deserialize(d)?;
+    if text.trim().is_empty() {
+        return Ok(Some(None));
+    }
+    parse_duration(&text)
+        .map(|d| Some(Some(HumanDuration(d))))
+        .map_err(serde::de::Error::custom)
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration like \"30s\", \"24h\" or \"30d\": {e}"))
+}
+
+/// A duration written as humans do: `"30s"`, `"5m"`, `"24h"`, `"30d"` (humantime).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct HumanDuration(pub Duration);
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
+        parse_duration(&text)
             .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!("{text:?} is not a duration like \"30s\": {e}"))
-            })
+            .map_err(serde::de::Error::custom)
     }
 }

@@ -175,6 +175,88 @@ fn syntax_errors_name_the_line() {
 }
 
 #[test]
+fn gc_defaults_and_every_key() {
+    let defaults = Settings::parse("", "f").unwrap().gc;
+    assert_eq!(defaults, GcSettings::default());
+    assert_eq!(defaults.interval, Some(Duration::from_secs(86_400)));
+    let text = r#"
+[gc]
+interval = "0s"
+grace = "0s"
+delete_untagged = true
+upload_max_age = "2d"
+
+[[retention]]
+repositories = "ci/**"
+keep_last = 10
+keep_tags = "^v[0-9]+"
+older_than = "30d"
+
+[[retention]]
+repositories = "*"
+older_than = "1h"
+"#;
+    let gc = Settings::parse(text, "f").unwrap().gc;
+    assert_eq!(gc.interval, None);
+    assert_eq!(gc.grace, Duration::ZERO);
+    assert!(gc.delete_untagged);
+    assert_eq!(gc.upload_max_age, Duration::from_secs(2 * 86_400));
+    assert_eq!(
+        gc.retention[0],
+        RetentionSettings {
+            repositories: "ci/**".to_owned(),
+            keep_last: Some(10),
+            keep_tags: Some("^v[0-9]+".to_owned()),
+            older_than: Some(Duration::from_secs(30 * 86_400)),
+        }
+    );
+    assert_eq!(gc.retention[1].older_than, Some(Duration::from_secs(3600)));
+    assert_eq!(
+        Settings::parse("[gc]\ninterval = \"\"\n", "f")
+            .unwrap()
+            .gc
+            .interval,
+        None
+    );
+}
+
+#[test]
+fn gc_and_retention_errors_name_the_line_and_key() {
+    let keys = |text: &str| -> Vec<(Option<usize>, String)> {
+        Settings::parse(text, "f")
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| (e.line, e.key.unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        keys("[gc]\ngrace = \"soon\"\ninterval = 5\ncolour = \"red\"\n"),
+        [
+            (Some(2), "gc.grace".to_owned()),
+            (Some(3), "gc.interval".to_owned()),
+            (Some(4), "gc.colour".to_owned())
+        ]
+    );
+    let text = "[[retention]]\nrepositories = \"a/**\"\nkeep_last = 1\n\n[[retention]]\nrepositories = \"b\"\nkeep_last = \"ten\"\nkeep = 1\n";
+    assert_eq!(
+        keys(text),
+        [
+            (Some(7), "retention[1].keep_last".to_owned()),
+            (Some(8), "retention[1].keep".to_owned())
+        ]
+    );
+    let text = "[[retention]]\nrepositories = \"a\"\nkeep_last = 1\nkeep_tags = \"(unclosed\"\n\n[[retention]]\nkeep_last = 2\n";
+    assert_eq!(
+        keys(text),
+        [
+            (Some(4), "retention[0].keep_tags".to_owned()),
+            (Some(6), "retention[1].repositories".to_owned())
+        ]
+    );
+}
+
+#[test]
 fn metrics_and_log_have_working_defaults_and_typed_values() {
     let settings = Settings::parse("", "f").unwrap();
     assert_eq!(settings.metrics.listen.to_string(), DEFAULT_METRICS_LISTEN);

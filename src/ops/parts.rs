@@ -65,3 +65,68 @@ pub fn access_rules(reloader: &mut Reloader, access: Arc<Access>) {
         Ok(())
     });
 }
+
+/// `[gc]` and `[[retention]]`: the schedule restarts its wait with the new interval; a run in
+/// progress finishes with the policy it started with. `policy` turns the settings into the
+/// collector's policy (`app::gc_policy`; `ops` does not import `app`).
+pub fn gc_policy(
+    reloader: &mut Reloader,
+    collector: Arc<crate::gc::Collector>,
+    policy: fn(&crate::config::GcSettings) -> crate::gc::GcPolicy,
+) {
+    reloader.part(
+        "garbage collection",
+        &["gc.", "retention."],
+        move |s: &Settings| {
+            collector.update(policy(&s.gc));
+            Ok(())
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry::store::{Store, StoreOptions};
+    use crate::storage::FsDriver;
+
+    #[test]
+    fn a_reload_swaps_the_gc_policy_and_needs_no_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("regapp.toml");
+        let start = "[gc]\ninterval = \"24h\"\n";
+        std::fs::write(&file, start).unwrap();
+        let settings = Settings::parse(start, "test").unwrap();
+        let store = Arc::new(Store::new(
+            Arc::new(FsDriver::new(dir.path())),
+            StoreOptions::default(),
+        ));
+        let collector = Arc::new(crate::gc::Collector::new(
+            store,
+            crate::app::gc_policy(&settings.gc),
+            dir.path(),
+        ));
+        let mut reloader = Reloader::new(Some(file.clone()), settings);
+        gc_policy(&mut reloader, collector.clone(), crate::app::gc_policy);
+
+        std::fs::write(
+            &file,
+            "[gc]\ninterval = \"\"\ngrace = \"5m\"\n\n[[retention]]\nrepositories = \"ci/**\"\nkeep_last = 3\n",
+        )
+        .unwrap();
+        let outcome = reloader.reload();
+        assert!(outcome.need_restart.is_empty(), "{outcome:?}");
+        assert_eq!(
+            outcome.applied,
+            ["gc.grace", "gc.interval", "retention.1"],
+            "{outcome:?}"
+        );
+        let policy = collector.policy();
+        assert_eq!(policy.interval, None);
+        assert_eq!(policy.grace, Duration::from_secs(300));
+        assert_eq!(policy.retention.len(), 1);
+        assert!(policy.retention[0].applies_to("ci/app"));
+    }
+}

@@ -2,7 +2,7 @@
 //! by one implementation is served unchanged by the other, so operators can switch either way
 //! by pointing the other server at the same root directory.
 
-mod corpus;
+pub mod corpus;
 
 use std::path::Path;
 

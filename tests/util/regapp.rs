@@ -23,14 +23,12 @@ impl Regapp {
     /// Writes a config for `root` (delete enabled, port 0), starts regapp and waits for its
     /// listening line. Panics with regapp's output if it does not come up.
     pub fn start(root: &Path) -> Self {
-        let config_dir = tempfile::tempdir().expect("create a temp dir for the regapp config");
-        let config = config_dir.path().join("regapp.toml");
-        let root = root.to_str().expect("test storage roots are UTF-8 paths");
-        let text = format!(
-            "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
-            toml_string(root)
-        );
-        std::fs::write(&config, text).expect("write the regapp config");
+        Self::start_with(root, "")
+    }
+
+    /// Like [`Regapp::start`], with `extra` appended to the config (e.g. a `[gc]` section).
+    pub fn start_with(root: &Path, extra: &str) -> Self {
+        let (config_dir, config) = write_config(root, extra);
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
         command.arg("serve").arg("--config").arg(&config);
@@ -51,7 +49,26 @@ impl Regapp {
     }
 }
 
+/// Writes the config [`Regapp::start_with`] uses, for commands such as `regapp gc --config`
+/// that need it without a server.
+pub fn write_config(root: &Path, extra: &str) -> (TempDir, std::path::PathBuf) {
+    let config_dir = tempfile::tempdir().expect("create a temp dir for the regapp config");
+    let config = config_dir.path().join("regapp.toml");
+    let root = root.to_str().expect("test storage roots are UTF-8 paths");
+    let text = format!(
+        "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        toml_string(root)
+    );
+    std::fs::write(&config, text).expect("write the regapp config");
+    (config_dir, config)
+}
+
 impl Regapp {
+    /// The config file it runs with.
+    pub fn config(&self) -> std::path::PathBuf {
+        self._config_dir.path().join("regapp.toml")
+    }
+
     /// `kill -9`: no chance to finish anything.
     pub fn kill_hard(&mut self) {
         self.process.kill_hard();

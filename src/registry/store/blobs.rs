@@ -65,6 +65,7 @@ impl Store {
         digest: &Digest,
         from: &RepoName,
     ) -> StoreResult<bool> {
+        let _pin = self.pins.pin(vec![digest.clone()]).await;
         match self.blob_size(from, digest).await {
             Ok(_) => {
                 self.link_blob(repo, digest).await?;

@@ -102,6 +102,19 @@ impl Store {
     }
 
     async fn walk_repositories(&self) -> StoreResult<BTreeSet<String>> {
+        self.walk_repositories_marked_by(&paths::REPOSITORY_MARKERS)
+            .await
+    }
+
+    /// Every repository directory on disk now, walked afresh, including those holding only
+    /// upload sessions (garbage collection must see the store, not the catalog).
+    pub async fn walk_repository_dirs(&self) -> StoreResult<BTreeSet<String>> {
+        let mut markers = paths::REPOSITORY_MARKERS.to_vec();
+        markers.push(paths::UPLOADS_MARKER);
+        self.walk_repositories_marked_by(&markers).await
+    }
+
+    async fn walk_repositories_marked_by(&self, markers: &[&str]) -> StoreResult<BTreeSet<String>> {
         let root = paths::repositories();
         let mut found = BTreeSet::new();
         let mut pending = vec![String::new()];
@@ -117,7 +130,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             };
             for child in children {
-                if paths::REPOSITORY_MARKERS.contains(&child.as_str()) {
+                if markers.contains(&child.as_str()) {
                     found.insert(prefix.clone());
                 } else if !child.starts_with('_') {
                     let name = if prefix.is_empty() {

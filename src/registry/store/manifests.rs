@@ -88,6 +88,16 @@ impl Store {
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
+        // Pinned before the checks: the collector either skips these digests or has deleted
+        // them already, in which case the checks fail (see `pins`).
+        let mut pinned: Vec<Digest> = manifest
+            .referenced_blobs()
+            .filter(|blob| !is_external(blob))
+            .map(|blob| blob.digest.clone())
+            .collect();
+        pinned.extend(manifest.manifests.iter().map(|child| child.digest.clone()));
+        pinned.push(digest.clone());
+        let _pins = self.pins.pin(pinned).await;
         self.check_references(repo, &manifest).await?;
 
         if !self.blob_exists(&digest).await? {

@@ -16,6 +16,7 @@ mod error;
 mod hashing;
 mod manifests;
 pub mod paths;
+mod pins;
 mod referrers;
 mod summaries;
 mod tags;
@@ -23,6 +24,7 @@ mod uploads;
 
 pub use error::{StoreError, StoreResult};
 pub use manifests::{PutManifest, StoredManifest};
+pub use pins::{PinGuard, Pins};
 
 use catalog::Catalog;
 use summaries::Summaries;
@@ -50,6 +52,7 @@ pub struct Store {
     uploads: UploadSessions,
     summaries: Summaries,
     catalog: Catalog,
+    pins: Pins,
 }
 
 /// A request body as the store consumes it.
@@ -63,11 +66,23 @@ impl Store {
             uploads: UploadSessions::default(),
             summaries: Summaries::default(),
             catalog: Catalog::default(),
+            pins: Pins::default(),
         }
     }
 
     pub fn options(&self) -> &StoreOptions {
         &self.options
+    }
+
+    /// The driver under the store, for the garbage collector (which walks the layout itself,
+    /// through `paths`).
+    pub fn driver(&self) -> &Arc<dyn StorageDriver> {
+        &self.driver
+    }
+
+    /// What pushes in progress hold; the garbage collector asks before it deletes.
+    pub fn pins(&self) -> &Pins {
+        &self.pins
     }
 
     fn ensure_delete_enabled(&self) -> StoreResult<()> {

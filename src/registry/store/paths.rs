@@ -28,6 +28,19 @@ pub fn blob_data(digest: &Digest) -> String {
     )
 }
 
+/// `blobs/<alg>`: its children are the two-hex-digit fan-out directories.
+pub fn blobs_dir(algorithm: Algorithm) -> String {
+    format!("{V2}/blobs/{}", algorithm.as_str())
+}
+
+/// The directory holding one blob's `data` (what garbage collection deletes).
+pub fn blob_dir(digest: &Digest) -> String {
+    let data = blob_data(digest);
+    data.strip_suffix("/data")
+        .expect("blob keys end in /data")
+        .to_owned()
+}
+
 pub fn repositories() -> String {
     format!("{V2}/repositories")
 }
@@ -42,6 +55,15 @@ pub fn layer_link(name: &RepoName, digest: &Digest) -> String {
         digest.algorithm().as_str(),
         digest.hex()
     )
+}
+
+pub fn layers_dir(name: &RepoName, algorithm: Algorithm) -> String {
+    format!("{V2}/repositories/{name}/_layers/{}", algorithm.as_str())
+}
+
+/// The directory holding a link file (what deleting the link removes).
+pub fn link_dir(link: &str) -> &str {
+    link.strip_suffix("/link").expect("link keys end in /link")
 }
 
 pub fn revisions_dir(name: &RepoName, algorithm: Algorithm) -> String {
@@ -80,6 +102,10 @@ pub fn tag_index_link(name: &RepoName, tag: &Tag, digest: &Digest) -> String {
     )
 }
 
+pub fn uploads_dir(name: &RepoName) -> String {
+    format!("{V2}/repositories/{name}/_uploads")
+}
+
 pub fn upload_dir(name: &RepoName, id: &UploadId) -> String {
     format!("{V2}/repositories/{name}/_uploads/{id}")
 }
@@ -95,6 +121,10 @@ pub fn upload_started_at(name: &RepoName, id: &UploadId) -> String {
 /// Directory names inside a repository that mark it as one (v2.8 looks for `_layers`, v3 for
 /// `_manifests`).
 pub const REPOSITORY_MARKERS: [&str; 2] = ["_layers", "_manifests"];
+
+/// The directory of a repository's upload sessions (a repository with only an abandoned
+/// upload has nothing else).
+pub const UPLOADS_MARKER: &str = "_uploads";
 
 #[cfg(test)]
 mod tests {

@@ -122,6 +122,8 @@ impl Store {
                 actual,
             });
         }
+        // Pinned until the link exists, so the collector cannot delete the blob in between.
+        let _pin = self.pins.pin(vec![digest.clone()]).await;
         if !self.blob_exists(digest).await? {
             self.driver.rename(&data, &paths::blob_data(digest)).await?;
         }

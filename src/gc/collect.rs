@@ -1,0 +1,223 @@
+//! One collection, in this order: load every repository (revisions, tags, layer links),
+//! apply retention (remove tags), mark what the kept manifests reference, then sweep —
+//! revisions, blobs, dangling layer links, stale upload sessions. Also the read-only
+//! measurement behind `regapp du`.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Instant, SystemTime};
+
+use futures_util::StreamExt;
+
+use super::mark::{self, RepoState, Roots};
+use super::progress::Progress;
+use super::retention::rule_for;
+use super::sweep::Sweeper;
+use super::usage::{Usage, UsageBuilder};
+use super::{cutoff, GcError, GcPolicy, GcReport, RunOptions};
+use crate::registry::store::Store;
+use crate::registry::types::{Digest, RepoName};
+
+/// Revision unlinks in flight at once (each a hop to a blocking thread).
+const REVISION_CONCURRENCY: usize = 16;
+
+pub(super) async fn collect(
+    store: &Store,
+    policy: &GcPolicy,
+    options: RunOptions,
+    progress: &mut Progress,
+) -> Result<(GcReport, Usage), GcError> {
+    let start = SystemTime::now();
+    let cutoff = cutoff(start, policy.grace);
+    // From here on every pin released after the cutoff is remembered until the run ends.
+    store.pins().collection_begins(cutoff, policy.grace);
+    let result = run(store, policy, options, start, cutoff, progress).await;
+    store.pins().collection_over(cutoff);
+    result
+}
+
+async fn run(
+    store: &Store,
+    policy: &GcPolicy,
+    options: RunOptions,
+    start: SystemTime,
+    cutoff: SystemTime,
+    progress: &mut Progress,
+) -> Result<(GcReport, Usage), GcError> {
+    let began = Instant::now();
+    let sweeper = Sweeper {
+        driver: store.driver().as_ref(),
+        pins: store.pins(),
+        cutoff,
+        dry_run: options.dry_run,
+    };
+    let mut report = GcReport {
+        dry_run: options.dry_run,
+        ..GcReport::default()
+    };
+    let names = repository_names(store).await?;
+    let mut repos = mark::load_all(sweeper.driver, names, progress).await?;
+    report.repositories = repos.len() as u64;
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "gc: repositories loaded"
+    );
+
+    let mut untagged_by_retention: HashMap<RepoName, HashSet<Digest>> = HashMap::new();
+    for repo in &mut repos {
+        let removed = apply_retention(&sweeper, policy, repo, start).await?;
+        if !removed.is_empty() {
+            report.tags_removed.extend(
+                removed
+                    .iter()
+                    .map(|(tag, _)| (repo.name.to_string(), tag.clone())),
+            );
+            let targets = removed.into_iter().map(|(_, digest)| digest).collect();
+            untagged_by_retention.insert(repo.name.clone(), repo.dependents(targets));
+        }
+    }
+
+    let delete_untagged = policy.delete_untagged || options.delete_untagged;
+    let none = HashSet::new();
+    // Owned (repository index, digest) pairs: a stream over borrowed tuples trips the
+    // compiler's `Send` check of the spawned socket task (higher-ranked lifetimes).
+    let mut unkept: Vec<(usize, Digest)> = Vec::new();
+    let mut kept_by_repo = Vec::with_capacity(repos.len());
+    for (index, repo) in repos.iter().enumerate() {
+        let roots = repo.roots(&Roots {
+            delete_untagged,
+            untagged_by_retention: untagged_by_retention.get(&repo.name).unwrap_or(&none),
+            cutoff,
+        });
+        let kept = repo.close(roots);
+        unkept.extend(
+            repo.revisions
+                .keys()
+                .filter(|digest| !kept.contains(*digest))
+                .map(|digest| (index, digest.clone())),
+        );
+        kept_by_repo.push(kept);
+    }
+    // A revision a push holds is spared, and then everything it references is kept too.
+    let mut spared: HashSet<(usize, Digest)> = HashSet::new();
+    let total = unkept.len();
+    let (sweeper_ref, repos_ref) = (&sweeper, &repos);
+    let mut unlinking = futures_util::stream::iter(unkept)
+        .map(move |(index, digest)| async move {
+            let removed = sweeper_ref.revision(&repos_ref[index].name, &digest).await;
+            (index, digest, removed)
+        })
+        .buffer_unordered(REVISION_CONCURRENCY);
+    let mut done = 0;
+    while let Some((index, digest, removed)) = unlinking.next().await {
+        done += 1;
+        progress.update("manifests", done, Some(total));
+        if removed? {
+            report.manifests_removed += 1;
+        } else {
+            spared.insert((index, digest));
+        }
+    }
+    drop(unlinking);
+
+    let mut marked: HashSet<Digest> = HashSet::new();
+    let mut usage = UsageBuilder::default();
+    for (index, (repo, kept)) in repos.iter().zip(&kept_by_repo).enumerate() {
+        let mut repo_blobs = Vec::new();
+        for rev in repo.revisions.values() {
+            if !kept.contains(&rev.digest) && !spared.contains(&(index, rev.digest.clone())) {
+                continue;
+            }
+            report.manifests_kept += 1;
+            if let Some(refs) = &rev.refs {
+                marked.extend(refs.blobs.iter().map(|(digest, _)| digest.clone()));
+                repo_blobs.extend(refs.blobs.iter().cloned());
+            }
+        }
+        usage.add(repo.name.as_str(), repo_blobs);
+    }
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: marked");
+    let mut linked_from: HashMap<Digest, Vec<RepoName>> = HashMap::new();
+    let mut links = Vec::new();
+    for repo in &repos {
+        for digest in &repo.layer_links {
+            linked_from
+                .entry(digest.clone())
+                .or_default()
+                .push(repo.name.clone());
+            links.push((repo.name.clone(), digest.clone()));
+        }
+    }
+    let blobs = sweeper.blobs(&marked, &linked_from, progress).await?;
+    report.blobs_kept = blobs.kept;
+    report.blobs_spared = blobs.spared;
+    report.blobs_removed = blobs.removed;
+    report.bytes_removed = blobs.bytes_removed;
+    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: blobs swept");
+    report.layer_links_removed = sweeper.dangling_links(&links, &blobs.present).await?;
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "gc: layer links swept"
+    );
+
+    let stale_before = start
+        .checked_sub(policy.upload_max_age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    for repo in &repos {
+        report.uploads_removed += sweeper.uploads(&repo.name, stale_before).await?;
+    }
+    report.duration = began.elapsed();
+    Ok((report, usage.finish()))
+}
+
+/// Removes the tags the repository's retention rule selects; returns `(tag, target)` of each
+/// and drops them from `repo.tags`.
+async fn apply_retention(
+    sweeper: &Sweeper<'_>,
+    policy: &GcPolicy,
+    repo: &mut RepoState,
+    now: SystemTime,
+) -> Result<Vec<(String, Digest)>, GcError> {
+    let Some(rule) = rule_for(&policy.retention, repo.name.as_str()) else {
+        return Ok(Vec::new());
+    };
+    let tags: Vec<(String, SystemTime)> = repo
+        .tags
+        .iter()
+        .map(|(tag, (_, pushed))| (tag.clone(), *pushed))
+        .collect();
+    let mut removed = Vec::new();
+    for tag in rule.tags_to_remove(&tags, now) {
+        let (target, _) = repo.tags[&tag].clone();
+        if sweeper.tag(&repo.name, &tag, &target).await? {
+            repo.tags.remove(&tag);
+            removed.push((tag, target));
+        }
+    }
+    Ok(removed)
+}
+
+/// `regapp du`: what every repository's manifests reference, nothing deleted.
+pub(super) async fn measure(store: &Store, progress: &mut Progress) -> Result<Usage, GcError> {
+    let names = repository_names(store).await?;
+    let repos = mark::load_all(store.driver().as_ref(), names, progress).await?;
+    let mut usage = UsageBuilder::default();
+    for repo in &repos {
+        usage.add(
+            repo.name.as_str(),
+            repo.revisions
+                .values()
+                .filter_map(|rev| rev.refs.as_ref())
+                .flat_map(|refs| refs.blobs.iter().cloned()),
+        );
+    }
+    Ok(usage.finish())
+}
+
+async fn repository_names(store: &Store) -> Result<Vec<RepoName>, GcError> {
+    Ok(store
+        .walk_repository_dirs()
+        .await?
+        .into_iter()
+        .filter_map(|name| name.parse().ok())
+        .collect())
+}

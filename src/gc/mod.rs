@@ -1,0 +1,340 @@
+//! Online garbage collection, retention and storage use (`[gc]`, `[[retention]]`, `regapp gc`,
+//! `regapp du`).
+//!
+//! | file | owns |
+//! |---|---|
+//! | `collect.rs` | one run: load → retention → mark → sweep, in that order |
+//! | `mark.rs` | what a repository holds and which of its manifests are kept |
+//! | `sweep.rs` | the deletions, each under `Pins::condemn` |
+//! | `retention.rs`, `glob.rs` | which tags a `[[retention]]` rule removes (pure) |
+//! | `usage.rs` | bytes per repository (`regapp du`, metrics) |
+//! | `lock.rs` | the lock file that keeps two collections (server, command line) apart |
+//! | `control.rs` | the Unix socket behind `regapp gc` / `regapp du` while the server runs |
+//! | `progress.rs` | progress on a terminal or in the log |
+//!
+//! The collector works on the store's driver and key layout (`registry::store::paths`) and
+//! never on HTTP. Why collecting while pushes run is safe is written in ARCHITECTURE.md
+//! ("Garbage collection").
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use crate::registry::store::{Store, StoreError};
+use crate::storage::StorageError;
+
+mod collect;
+pub mod control;
+pub mod glob;
+pub mod lock;
+mod mark;
+pub mod progress;
+pub mod retention;
+mod sweep;
+#[cfg(test)]
+mod tests;
+pub mod usage;
+
+pub use retention::RetentionRule;
+pub use usage::{RepoUsage, Usage};
+
+use progress::Progress;
+
+/// What a collection does and when; swapped whole at runtime by [`Collector::update`].
+#[derive(Debug, Clone)]
+pub struct GcPolicy {
+    /// Time between scheduled runs; `None` = no schedule (command line only).
+    pub interval: Option<Duration>,
+    /// Blobs and links younger than this are never deleted (see ARCHITECTURE.md).
+    pub grace: Duration,
+    pub delete_untagged: bool,
+    /// Upload sessions untouched this long are removed.
+    pub upload_max_age: Duration,
+    /// Evaluated before the mark; the first rule matching a repository applies.
+    pub retention: Vec<RetentionRule>,
+}
+
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(86_400);
+pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(86_400);
+
+impl Default for GcPolicy {
+    fn default() -> Self {
+        GcPolicy {
+            interval: Some(DEFAULT_INTERVAL),
+            grace: DEFAULT_GRACE,
+            delete_untagged: false,
+            upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
+            retention: Vec::new(),
+        }
+    }
+}
+
+/// Per-run choices on top of the policy (`regapp gc --dry-run --delete-untagged`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    pub dry_run: bool,
+    /// Deletes untagged manifests in this run even if the policy keeps them.
+    pub delete_untagged: bool,
+}
+
+/// What one collection did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GcReport {
+    pub dry_run: bool,
+    pub duration: Duration,
+    pub repositories: u64,
+    pub manifests_kept: u64,
+    /// Manifest revisions unlinked (untagged, or untagged by retention).
+    pub manifests_removed: u64,
+    /// `(repository, tag)` removed by retention.
+    pub tags_removed: Vec<(String, String)>,
+    pub blobs_kept: u64,
+    /// Unreferenced, but younger than the grace period or held by a push in progress.
+    pub blobs_spared: u64,
+    pub blobs_removed: u64,
+    pub bytes_removed: u64,
+    pub layer_links_removed: u64,
+    pub uploads_removed: u64,
+}
+
+impl GcReport {
+    /// The summary `regapp gc` prints and the server logs.
+    pub fn summary(&self) -> String {
+        let verb = if self.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
+        let mut out = String::new();
+        for (repo, tag) in &self.tags_removed {
+            let _ = writeln!(out, "tag {repo}:{tag} ({verb} by retention)");
+        }
+        let _ = writeln!(
+            out,
+            "{verb}: {} blobs ({} bytes), {} manifests, {} tags, {} layer links, {} upload sessions",
+            self.blobs_removed,
+            self.bytes_removed,
+            self.manifests_removed,
+            self.tags_removed.len(),
+            self.layer_links_removed,
+            self.uploads_removed
+        );
+        let _ = writeln!(
+            out,
+            "kept: {} blobs, {} manifests in {} repositories; spared {} unreferenced blobs (younger than the grace period or in use)",
+            self.blobs_kept, self.manifests_kept, self.repositories, self.blobs_spared
+        );
+        let _ = writeln!(out, "took {:.2} s", self.duration.as_secs_f64());
+        out
+    }
+}
+
+/// Told about every finished collection and measurement (the metrics fill this in).
+pub trait GcObserver: Send + Sync {
+    fn on_report(&self, _report: &GcReport) {}
+    fn on_usage(&self, _usage: &Usage) {}
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("a collection is already running ({0})")]
+    Busy(String),
+    #[error("lock file {}: {source}", path.display())]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs collections over one store: on a schedule, on request (control socket, command line),
+/// never two at once.
+pub struct Collector {
+    store: Arc<Store>,
+    policy: ArcSwap<GcPolicy>,
+    state_dir: PathBuf,
+    /// One run at a time inside the process; the lock file keeps other processes out.
+    running: tokio::sync::Mutex<()>,
+    policy_changed: tokio::sync::Notify,
+    observer: std::sync::RwLock<Option<Arc<dyn GcObserver>>>,
+    /// The last finished (non-dry) run and measurement, for whoever polls (a metrics scrape).
+    last: std::sync::Mutex<(Option<GcReport>, Option<Usage>)>,
+    /// Progress on the terminal (the command line running without a server) or in the log.
+    interactive: bool,
+}
+
+impl Collector {
+    /// A collector for `store`; `state_dir` holds `gc.lock` and `gc.sock` (the storage root).
+    pub fn new(store: Arc<Store>, policy: GcPolicy, state_dir: &Path) -> Collector {
+        Collector {
+            store,
+            policy: ArcSwap::from_pointee(policy),
+            state_dir: state_dir.to_owned(),
+            running: tokio::sync::Mutex::new(()),
+            policy_changed: tokio::sync::Notify::new(),
+            observer: std::sync::RwLock::new(None),
+            last: std::sync::Mutex::new((None, None)),
+            interactive: false,
+        }
+    }
+
+    pub fn with_observer(self, observer: Arc<dyn GcObserver>) -> Collector {
+        self.set_observer(observer);
+        self
+    }
+
+    /// Installs (or replaces) the observer of a running collector.
+    pub fn set_observer(&self, observer: Arc<dyn GcObserver>) {
+        *self.observer.write().expect("observer lock poisoned") = Some(observer);
+    }
+
+    /// The last collection that deleted (not a dry run), if any ran.
+    pub fn last_report(&self) -> Option<GcReport> {
+        self.last.lock().expect("last-run lock poisoned").0.clone()
+    }
+
+    /// Storage use as the last collection or `du` measured it.
+    pub fn last_usage(&self) -> Option<Usage> {
+        self.last.lock().expect("last-run lock poisoned").1.clone()
+    }
+
+    /// Shows progress on the terminal when stderr is one (the command line).
+    pub fn interactive(mut self) -> Collector {
+        self.interactive = true;
+        self
+    }
+
+    pub fn policy(&self) -> Arc<GcPolicy> {
+        self.policy.load_full()
+    }
+
+    /// Installs a new policy (configuration reload); the schedule restarts its wait.
+    pub fn update(&self, policy: GcPolicy) {
+        self.policy.store(Arc::new(policy));
+        self.policy_changed.notify_waiters();
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        lock::socket_path(&self.state_dir)
+    }
+
+    /// One collection now; refused with [`GcError::Busy`] while another runs (here or in
+    /// another process).
+    pub async fn run_once(&self, options: RunOptions) -> Result<GcReport, GcError> {
+        let _running = self
+            .running
+            .try_lock()
+            .map_err(|_| GcError::Busy("in this server".to_owned()))?;
+        let _lock = lock::CollectionLock::try_acquire(&self.state_dir)?;
+        let policy = self.policy();
+        let mut progress = self.progress("gc");
+        tracing::info!(
+            dry_run = options.dry_run,
+            grace = ?policy.grace,
+            delete_untagged = policy.delete_untagged || options.delete_untagged,
+            "garbage collection starts"
+        );
+        let (report, usage) =
+            collect::collect(&self.store, &policy, options, &mut progress).await?;
+        progress.finish();
+        tracing::info!(
+            dry_run = report.dry_run,
+            blobs_removed = report.blobs_removed,
+            bytes_removed = report.bytes_removed,
+            manifests_removed = report.manifests_removed,
+            tags_removed = report.tags_removed.len(),
+            blobs_spared = report.blobs_spared,
+            seconds = report.duration.as_secs_f64(),
+            "garbage collection done"
+        );
+        if !report.dry_run {
+            *self.last.lock().expect("last-run lock poisoned") =
+                (Some(report.clone()), Some(usage.clone()));
+        }
+        if let Some(observer) = self.observer() {
+            observer.on_report(&report);
+            if !report.dry_run {
+                observer.on_usage(&usage);
+            }
+        }
+        Ok(report)
+    }
+
+    /// Storage use per repository now (reads only; runs beside a collection).
+    pub async fn usage(&self) -> Result<Usage, GcError> {
+        let mut progress = self.progress("du");
+        let usage = collect::measure(&self.store, &mut progress).await?;
+        progress.finish();
+        self.last.lock().expect("last-run lock poisoned").1 = Some(usage.clone());
+        if let Some(observer) = self.observer() {
+            observer.on_usage(&usage);
+        }
+        Ok(usage)
+    }
+
+    /// The schedule: a run every `interval` (re-read after each run and on `update`); no
+    /// interval, no runs. Never returns.
+    pub async fn run_schedule(self: Arc<Self>) {
+        loop {
+            let changed = self.policy_changed.notified();
+            let Some(interval) = self.policy().interval else {
+                changed.await;
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = changed => continue,
+            }
+            match self.run_once(RunOptions::default()).await {
+                Ok(_) => {}
+                Err(GcError::Busy(who)) => {
+                    tracing::info!(%who, "scheduled garbage collection skipped: another runs")
+                }
+                Err(e) => tracing::error!(error = %e, "garbage collection failed"),
+            }
+        }
+    }
+
+    fn observer(&self) -> Option<Arc<dyn GcObserver>> {
+        self.observer
+            .read()
+            .expect("observer lock poisoned")
+            .clone()
+    }
+
+    fn progress(&self, what: &'static str) -> Progress {
+        if self.interactive {
+            Progress::new(what)
+        } else {
+            Progress::log(what)
+        }
+    }
+}
+
+/// How much less CPU the collector's threads get than request threads when both want it
+/// (Linux `nice` 10 ≈ a tenth of a request thread's share): a collection is background work,
+/// pushes and pulls are not.
+const COLLECTOR_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's CPU priority (Linux keeps a nice value per thread, so this
+/// touches no request thread). Called on the server's collector thread and its blocking pool.
+pub fn yield_cpu_to_requests() {
+    // SAFETY: setpriority only changes the scheduling priority of the calling thread (who = 0).
+    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, COLLECTOR_NICENESS) };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "gc thread priority unchanged");
+    }
+}
+
+/// `start - grace`, or the epoch when the grace reaches before it.
+fn cutoff(start: SystemTime, grace: Duration) -> SystemTime {
+    start.checked_sub(grace).unwrap_or(SystemTime::UNIX_EPOCH)
+}

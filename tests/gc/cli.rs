@@ -1,0 +1,116 @@
+//! `regapp gc` and `regapp du` with and without a running server, and two collections kept
+//! apart by `gc.lock`.
+
+use std::os::fd::AsRawFd;
+
+use super::push::Pusher;
+use super::{blob_path, regapp, regapp_ok};
+use crate::util::regapp::write_config;
+use crate::util::{Regapp, Registry};
+
+#[test]
+fn gc_and_du_go_through_the_running_server_or_work_alone() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let mut server = Regapp::start_with(&root, "[gc]\ngrace = \"0s\"\ninterval = \"\"\n");
+    let config = server.config();
+    let pusher = Pusher::new(server.host());
+    let kept = pusher
+        .push("cli/kept", "v1", &[b"kept layer".to_vec()])
+        .unwrap();
+    let gone = pusher
+        .push("cli/gone", "v1", &[b"gone layer".to_vec()])
+        .unwrap();
+    pusher.delete_manifest("cli/gone", &gone.digest);
+
+    let du = regapp_ok(&["du"], &config);
+    assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");
+
+    let dry = regapp_ok(&["gc", "--dry-run"], &config);
+    assert!(dry.contains("collected by the running server"), "{dry}");
+    assert!(dry.contains("would remove: 3 blobs"), "{dry}");
+    assert!(
+        blob_path(&root, &gone.digest).exists(),
+        "a dry run deletes nothing"
+    );
+
+    let run = regapp_ok(&["gc"], &config);
+    assert!(run.contains("removed: 3 blobs"), "{run}");
+    assert!(!blob_path(&root, &gone.digest).exists());
+    pusher.verify(&kept);
+    assert!(
+        server.log().contains("garbage collection done"),
+        "the server logs its runs:\n{}",
+        server.log()
+    );
+    server.stop();
+
+    let alone = regapp_ok(&["gc"], &config);
+    assert!(alone.contains("collected without a server"), "{alone}");
+    assert!(alone.contains("removed: 0 blobs"), "{alone}");
+    let du = regapp_ok(&["du"], &config);
+    assert!(du.contains("cli/kept"), "{du}");
+}
+
+#[test]
+fn a_collection_is_refused_while_another_holds_the_lock() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let (_dir, config) = write_config(&root, "");
+    // Another process collecting: it holds gc.lock.
+    let lock = std::fs::File::create(root.join("gc.lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+
+    let refused = regapp(&["gc"], &config);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("a collection is already running"),
+        "{stderr}"
+    );
+
+    drop(lock);
+    let server = Regapp::start(&root);
+    let lock = std::fs::File::open(root.join("gc.lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let refused = regapp(&["gc"], &server.config());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("a collection is already running (another process holds"),
+        "the server's run is refused too: {stderr}"
+    );
+    drop(lock);
+    regapp_ok(&["gc"], &server.config());
+}
+
+#[test]
+fn a_server_starting_during_a_command_line_collection_waits_for_it() {
+    // Its pushes would not be pinned for a collector in another process.
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let lock = std::fs::File::create(root.join("gc.lock")).unwrap();
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    let starting = std::thread::spawn({
+        let root = root.clone();
+        move || Regapp::start(&root)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        !starting.is_finished(),
+        "the server served during a collection"
+    );
+    drop(lock);
+    let server = starting
+        .join()
+        .expect("the server starts once the lock is free");
+    assert!(
+        server
+            .log()
+            .contains("waiting for a command-line garbage collection to finish"),
+        "{}",
+        server.log()
+    );
+}
