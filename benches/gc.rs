@@ -31,6 +31,8 @@ usage: cargo bench --bench gc -- [--manifests N] [--layers N] [--pushers N] [--b
   --baseline-seconds S  how long push throughput is measured without a collection (default 10)
   --generate-only       write the store to REGAPP_BENCH_DIR/root and stop (for profiling; delete
                         it yourself)
+  --online-only         only the collection while pushes go on (skip docker-registry and the
+                        offline run)
 environment:
   REGAPP_BENCH_DIR      where the store goes (default: <repo>/target/gc-bench); not tmpfs
   REGAPP_BENCH_BIN      the regapp binary (default: the one cargo builds for this bench)";
@@ -41,6 +43,7 @@ struct Options {
     pushers: usize,
     baseline: Duration,
     generate_only: bool,
+    online_only: bool,
 }
 
 const PER_REPO: usize = 100;
@@ -81,6 +84,7 @@ fn parse() -> BenchResult<Option<Options>> {
         pushers: 4,
         baseline: Duration::from_secs(10),
         generate_only: false,
+        online_only: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -95,6 +99,7 @@ fn parse() -> BenchResult<Option<Options>> {
             "--pushers" => options.pushers = value()? as usize,
             "--baseline-seconds" => options.baseline = Duration::from_secs(value()?),
             "--generate-only" => options.generate_only = true,
+            "--online-only" => options.online_only = true,
             other => return Err(format!("unknown option {other}").into()),
         }
     }
@@ -143,7 +148,8 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
              [gc]\ninterval = \"\"\ngrace = \"1h\"\ndelete_untagged = true\n"
         ),
     )?;
-    let (mut server, host) = start_regapp(&config, &dir.join("regapp.log"))?;
+    let server_log = dir.join("regapp.log");
+    let (mut server, host) = start_regapp(&config, &server_log)?;
     let pushed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let pushers: Vec<_> = (0..options.pushers)
@@ -171,6 +177,17 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         "regapp online (grace 1h, delete_untagged, {} pushers):\n{online}",
         options.pushers
     );
+    print_phase_times(&server_log)?;
+    if options.online_only {
+        println!(
+            "\n| regapp, online with {} pushers | {:.2} s | {} | {during:.1} of {baseline:.1} ({:.0} %) |",
+            options.pushers,
+            gc_wall.as_secs_f64(),
+            removed(&online),
+            100.0 * during / baseline
+        );
+        return Ok(());
+    }
 
     // The same store again for the offline collectors.
     std::fs::remove_dir_all(root)?;
@@ -232,6 +249,29 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     Ok(())
 }
 
+/// The collector's own timings (debug lines `gc: …` with the seconds since it began), so a run
+/// shows where the time went: loading, marking, sweeping.
+fn print_phase_times(log: &Path) -> BenchResult<()> {
+    let log = std::fs::read_to_string(log)?;
+    for line in log.lines().filter(|l| l.contains("gc: ")) {
+        let message = line.split("gc: ").nth(1).unwrap_or_default();
+        // The message, without the fields tracing appends after it.
+        let phase = message
+            .split_whitespace()
+            .take_while(|w| !w.contains('='))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let seconds = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("seconds="))
+            .and_then(|s| s.parse::<f64>().ok());
+        if let Some(seconds) = seconds {
+            println!("  {phase}: {seconds:.2} s after the start");
+        }
+    }
+    Ok(())
+}
+
 fn removed(summary: &str) -> String {
     summary
         .lines()
@@ -277,13 +317,19 @@ fn generate(root: &Path, options: &Options) -> BenchResult<Generated> {
         blobs += b;
         links += l;
     }
+    let seconds = started.elapsed().as_secs_f64();
+    // A real store was written long ago. Without this, the kernel writes the ~200,000 new files
+    // back (30 s after they were dirtied: during the measurements) and every push's fsync waits
+    // behind that in the ext4 journal, which made the push rates swing from run to run.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     Ok(Generated {
         repositories,
         manifests: options.manifests,
         untagged: options.manifests / UNTAGGED_EVERY,
         blobs,
         links,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
     })
 }
 
@@ -366,7 +412,8 @@ fn start_regapp(config: &Path, log: &Path) -> BenchResult<(Child, String)> {
     let mut child = Command::new(regapp_bin())
         .args(["serve", "--config"])
         .arg(config)
-        .env("REGAPP_LOG", "info")
+        .env("REGAPP_LOG", "info,regapp::gc=debug")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?)
         .spawn()?;

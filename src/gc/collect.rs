@@ -166,6 +166,10 @@ async fn run(
         report.uploads_removed += sweeper.uploads(&repo.name, stale_before).await?;
     }
     report.duration = began.elapsed();
+    tracing::debug!(
+        seconds = report.duration.as_secs_f64(),
+        "gc: upload sessions swept"
+    );
     Ok((report, usage.finish()))
 }
 

@@ -14,7 +14,7 @@ use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
 use crate::registry::store::{paths, Pins};
 use crate::registry::types::{Algorithm, Digest, RepoName, UploadId};
-use crate::storage::{StorageDriver, StorageResult};
+use crate::storage::{StorageDriver, StorageError, StorageResult};
 
 pub struct Sweeper<'a> {
     pub driver: &'a dyn StorageDriver,
@@ -34,9 +34,15 @@ pub struct BlobSweep {
     pub present: HashSet<Digest>,
 }
 
-/// Deletions (and listings) in flight at once: each is a hop to a blocking thread, whose
-/// latency, not the filesystem, bounds a sequential sweep on a busy machine.
+/// Listings in flight at once: each is a hop to a blocking thread, whose latency, not the
+/// filesystem, bounds a sequential walk on a busy machine.
 const CONCURRENCY: usize = 16;
+/// Batches of deletions in flight at once. A batch holds the garbage of one directory (a blob
+/// fan-out directory, a repository's `_layers`) and goes to the driver in one call: one
+/// blocking-thread hop per directory instead of one per key, and no two threads unlinking in
+/// the same directory, whose lock they would take turns on. Thread hand-offs were a third of
+/// the collector's CPU with one hop per key (perf), and that CPU is taken from pushes.
+const BATCHES: usize = 4;
 
 enum BlobOutcome {
     Removed(u64),
@@ -105,7 +111,9 @@ impl Sweeper<'_> {
         progress: &mut Progress,
     ) -> StorageResult<BlobSweep> {
         let mut sweep = BlobSweep::default();
-        let mut candidates = Vec::new();
+        // Unmarked digests, one group per fan-out directory.
+        let mut candidates: Vec<Vec<Digest>> = Vec::new();
+        let mut listed = 0;
         for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
             let dir = paths::blobs_dir(algorithm);
             let fanouts: Vec<String> = list_or_empty(self.driver, &dir)
@@ -118,74 +126,105 @@ impl Sweeper<'_> {
                 .map(|fanout| async move { digests_under(self.driver, &fanout, algorithm).await })
                 .buffer_unordered(CONCURRENCY);
             while let Some(digests) = listings.next().await {
+                let mut group = Vec::new();
                 for digest in digests? {
+                    listed += 1;
                     if marked.contains(&digest) {
                         sweep.kept += 1;
                         sweep.present.insert(digest);
                     } else {
-                        candidates.push(digest);
+                        group.push(digest);
                     }
                 }
-                progress.update(
-                    "blobs listed",
-                    (sweep.kept as usize) + candidates.len(),
-                    None,
-                );
+                if !group.is_empty() {
+                    candidates.push(group);
+                }
+                progress.update("blobs listed", listed, None);
             }
         }
-        let total = candidates.len();
+        let total: usize = candidates.iter().map(Vec::len).sum();
         let mut judged = futures_util::stream::iter(candidates)
-            .map(|digest| async move {
-                let outcome = self.sweep_blob(&digest, linked_from).await;
-                (digest, outcome)
-            })
-            .buffer_unordered(CONCURRENCY);
+            .map(|group| async move { self.sweep_blobs(group, linked_from).await })
+            .buffer_unordered(BATCHES);
         let mut done = 0;
-        while let Some((digest, outcome)) = judged.next().await {
-            done += 1;
-            progress.update("unreferenced blobs", done, Some(total));
-            match outcome? {
-                BlobOutcome::Removed(size) => {
-                    sweep.removed += 1;
-                    sweep.bytes_removed += size;
+        while let Some(outcomes) = judged.next().await {
+            for (digest, outcome) in outcomes? {
+                done += 1;
+                match outcome {
+                    BlobOutcome::Removed(size) => {
+                        sweep.removed += 1;
+                        sweep.bytes_removed += size;
+                    }
+                    BlobOutcome::Spared => {
+                        sweep.spared += 1;
+                        sweep.present.insert(digest);
+                    }
+                    BlobOutcome::Gone => {}
                 }
-                BlobOutcome::Spared => {
-                    sweep.spared += 1;
-                    sweep.present.insert(digest);
-                }
-                BlobOutcome::Gone => {}
             }
+            progress.update("unreferenced blobs", done, Some(total));
         }
         Ok(sweep)
     }
 
-    /// Judges one unreferenced blob: too young, held by a push, or deleted.
-    async fn sweep_blob(
+    /// Judges unreferenced blobs of one fan-out directory — too young, held by a push, or
+    /// deleted — and deletes the condemned ones in one batch.
+    async fn sweep_blobs(
         &self,
-        digest: &Digest,
+        digests: Vec<Digest>,
         linked_from: &HashMap<Digest, Vec<RepoName>>,
-    ) -> StorageResult<BlobOutcome> {
-        let info = match self.driver.stat(&paths::blob_data(digest)).await {
-            Ok(info) => info,
-            Err(e) if e.is_not_found() => return Ok(BlobOutcome::Gone),
-            Err(e) => return Err(e),
-        };
-        if info.modified > self.cutoff || self.linked_recently(digest, linked_from).await? {
-            return Ok(BlobOutcome::Spared);
+    ) -> StorageResult<Vec<(Digest, BlobOutcome)>> {
+        let mut outcomes = Vec::with_capacity(digests.len());
+        let mut condemned = Vec::new();
+        for digest in digests {
+            let info = match self.driver.stat(&paths::blob_data(&digest)).await {
+                Ok(info) => info,
+                Err(e) if e.is_not_found() => {
+                    outcomes.push((digest, BlobOutcome::Gone));
+                    continue;
+                }
+                Err(e) => return Err(self.acquit_all(condemned, e)),
+            };
+            let linked = match self.linked_recently(&digest, linked_from).await {
+                Ok(linked) => linked,
+                Err(e) => return Err(self.acquit_all(condemned, e)),
+            };
+            if info.modified > self.cutoff || linked {
+                outcomes.push((digest, BlobOutcome::Spared));
+            } else if self.dry_run {
+                outcomes.push((digest, BlobOutcome::Removed(info.size)));
+            } else if self.pins.condemn(&digest, self.cutoff) {
+                condemned.push((digest, info.size));
+            } else {
+                outcomes.push((digest, BlobOutcome::Spared));
+            }
         }
-        if self.dry_run {
-            return Ok(BlobOutcome::Removed(info.size));
+        let keys: Vec<String> = condemned
+            .iter()
+            .map(|(digest, _)| paths::blob_dir(digest))
+            .collect();
+        let results = self.driver.delete_many(&keys).await;
+        let mut failure = None;
+        for ((digest, size), result) in condemned.into_iter().zip(results) {
+            self.pins.acquit(&digest);
+            match result {
+                Ok(()) => outcomes.push((digest, BlobOutcome::Removed(size))),
+                Err(e) if e.is_not_found() => outcomes.push((digest, BlobOutcome::Gone)),
+                Err(e) => failure = failure.or(Some(e)),
+            }
         }
-        Ok(
-            match self
-                .delete_condemned(digest, &paths::blob_dir(digest))
-                .await?
-            {
-                Deletion::Done => BlobOutcome::Removed(info.size),
-                Deletion::Gone => BlobOutcome::Gone,
-                Deletion::Spared => BlobOutcome::Spared,
-            },
-        )
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(outcomes),
+        }
+    }
+
+    /// Lets go of digests condemned before an error ended their batch; returns the error.
+    fn acquit_all<T>(&self, condemned: Vec<(Digest, T)>, error: StorageError) -> StorageError {
+        for (digest, _) in condemned {
+            self.pins.acquit(&digest);
+        }
+        error
     }
 
     /// Removes `_layers` links whose blob is gone; returns how many.
@@ -202,41 +241,57 @@ impl Sweeper<'_> {
         if self.dry_run {
             return Ok(dangling.len() as u64);
         }
-        let mut removing = futures_util::stream::iter(dangling)
-            .map(|(repo, digest)| async move { self.dangling_link(&repo, &digest).await })
-            .buffer_unordered(CONCURRENCY);
+        let mut by_repo: HashMap<RepoName, Vec<Digest>> = HashMap::new();
+        for (repo, digest) in dangling {
+            by_repo.entry(repo).or_default().push(digest);
+        }
+        let mut removing = futures_util::stream::iter(by_repo)
+            .map(|(repo, digests)| async move { self.dangling_links_of(&repo, digests).await })
+            .buffer_unordered(BATCHES);
         let mut removed = 0;
         while let Some(result) = removing.next().await {
-            if result? {
-                removed += 1;
-            }
+            removed += result?;
         }
         Ok(removed)
     }
 
-    async fn dangling_link(&self, repo: &RepoName, digest: &Digest) -> StorageResult<bool> {
-        // Condemned while it is checked, so an upload or mount of the digest waits and then
-        // writes its link again.
-        if !self.pins.condemn(digest, self.cutoff) {
-            return Ok(false);
-        }
-        let result = async {
-            match self.driver.stat(&paths::blob_data(digest)).await {
-                Ok(_) => Ok(false),
-                Err(e) if e.is_not_found() => {
-                    let link = paths::layer_link(repo, digest);
-                    match self.driver.delete(paths::link_dir(&link)).await {
-                        Ok(()) => Ok(true),
-                        Err(e) if e.is_not_found() => Ok(false),
-                        Err(e) => Err(e),
-                    }
+    /// Removes one repository's links to blobs that are gone, in one batch; returns how many.
+    async fn dangling_links_of(&self, repo: &RepoName, digests: Vec<Digest>) -> StorageResult<u64> {
+        // Each digest is condemned while it is checked and its link deleted, so an upload or
+        // mount of it waits and then writes its link again.
+        let mut condemned = Vec::new();
+        for digest in digests {
+            if !self.pins.condemn(&digest, self.cutoff) {
+                continue;
+            }
+            match self.driver.stat(&paths::blob_data(&digest)).await {
+                Ok(_) => self.pins.acquit(&digest),
+                Err(e) if e.is_not_found() => condemned.push((digest, ())),
+                Err(e) => {
+                    self.pins.acquit(&digest);
+                    return Err(self.acquit_all(condemned, e));
                 }
-                Err(e) => Err(e),
             }
         }
-        .await;
-        self.pins.acquit(digest);
-        result
+        let keys: Vec<String> = condemned
+            .iter()
+            .map(|(digest, _)| paths::link_dir(&paths::layer_link(repo, digest)).to_owned())
+            .collect();
+        let results = self.driver.delete_many(&keys).await;
+        let mut removed = 0;
+        let mut failure = None;
+        for ((digest, ()), result) in condemned.into_iter().zip(results) {
+            self.pins.acquit(&digest);
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Removes upload sessions of `repo` untouched since `stale_before`; returns how many.

@@ -71,6 +71,15 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Removes a file, or a directory and everything in it. The file case is tried first: it is
+/// one `unlink`, and Linux answers `EISDIR` for a directory.
+fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() == io::ErrorKind::IsADirectory => fs::remove_dir_all(path),
+        result => result,
+    }
+}
+
 fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("a storage key always has a parent");
     fs::create_dir_all(dir)?;
@@ -156,14 +165,36 @@ impl StorageDriver for FsDriver {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.path(key)?;
-        blocking(key, move || {
-            if fs::symlink_metadata(&path)?.is_dir() {
-                fs::remove_dir_all(&path)
-            } else {
-                fs::remove_file(&path)
+        blocking(key, move || remove(&path)).await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> Vec<StorageResult<()>> {
+        let paths: Vec<(String, StorageResult<PathBuf>)> = keys
+            .iter()
+            .map(|key| (key.clone(), self.path(key)))
+            .collect();
+        let deleting = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|(key, path)| {
+                    path.and_then(|path| remove(&path).map_err(|e| StorageError::from_io(&key, e)))
+                })
+                .collect::<Vec<_>>()
+        });
+        match deleting.await {
+            Ok(results) => results,
+            Err(e) => {
+                let message = e.to_string();
+                keys.iter()
+                    .map(|key| {
+                        Err(StorageError::from_io(
+                            key,
+                            io::Error::other(message.clone()),
+                        ))
+                    })
+                    .collect()
             }
-        })
-        .await
+        }
     }
 
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()> {

@@ -80,6 +80,16 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
     /// Deletes an object, or everything under a directory-like key.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Deletes each key as `delete` does, in order, with one result per key. Garbage
+    /// collection deletes thousands of keys: a driver can do a batch in one round trip (the
+    /// filesystem driver in one blocking-thread hop instead of one per key).
+    async fn delete_many(&self, keys: &[String]) -> Vec<StorageResult<()>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.delete(key).await);
+        }
+        results
+    }
     /// Moves an object atomically and durably, replacing whatever is at `to`.
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
-use super::StorageDriver;
+use super::{StorageDriver, StorageError};
 
 async fn read_all(driver: &dyn StorageDriver, key: &str, offset: u64, len: Option<u64>) -> Vec<u8> {
     let chunks: Vec<Bytes> = driver
@@ -21,6 +21,7 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     put_get_and_replace(driver).await;
     streaming_write_append_and_ranged_read(driver).await;
     list_hides_temporaries_and_delete_is_recursive(driver).await;
+    delete_many_answers_for_each_key(driver).await;
     rename_replaces_target(driver).await;
     missing_keys_are_not_found(driver).await;
     keys_cannot_escape_the_root(driver).await;
@@ -68,6 +69,19 @@ async fn list_hides_temporaries_and_delete_is_recursive(driver: &dyn StorageDriv
     assert_eq!(names, ["sub", "x"]);
     driver.delete("dir").await.unwrap();
     assert!(driver.stat("dir/x").await.unwrap_err().is_not_found());
+}
+
+async fn delete_many_answers_for_each_key(driver: &dyn StorageDriver) {
+    driver.put("many/file", Bytes::new()).await.unwrap();
+    driver.put("many/dir/data", Bytes::new()).await.unwrap();
+    driver.put("many/kept", Bytes::new()).await.unwrap();
+    let keys = ["many/file", "many/dir", "many/missing", "../escape"].map(String::from);
+    let results = driver.delete_many(&keys).await;
+    assert_eq!(results.len(), 4);
+    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+    assert!(results[2].as_ref().unwrap_err().is_not_found());
+    assert!(matches!(results[3], Err(StorageError::InvalidKey(_))));
+    assert_eq!(driver.list("many").await.unwrap(), ["kept"]);
 }
 
 async fn rename_replaces_target(driver: &dyn StorageDriver) {
