@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use crate::acme::{self, control};
 use crate::cli::CertCommand;
 use crate::config::{Settings, TlsSettings};
+use crate::control_socket::ControlError;
 
 pub fn run(command: CertCommand) -> ExitCode {
     let (config, renew) = match &command {
@@ -39,6 +40,10 @@ pub fn run(command: CertCommand) -> ExitCode {
                 print!("renewed\n{report}");
                 ExitCode::SUCCESS
             }
+            Err(e @ ControlError::NotRunning { .. }) => {
+                eprintln!("regapp cert renew: {}", control::not_running(&e));
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("regapp cert renew: {e}");
                 ExitCode::FAILURE
@@ -50,7 +55,7 @@ pub fn run(command: CertCommand) -> ExitCode {
             print!("{report}");
             ExitCode::SUCCESS
         }
-        Err(control::ControlError::NotRunning { .. }) => match acme::status_from_disk(&options) {
+        Err(ControlError::NotRunning { .. }) => match acme::status_from_disk(&options) {
             Ok(status) => {
                 print!("{}", status.report());
                 println!("server:        not running (due date by the lifetime rule; a running server also asks the CA)");

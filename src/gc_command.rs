@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use crate::cli::{ConfigArg, GcArgs};
 use crate::config::Settings;
-use crate::gc::control::{self, ControlError};
+use crate::control_socket::ControlError;
+use crate::gc::control;
 use crate::gc::{lock, Collector, RunOptions};
 
 pub fn gc(args: GcArgs) -> ExitCode {

@@ -11,6 +11,7 @@ pub mod cert_command;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod control_socket;
 pub mod edge;
 pub mod gc;
 pub mod gc_command;
