@@ -190,18 +190,7 @@ pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
         if let toml::Value::Array(elements) = value {
             // An array of tables (`[[retention]]`): each key of each element on its own.
             for (index, element) in elements.iter().enumerate() {
-                let keys: Vec<(Option<&str>, toml::Value)> = match element {
-                    toml::Value::Table(inner) if !inner.is_empty() => inner
-                        .iter()
-                        .map(|(key, v)| {
-                            let mut one = toml::Table::new();
-                            one.insert(key.clone(), v.clone());
-                            (Some(key.as_str()), toml::Value::Table(one))
-                        })
-                        .collect(),
-                    other => vec![(None, other.clone())],
-                };
-                for (key, partial) in keys {
+                for (key, partial) in one_key_each(element) {
                     let mut doc = toml::Table::new();
                     doc.insert(section.clone(), toml::Value::Array(vec![partial]));
                     if let Err(e) = T::deserialize(toml::Value::Table(doc)) {
@@ -219,18 +208,7 @@ pub(super) fn deserialize_reporting_every_key<'a, T: DeserializeOwned>(
             }
             continue;
         }
-        let candidates: Vec<(Option<&str>, toml::Value)> = match value {
-            toml::Value::Table(inner) if !inner.is_empty() => inner
-                .iter()
-                .map(|(key, v)| {
-                    let mut one = toml::Table::new();
-                    one.insert(key.clone(), v.clone());
-                    (Some(key.as_str()), toml::Value::Table(one))
-                })
-                .collect(),
-            other => vec![(None, other.clone())],
-        };
-        for (key, partial) in candidates {
+        for (key, partial) in one_key_each(value) {
             let mut doc = toml::Table::new();
             doc.insert(section.clone(), partial);
             if let Err(e) = T::deserialize(toml::Value::Table(doc)) {
@@ -316,5 +294,21 @@ impl Locator<'_> {
             (None, None)
         };
         (line_at(self.text, entry), line_at(self.text, key_span))
+    }
+}
+
+/// A table split into one-key tables, each with its key, so every key is checked on its own
+/// (and blamed on its own line); anything else, whole, with no key.
+fn one_key_each(value: &toml::Value) -> Vec<(Option<&str>, toml::Value)> {
+    match value {
+        toml::Value::Table(inner) if !inner.is_empty() => inner
+            .iter()
+            .map(|(key, v)| {
+                let mut one = toml::Table::new();
+                one.insert(key.clone(), v.clone());
+                (Some(key.as_str()), toml::Value::Table(one))
+            })
+            .collect(),
+        other => vec![(None, other.clone())],
     }
 }
