@@ -20,37 +20,17 @@ pub fn gc(args: GcArgs) -> ExitCode {
         delete_untagged: args.delete_untagged,
     };
     let socket = lock::socket_path(&settings.storage.root);
-    match control::request(&socket, &control::collect_command(options)) {
-        Ok(report) => {
-            println!("collected by the running server");
-            print!("{report}");
-            return ExitCode::SUCCESS;
-        }
-        Err(ControlError::NotRunning { .. }) => {}
-        Err(e) => {
-            eprintln!("regapp gc: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let result = runtime().and_then(|runtime| {
-        runtime
-            .block_on(collector(&settings).run_once(options))
-            .map_err(|e| e.to_string())
+    let answer = ask_server_or_work_alone(&socket, &control::collect_command(options), || async {
+        let report = collector(&settings).run_once(options).await?;
+        Ok(report.summary())
     });
-    match result {
-        Ok(report) => {
-            println!(
-                "collected without a server (none answers on {})",
-                socket.display()
-            );
-            print!("{}", report.summary());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("regapp gc: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    finish("gc", answer, |answer| match answer {
+        Answer::Server(report) => print!("collected by the running server\n{report}"),
+        Answer::Alone(report) => print!(
+            "collected without a server (none answers on {})\n{report}",
+            socket.display()
+        ),
+    })
 }
 
 pub fn du(arg: ConfigArg) -> ExitCode {
@@ -58,29 +38,51 @@ pub fn du(arg: ConfigArg) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let socket = lock::socket_path(&settings.storage.root);
-    match control::request(&socket, "du") {
-        Ok(report) => {
-            print!("{report}");
-            return ExitCode::SUCCESS;
-        }
-        Err(ControlError::NotRunning { .. }) => {}
-        Err(e) => {
-            eprintln!("regapp du: {e}");
-            return ExitCode::FAILURE;
-        }
-    }
-    let result = runtime().and_then(|runtime| {
-        runtime
-            .block_on(collector(&settings).usage())
-            .map_err(|e| e.to_string())
+    let answer = ask_server_or_work_alone(&socket, "du", || async {
+        let usage = collector(&settings).usage().await?;
+        Ok(usage.report())
     });
-    match result {
-        Ok(usage) => {
-            print!("{}", usage.report());
+    finish("du", answer, |answer| match answer {
+        Answer::Server(report) | Answer::Alone(report) => print!("{report}"),
+    })
+}
+
+/// Who produced a report.
+enum Answer {
+    Server(String),
+    Alone(String),
+}
+
+/// Asks the running server over `socket`; when none answers there, does `alone` on the store
+/// itself. Any other failure (permission, a refusal) is the answer: no fallback behind a
+/// server's back.
+fn ask_server_or_work_alone<F, Fut>(
+    socket: &std::path::Path,
+    command: &str,
+    alone: F,
+) -> Result<Answer, String>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String, crate::gc::GcError>>,
+{
+    match control::request(socket, command) {
+        Ok(report) => return Ok(Answer::Server(report)),
+        Err(ControlError::NotRunning { .. }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let report = runtime()?.block_on(alone()).map_err(|e| e.to_string())?;
+    Ok(Answer::Alone(report))
+}
+
+/// Prints the answer (or `regapp <name>: <error>`) and gives the exit code.
+fn finish(name: &str, answer: Result<Answer, String>, print: impl FnOnce(Answer)) -> ExitCode {
+    match answer {
+        Ok(answer) => {
+            print(answer);
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("regapp du: {e}");
+            eprintln!("regapp {name}: {e}");
             ExitCode::FAILURE
         }
     }

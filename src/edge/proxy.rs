@@ -89,6 +89,17 @@ impl EdgeProxy {
         response.insert_header(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)?;
         response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
         response.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        self.answer(session, response, body).await
+    }
+
+    /// Sends an answer made at the edge (the engine never sees the request): the security
+    /// headers every answer carries, then the whole body. Returns true: the request is done.
+    async fn answer(
+        &self,
+        session: &mut Session,
+        mut response: ResponseHeader,
+        body: bytes::Bytes,
+    ) -> Result<bool> {
         self.add_security_headers(&mut response)?;
         session
             .write_response_header(Box::new(response), false)
@@ -130,12 +141,7 @@ impl EdgeProxy {
         for (name, value) in extra {
             response.insert_header(name.clone(), value.as_str())?;
         }
-        self.add_security_headers(&mut response)?;
-        session
-            .write_response_header(Box::new(response), false)
-            .await?;
-        session.write_response_body(Some(body), true).await?;
-        Ok(true)
+        self.answer(session, response, body).await
     }
 }
 

@@ -129,8 +129,8 @@ impl Fixture {
         self.dir.path().join(key)
     }
 
-    fn files(&self) -> BTreeSet<String> {
-        files_under(&self.dir.path().join("docker"))
+    fn files(&self) -> Vec<String> {
+        crate::registry::store::tests::files_under(&self.dir.path().join("docker"))
     }
 
     fn tags(&self, repo: &str) -> BTreeSet<String> {
@@ -165,21 +165,6 @@ fn set_mtime(path: &Path, time: SystemTime) {
         .unwrap()
         .set_modified(time)
         .unwrap();
-}
-
-fn files_under(dir: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                pending.push(e.path());
-            } else {
-                out.insert(e.path().strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test]

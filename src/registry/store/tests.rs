@@ -21,7 +21,8 @@ fn name(s: &str) -> RepoName {
     s.parse().unwrap()
 }
 
-fn files_under(dir: &std::path::Path) -> Vec<String> {
+/// Every file below `dir`, as sorted relative paths (also used by the GC's tests).
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
