@@ -199,13 +199,14 @@ impl Sweeper<'_> {
                 outcomes.push((digest, BlobOutcome::Spared));
             }
         }
-        let keys: Vec<String> = condemned
-            .iter()
-            .map(|(digest, _)| paths::blob_dir(digest))
-            .collect();
+        let keys = file_then_directory(
+            condemned
+                .iter()
+                .map(|(digest, _)| (paths::blob_data(digest), paths::blob_dir(digest))),
+        );
         let results = self.driver.delete_many(&keys).await;
         let mut failure = None;
-        for ((digest, size), result) in condemned.into_iter().zip(results) {
+        for ((digest, size), result) in condemned.into_iter().zip(pairs(results)) {
             self.pins.acquit(&digest);
             match result {
                 Ok(()) => outcomes.push((digest, BlobOutcome::Removed(size))),
@@ -273,14 +274,15 @@ impl Sweeper<'_> {
                 }
             }
         }
-        let keys: Vec<String> = condemned
-            .iter()
-            .map(|(digest, _)| paths::link_dir(&paths::layer_link(repo, digest)).to_owned())
-            .collect();
+        let keys = file_then_directory(condemned.iter().map(|(digest, _)| {
+            let link = paths::layer_link(repo, digest);
+            let dir = paths::link_dir(&link).to_owned();
+            (link, dir)
+        }));
         let results = self.driver.delete_many(&keys).await;
         let mut removed = 0;
         let mut failure = None;
-        for ((digest, ()), result) in condemned.into_iter().zip(results) {
+        for ((digest, ()), result) in condemned.into_iter().zip(pairs(results)) {
             self.pins.acquit(&digest);
             match result {
                 Ok(()) => removed += 1,
@@ -359,6 +361,28 @@ impl Sweeper<'_> {
 }
 
 /// A `blobs/<alg>/<xx>` directory name: two lowercase hex digits.
+/// Keys for objects that each live alone in a directory of their own (a blob's `data`, a
+/// `_layers` link): the file, then its directory, so that the driver can `unlink` and `rmdir`
+/// instead of listing each directory. [`pairs`] folds the results back to one per object.
+fn file_then_directory(objects: impl Iterator<Item = (String, String)>) -> Vec<String> {
+    objects.flat_map(|(file, dir)| [file, dir]).collect()
+}
+
+/// One result per (file, directory) pair from [`file_then_directory`]: an error that is not
+/// "not found" wins; otherwise the object counts as removed if either part was there.
+fn pairs(results: Vec<StorageResult<()>>) -> Vec<StorageResult<()>> {
+    let mut results = results.into_iter();
+    let mut folded = Vec::new();
+    while let (Some(file), Some(dir)) = (results.next(), results.next()) {
+        folded.push(match (file, dir) {
+            (Err(e), _) | (_, Err(e)) if !e.is_not_found() => Err(e),
+            (Ok(()), _) => Ok(()),
+            (Err(_), dir) => dir,
+        });
+    }
+    folded
+}
+
 fn is_fanout(name: &str) -> bool {
     name.len() == 2
         && name

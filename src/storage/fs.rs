@@ -16,7 +16,9 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult};
+use super::{
+    ByteStream, ObjectInfo, ObjectWriter, Publish, StorageDriver, StorageError, StorageResult,
+};
 
 /// Well below glibc's mmap threshold as `main` sets it (1 MiB), so chunk buffers are recycled
 /// from the heap; 128 KiB pulled faster than 256 KiB here (more overlap of read and send).
@@ -71,30 +73,119 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Removes a file, or a directory and everything in it. The file case is tried first: it is
-/// one `unlink`, and Linux answers `EISDIR` for a directory.
+/// Removes a file, or a directory and everything in it. The cheap cases are tried first: a
+/// file is one `unlink` (Linux answers `EISDIR` for a directory), and an empty directory one
+/// `rmdir` — the collector deletes a blob's `data` before its directory, which saves opening
+/// and reading 40,000 directories in a large collection.
 fn remove(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::IsADirectory => fs::remove_dir_all(path),
+        Err(e) if e.kind() == io::ErrorKind::IsADirectory => match fs::remove_dir(path) {
+            Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => fs::remove_dir_all(path),
+            result => result,
+        },
         result => result,
     }
 }
 
-fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("a storage key always has a parent");
-    fs::create_dir_all(dir)?;
+/// A [`Publish`] step with its keys resolved to paths; the key names the step in errors.
+enum Step {
+    Put {
+        key: String,
+        path: PathBuf,
+        content: Bytes,
+    },
+    Move {
+        key: String,
+        from: PathBuf,
+        to: PathBuf,
+    },
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().expect("a storage key always has a parent")
+}
+
+/// Carries out publish steps: every new file is written under a temporary name, then all are
+/// synced, then everything is renamed into place in order, then each directory that gained a
+/// name is synced. On ext4 the first file sync and the first directory sync each commit the
+/// journal, and the syncs after them find nothing left to commit. Temporary files of a failed
+/// call are removed.
+fn publish_steps(steps: &[Step]) -> Result<(), (String, io::Error)> {
+    let mut temps = Vec::new();
+    let result = write_sync_rename(steps, &mut temps);
+    if result.is_err() {
+        for temp in &temps {
+            let _ = fs::remove_file(temp);
+        }
+    }
+    result
+}
+
+fn write_sync_rename(steps: &[Step], temps: &mut Vec<PathBuf>) -> Result<(), (String, io::Error)> {
+    let mut written = Vec::new();
+    for step in steps {
+        if let Step::Put { key, path, content } = step {
+            let at = |e| (key.clone(), e);
+            fs::create_dir_all(parent(path)).map_err(at)?;
+            let temp = temp_path_for(path);
+            let mut file = File::create(&temp).map_err(at)?;
+            temps.push(temp);
+            file.write_all(content).map_err(at)?;
+            written.push((key, file));
+        }
+    }
+    for (key, file) in &written {
+        file.sync_data().map_err(|e| ((*key).clone(), e))?;
+    }
+    let mut temps_in_order = temps.iter();
+    let mut dirs: Vec<(&String, &Path)> = Vec::new();
+    for step in steps {
+        let (key, from, to) = match step {
+            Step::Put { key, path, .. } => {
+                let temp = temps_in_order.next().expect("one temporary file per put");
+                (key, temp.as_path(), path.as_path())
+            }
+            Step::Move { key, from, to } => (key, from.as_path(), to.as_path()),
+        };
+        let at = |e| (key.clone(), e);
+        fs::create_dir_all(parent(to)).map_err(at)?;
+        fs::rename(from, to).map_err(at)?;
+        if !dirs.iter().any(|(_, dir)| *dir == parent(to)) {
+            dirs.push((key, parent(to)));
+        }
+    }
+    for (key, dir) in dirs {
+        sync_dir(dir).map_err(|e| (key.clone(), e))?;
+    }
+    Ok(())
+}
+
+/// `put` without the syncs: a temporary file renamed into place.
+fn write_unsynced(path: &Path, content: &[u8]) -> io::Result<()> {
+    fs::create_dir_all(parent(path))?;
     let temp = temp_path_for(path);
-    let result = (|| {
-        let mut file = File::create(&temp)?;
-        file.write_all(content)?;
-        file.sync_data()?;
-        fs::rename(&temp, path)?;
-        sync_dir(dir)
-    })();
+    let result = fs::write(&temp, content).and_then(|()| fs::rename(&temp, path));
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
     result
+}
+
+impl FsDriver {
+    fn resolve(&self, step: Publish) -> StorageResult<Step> {
+        Ok(match step {
+            Publish::Put { key, content } => Step::Put {
+                path: self.path(&key)?,
+                key,
+                content,
+            },
+            Publish::Move { from, to } => Step::Move {
+                from: self.path(&from)?,
+                to: self.path(&to)?,
+                key: from,
+            },
+        })
+    }
 }
 
 #[async_trait]
@@ -110,8 +201,13 @@ impl StorageDriver for FsDriver {
     }
 
     async fn put(&self, key: &str, content: Bytes) -> StorageResult<()> {
+        let key = key.to_owned();
+        self.publish(vec![Publish::Put { key, content }]).await
+    }
+
+    async fn put_unsynced(&self, key: &str, content: Bytes) -> StorageResult<()> {
         let path = self.path(key)?;
-        blocking(key, move || write_atomically(&path, &content)).await
+        blocking(key, move || write_unsynced(&path, &content)).await
     }
 
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {
@@ -198,15 +294,19 @@ impl StorageDriver for FsDriver {
     }
 
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()> {
-        let source = self.path(from)?;
-        let target = self.path(to)?;
-        blocking(from, move || {
-            let dir = target.parent().expect("a storage key always has a parent");
-            fs::create_dir_all(dir)?;
-            fs::rename(&source, &target)?;
-            sync_dir(dir)
-        })
-        .await
+        let (from, to) = (from.to_owned(), to.to_owned());
+        self.publish(vec![Publish::Move { from, to }]).await
+    }
+
+    async fn publish(&self, steps: Vec<Publish>) -> StorageResult<()> {
+        let steps = steps
+            .into_iter()
+            .map(|step| self.resolve(step))
+            .collect::<StorageResult<Vec<Step>>>()?;
+        tokio::task::spawn_blocking(move || publish_steps(&steps))
+            .await
+            .map_err(|e| StorageError::from_io("(publish)", io::Error::other(e)))?
+            .map_err(|(key, e)| StorageError::from_io(&key, e))
     }
 }
 

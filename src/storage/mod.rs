@@ -92,6 +92,35 @@ pub trait StorageDriver: Send + Sync + 'static {
     }
     /// Moves an object atomically and durably, replacing whatever is at `to`.
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;
+    /// Writes a small object readers see at once (atomically, as `put` does) without waiting
+    /// for it to survive a power loss: for upload-session state, which a client recreates.
+    async fn put_unsynced(&self, key: &str, content: Bytes) -> StorageResult<()> {
+        self.put(key, content).await
+    }
+    /// Carries out `steps` in order, each as `put` or `rename` would, and returns once all of
+    /// them are durable. A blob and its link, or a manifest and its three links, become visible
+    /// in one call: the filesystem driver syncs every new file, then renames them all, then
+    /// syncs their directories, which costs two filesystem journal commits instead of two per
+    /// step. If a step fails, the steps before it stay done (as after a crash between them)
+    /// and none after it happen.
+    async fn publish(&self, steps: Vec<Publish>) -> StorageResult<()> {
+        for step in steps {
+            match step {
+                Publish::Put { key, content } => self.put(&key, content).await?,
+                Publish::Move { from, to } => self.rename(&from, &to).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One step of [`StorageDriver::publish`].
+#[derive(Debug, Clone)]
+pub enum Publish {
+    /// Writes a small object, as `put` does.
+    Put { key: String, content: Bytes },
+    /// Moves an object whose bytes are already durable (a committed writer), as `rename` does.
+    Move { from: String, to: String },
 }
 
 /// A streaming write in progress. Dropping it without `close`/`commit` abandons the bytes.

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
-use super::{StorageDriver, StorageError};
+use super::{Publish, StorageDriver, StorageError};
 
 async fn read_all(driver: &dyn StorageDriver, key: &str, offset: u64, len: Option<u64>) -> Vec<u8> {
     let chunks: Vec<Bytes> = driver
@@ -23,6 +23,9 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     list_hides_temporaries_and_delete_is_recursive(driver).await;
     delete_many_answers_for_each_key(driver).await;
     rename_replaces_target(driver).await;
+    publish_runs_its_steps_in_order(driver).await;
+    publish_stops_at_the_first_failure(driver).await;
+    put_unsynced_is_visible_at_once(driver).await;
     missing_keys_are_not_found(driver).await;
     keys_cannot_escape_the_root(driver).await;
 }
@@ -100,6 +103,64 @@ async fn rename_replaces_target(driver: &dyn StorageDriver) {
     assert_eq!(driver.get("n/o/p/data").await.unwrap(), "new");
 }
 
+async fn publish_runs_its_steps_in_order(driver: &dyn StorageDriver) {
+    let mut w = driver.writer("pub/upload", false).await.unwrap();
+    w.write(Bytes::from_static(b"blob")).await.unwrap();
+    w.commit().await.unwrap();
+    driver
+        .publish(vec![
+            Publish::Move {
+                from: "pub/upload".into(),
+                to: "pub/blobs/b/data".into(),
+            },
+            Publish::Put {
+                key: "pub/links/b/link".into(),
+                content: Bytes::from_static(b"b"),
+            },
+            Publish::Put {
+                key: "pub/links/b/link".into(),
+                content: Bytes::from_static(b"b again"),
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(driver.get("pub/blobs/b/data").await.unwrap(), "blob");
+    assert_eq!(driver.get("pub/links/b/link").await.unwrap(), "b again");
+    assert!(driver.stat("pub/upload").await.unwrap_err().is_not_found());
+}
+
+async fn publish_stops_at_the_first_failure(driver: &dyn StorageDriver) {
+    let failed = driver
+        .publish(vec![
+            Publish::Put {
+                key: "half/first".into(),
+                content: Bytes::from_static(b"1"),
+            },
+            Publish::Move {
+                from: "half/missing".into(),
+                to: "half/moved".into(),
+            },
+            Publish::Put {
+                key: "half/never".into(),
+                content: Bytes::from_static(b"n"),
+            },
+        ])
+        .await
+        .unwrap_err();
+    assert!(failed.is_not_found(), "{failed}");
+    assert!(failed.to_string().contains("half/missing"), "{failed}");
+    assert_eq!(driver.get("half/first").await.unwrap(), "1");
+    assert!(driver.get("half/never").await.unwrap_err().is_not_found());
+}
+
+async fn put_unsynced_is_visible_at_once(driver: &dyn StorageDriver) {
+    driver
+        .put_unsynced("session/startedat", Bytes::from_static(b"now"))
+        .await
+        .unwrap();
+    assert_eq!(driver.get("session/startedat").await.unwrap(), "now");
+}
+
 async fn missing_keys_are_not_found(driver: &dyn StorageDriver) {
     assert!(driver.get("nope").await.unwrap_err().is_not_found());
     assert!(driver.stat("nope/x").await.unwrap_err().is_not_found());
@@ -122,4 +183,9 @@ async fn keys_cannot_escape_the_root(driver: &dyn StorageDriver) {
 async fn fs_driver_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     run_all(&super::FsDriver::new(dir.path())).await;
+    let left: Vec<String> = crate::registry::store::tests::files_under(dir.path())
+        .into_iter()
+        .filter(|path| path.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }

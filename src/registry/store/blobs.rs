@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::error::OrUnknown;
 use super::{paths, Store, StoreError, StoreResult};
 use crate::registry::types::{ByteRange, Digest, RepoName};
-use crate::storage::ByteStream;
+use crate::storage::{ByteStream, Publish};
 
 impl Store {
     /// The size of a blob the repository may serve.
@@ -86,12 +86,22 @@ impl Store {
     }
 
     pub(super) async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
-        self.driver
-            .put(
-                &paths::layer_link(repo, digest),
-                Bytes::from(digest.to_string()),
-            )
-            .await?;
+        self.link_blob_after(repo, digest, Vec::new()).await
+    }
+
+    /// Links a blob into `repo` after `steps` (the blob's own move into place), in one publish:
+    /// the link never becomes visible before the blob does.
+    pub(super) async fn link_blob_after(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        mut steps: Vec<Publish>,
+    ) -> StoreResult<()> {
+        steps.push(Publish::Put {
+            key: paths::layer_link(repo, digest),
+            content: Bytes::from(digest.to_string()),
+        });
+        self.driver.publish(steps).await?;
         self.catalog.note(repo).await;
         Ok(())
     }

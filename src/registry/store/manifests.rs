@@ -9,6 +9,7 @@ use super::summaries::ManifestSummary;
 use super::{paths, Store, StoreError, StoreResult};
 use crate::registry::types::manifest::is_external;
 use crate::registry::types::{Digest, ParsedManifest, Reference, RepoName, Tag};
+use crate::storage::Publish;
 
 #[derive(Debug)]
 pub struct StoredManifest {
@@ -100,23 +101,29 @@ impl Store {
         let _pins = self.pins.pin(pinned).await;
         self.check_references(repo, &manifest).await?;
 
+        // In this order, so that a link never names a manifest that is not there and the tag
+        // moves last; one publish makes them durable together.
+        let mut steps = Vec::new();
         if !self.blob_exists(&digest).await? {
-            self.driver
-                .put(&paths::blob_data(&digest), body.clone())
-                .await?;
+            let key = paths::blob_data(&digest);
+            steps.push(Publish::Put {
+                key,
+                content: body.clone(),
+            });
         }
         let link = Bytes::from(digest.to_string());
-        self.driver
-            .put(&paths::revision_link(repo, &digest), link.clone())
-            .await?;
+        let mut link_at = |key| {
+            steps.push(Publish::Put {
+                key,
+                content: link.clone(),
+            })
+        };
+        link_at(paths::revision_link(repo, &digest));
         if let Reference::Tag(tag) = reference {
-            self.driver
-                .put(&paths::tag_index_link(repo, tag, &digest), link.clone())
-                .await?;
-            self.driver
-                .put(&paths::tag_current_link(repo, tag), link)
-                .await?;
+            link_at(paths::tag_index_link(repo, tag, &digest));
+            link_at(paths::tag_current_link(repo, tag));
         }
+        self.driver.publish(steps).await?;
         self.catalog.note(repo).await;
         let summary = self.summaries.insert(
             digest.clone(),

@@ -16,7 +16,7 @@ use super::error::OrUnknown;
 use super::hashing::StreamHasher;
 use super::{paths, Body, Store, StoreError, StoreResult};
 use crate::registry::types::{Algorithm, Digest, Hasher, RepoName, UploadId};
-use crate::storage::ObjectWriter;
+use crate::storage::{ObjectWriter, Publish};
 
 /// Hash states of open sessions, each behind its own lock so that chunks of one session are
 /// applied one at a time.
@@ -56,11 +56,13 @@ impl Store {
     pub async fn upload_start(&self, repo: &RepoName) -> StoreResult<UploadId> {
         let id = UploadId::new_random();
         let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        // Not synced: after a power loss the client starts its upload again, and the collector
+        // removes what is left of this one by age.
         self.driver
-            .put(&paths::upload_started_at(repo, &id), Bytes::from(started))
+            .put_unsynced(&paths::upload_started_at(repo, &id), Bytes::from(started))
             .await?;
         self.driver
-            .put(&paths::upload_data(repo, &id), Bytes::new())
+            .put_unsynced(&paths::upload_data(repo, &id), Bytes::new())
             .await?;
         Ok(id)
     }
@@ -124,10 +126,12 @@ impl Store {
         }
         // Pinned until the link exists, so the collector cannot delete the blob in between.
         let _pin = self.pins.pin(vec![digest.clone()]).await;
+        let mut steps = Vec::new();
         if !self.blob_exists(digest).await? {
-            self.driver.rename(&data, &paths::blob_data(digest)).await?;
+            let to = paths::blob_data(digest);
+            steps.push(Publish::Move { from: data, to });
         }
-        self.link_blob(repo, digest).await?;
+        self.link_blob_after(repo, digest, steps).await?;
         self.discard_upload(repo, id).await
     }
 
