@@ -27,6 +27,7 @@ use crate::config::{EdgeSettings, IpNet};
 use crate::metrics::Metrics;
 use crate::registry::api::Api;
 
+mod download;
 mod drain;
 mod engine_service;
 mod headers;
@@ -88,7 +89,7 @@ impl Edge {
         let in_flight = InFlight::default();
         let engine = background_service(
             "engine",
-            EngineService::new(self.engine_listener, self.engine_api),
+            EngineService::new(self.engine_listener, self.engine_api.clone()),
         );
 
         let mut https = http_proxy_service(
@@ -105,6 +106,7 @@ impl Edge {
                 access: self.access,
                 metrics: self.metrics,
                 metrics_allow: self.metrics_allow,
+                engine_api: self.engine_api,
             },
         );
         let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");

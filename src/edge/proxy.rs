@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use http::{header, StatusCode};
+use http_body::Body as _;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 use pingora::proxy::FailToProxy;
 
+use super::download;
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
 use crate::access::Access;
@@ -30,7 +32,7 @@ use crate::certs::CertResolver;
 use crate::config::IpNet;
 use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::registry::api::{
-    error_body, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
+    error_body, Api, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
 };
 
 /// How the edge reaches the engine and whom it lets in.
@@ -50,6 +52,8 @@ pub struct EdgeProxy {
     pub metrics: Metrics,
     /// Who may read `/metrics` here (no Basic Auth: a scraper's address is its credential).
     pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
+    /// The engine's request handler, called in-process for blob downloads.
+    pub engine_api: Api,
 }
 
 /// What one request carries from filter to filter.
@@ -105,6 +109,97 @@ impl EdgeProxy {
             .write_response_header(Box::new(response), false)
             .await?;
         session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+
+    /// After authentication: a blob download is answered here through the engine's handler
+    /// in-process (see `download`); every other request goes on to the engine over loopback.
+    async fn let_in(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        if download::is_blob_download(session.req_header()) {
+            return self.download(session, ctx).await;
+        }
+        Ok(false)
+    }
+
+    /// The request as the engine gets it: the edge's own headers (forwarded-for/proto/host,
+    /// front token, request id, user) replace whatever the client sent under those names.
+    fn engine_request_headers(
+        &self,
+        client: &RequestHeader,
+        upstream: &mut RequestHeader,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        for name in OWNED_BY_EDGE {
+            upstream.remove_header(name);
+        }
+        upstream.remove_header(&header::AUTHORIZATION);
+        if let Some(ip) = ctx.client {
+            upstream.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        upstream.insert_header("x-forwarded-proto", "https")?;
+        let host = client
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| client.uri.authority().and_then(|a| a.as_str().parse().ok()));
+        if let Some(host) = host {
+            upstream.insert_header("x-forwarded-host", host)?;
+        }
+        upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        if let Some(user) = &ctx.user {
+            upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// The engine's answer as the client gets it: the request id, the security headers and,
+    /// for a client let in without credentials, the challenge where it needs one.
+    fn client_response_headers(
+        &self,
+        path: &str,
+        upstream: &mut ResponseHeader,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        // For a client let in without credentials: a 401 (the rules let anonymous not pull
+        // this) carries the challenge, so a client that has credentials retries with them. So
+        // does the 200 of `/v2/`: docker ignores a challenge on a 200 and pulls anonymously,
+        // while containers/image (podman, skopeo, buildah) records it and sends its
+        // credentials from then on — without it, they would push without credentials.
+        if ctx.anonymous
+            && (upstream.status == StatusCode::UNAUTHORIZED || matches!(path, "/v2/" | "/v2"))
+        {
+            let (name, value) = self.challenge();
+            upstream.insert_header(name, value)?;
+        }
+        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
+        self.add_security_headers(upstream)
+    }
+
+    /// Answers a blob download through the engine's handler, called in-process: the same
+    /// access rules, metrics and log line as over loopback, and the file's chunks go from the
+    /// engine's reader straight into the client's stream.
+    async fn download(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        let mut upstream = session.req_header().clone();
+        self.engine_request_headers(session.req_header(), &mut upstream, ctx)?;
+        let answer = download::ask_engine(&self.engine_api, &upstream).await;
+        let (parts, mut body) = answer.into_parts();
+        let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 4))?;
+        for (name, value) in &parts.headers {
+            response.append_header(name.clone(), value.clone())?;
+        }
+        self.client_response_headers(session.req_header().uri.path(), &mut response, ctx)?;
+        let bodiless = body.is_end_stream();
+        session
+            .write_response_header(Box::new(response), bodiless)
+            .await?;
+        if bodiless {
+            return Ok(true);
+        }
+        while let Some(chunk) = download::next_chunk(&mut body).await? {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+        session.write_response_body(None, true).await?;
         Ok(true)
     }
 
@@ -212,13 +307,13 @@ impl ProxyHttp for EdgeProxy {
             AuthDecision::Allowed { user } => {
                 self.metrics.auth.success();
                 ctx.user = Some(user);
-                Ok(false)
+                self.let_in(session, ctx).await
             }
             // No credentials (containers/image sends an empty `user:password` then, which is
             // no credentials too): the engine decides what an anonymous client may pull.
             AuthDecision::MissingCredentials if may_pull_anonymously => {
                 ctx.anonymous = true;
-                Ok(false)
+                self.let_in(session, ctx).await
             }
             refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
                 let (detail, reason) = if refused == AuthDecision::Denied {
@@ -274,35 +369,7 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        for name in OWNED_BY_EDGE {
-            upstream.remove_header(name);
-        }
-        upstream.remove_header(&header::AUTHORIZATION);
-        if let Some(ip) = ctx.client {
-            upstream.insert_header("x-forwarded-for", ip.to_string())?;
-        }
-        upstream.insert_header("x-forwarded-proto", "https")?;
-        let host = session
-            .req_header()
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                session
-                    .req_header()
-                    .uri
-                    .authority()
-                    .and_then(|a| a.as_str().parse().ok())
-            });
-        if let Some(host) = host {
-            upstream.insert_header("x-forwarded-host", host)?;
-        }
-        upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
-        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        if let Some(user) = &ctx.user {
-            upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
-        }
-        Ok(())
+        self.engine_request_headers(session.req_header(), upstream, ctx)
     }
 
     async fn response_filter(
@@ -311,20 +378,7 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut ResponseHeader,
         ctx: &mut RequestContext,
     ) -> Result<()> {
-        // For a client let in without credentials: a 401 (the rules let anonymous not pull
-        // this) carries the challenge, so a client that has credentials retries with them. So
-        // does the 200 of `/v2/`: docker ignores a challenge on a 200 and pulls anonymously,
-        // while containers/image (podman, skopeo, buildah) records it and sends its
-        // credentials from then on — without it, they would push without credentials.
-        if ctx.anonymous
-            && (upstream.status == StatusCode::UNAUTHORIZED
-                || matches!(session.req_header().uri.path(), "/v2/" | "/v2"))
-        {
-            let (name, value) = self.challenge();
-            upstream.insert_header(name, value)?;
-        }
-        upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        self.add_security_headers(upstream)
+        self.client_response_headers(session.req_header().uri.path(), upstream, ctx)
     }
 
     /// When proxying fails, the client still gets the spec's JSON error (pingora's default is

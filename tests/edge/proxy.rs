@@ -1,5 +1,6 @@
-//! Streaming through the edge: skopeo over TLS with a trust directory, and a 1 GiB upload with
-//! the whole process's peak memory checked.
+//! Streaming through the edge: skopeo over TLS with a trust directory, and a 1 GiB upload and
+//! download (the edge serves blob downloads through the engine's handler in-process) with the
+//! whole process's peak memory checked.
 
 use std::io::Write;
 use std::process::Command;
@@ -122,13 +123,102 @@ fn a_1_gib_upload_streams_through_the_edge_with_flat_memory() {
         &format!("{}/v2/big/blobs/{digest}", edge.url()),
     ]);
     assert_eq!(status, 200);
+    let url = format!("{}/v2/big/blobs/{digest}", edge.url());
+    for version in ["--http1.1", "--http2"] {
+        let pulled = download_digest(&edge, &creds, version, &url);
+        assert_eq!(pulled, digest, "{version} download");
+    }
     let peak_mib = peak_rss_kib(edge.pid()) / 1024;
-    eprintln!("regapp peak RSS after a 1 GiB upload through the edge: {peak_mib} MiB");
+    eprintln!(
+        "regapp peak RSS after a 1 GiB upload and two downloads through the edge: {peak_mib} MiB"
+    );
     // The whole process (edge, engine, TLS) within the 64 MiB the issue allows it.
     assert!(
         peak_mib <= 64,
         "peak RSS {peak_mib} MiB: the upload was buffered somewhere"
     );
+}
+
+/// Downloads `url` with curl and returns `sha256:<hex>` of what came (hashed by `sha256sum`:
+/// a debug build of sha2 would take longer than the download).
+fn download_digest(edge: &EdgeServer, creds: &str, version: &str, url: &str) -> String {
+    let script = format!(
+        "set -o pipefail; curl -sS --fail {version} --cacert '{}' -u '{creds}' '{url}' | sha256sum",
+        edge.ca().display()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{version} download: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hex = String::from_utf8_lossy(&out.stdout);
+    format!(
+        "sha256:{}",
+        hex.split_whitespace().next().unwrap_or_default()
+    )
+}
+
+/// Blob downloads are answered by the engine's handler called in-process: ranges, the spec's
+/// errors, the request id and the security headers are as for every other answer.
+#[test]
+fn blob_downloads_keep_ranges_errors_and_headers() {
+    let edge = EdgeServer::start();
+    let creds = format!("{USER}:{PASSWORD}");
+    let blob = b"0123456789abcdefghij";
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(blob)));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("blob");
+    std::fs::write(&file, blob).unwrap();
+    let push = format!("{}/v2/dl/blobs/uploads/?digest={digest}", edge.url());
+    let (status, text) = edge.curl(&[
+        "-u",
+        &creds,
+        "--data-binary",
+        &format!("@{}", file.display()),
+        &push,
+    ]);
+    assert_eq!(status, 201, "{text}");
+    let url = format!("{}/v2/dl/blobs/{digest}", edge.url());
+
+    for version in ["--http1.1", "--http2"] {
+        let (status, text) = edge.curl(&["-u", &creds, version, &url]);
+        assert_eq!(status, 200, "{text}");
+        let lower = text.to_lowercase();
+        for header in [
+            &format!("docker-content-digest: {digest}"),
+            "content-length: 20",
+            "x-content-type-options: nosniff",
+            "x-frame-options: deny",
+            "x-request-id: ",
+        ] {
+            assert!(lower.contains(header), "{version}: no {header:?} in {text}");
+        }
+        assert!(text.contains("0123456789abcdefghij\nstatus=200"), "{text}");
+
+        let (status, text) = edge.curl(&["-u", &creds, version, "-H", "Range: bytes=10-14", &url]);
+        assert_eq!(status, 206, "{text}");
+        assert!(
+            text.to_lowercase()
+                .contains("content-range: bytes 10-14/20"),
+            "{text}"
+        );
+        assert!(text.contains("abcde\nstatus=206"), "{text}");
+
+        let unknown = format!("{}/v2/dl/blobs/sha256:{}", edge.url(), "0".repeat(64));
+        let (status, text) = edge.curl(&["-u", &creds, version, &unknown]);
+        assert_eq!(status, 404, "{text}");
+        assert!(text.contains("\"code\":\"BLOB_UNKNOWN\""), "{text}");
+        assert!(
+            text.to_lowercase()
+                .contains("x-content-type-options: nosniff"),
+            "{text}"
+        );
+
+        let (status, text) = edge.curl(&[version, &url]);
+        assert_eq!(status, 401, "{text}");
+        assert!(text.contains("\"code\":\"UNAUTHORIZED\""), "{text}");
+    }
 }
 
 /// SIGTERM: the upload in flight completes, then the process exits without sleeping through
