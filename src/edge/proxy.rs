@@ -1,4 +1,5 @@
-//! The HTTPS side: authenticate, then stream the request to the engine and the answer back.
+//! The HTTPS side: authenticate, then stream the request to the engine and the answer back
+//! (blob downloads go through the engine's handler in-process instead: `download.rs`).
 //!
 //! Bodies are never buffered here: pingora moves them in 64 KiB pieces through a small channel,
 //! so memory stays flat and backpressure reaches the client. A request that fails
