@@ -1,8 +1,8 @@
 //! The filesystem driver: keys are paths below a root directory.
 //!
-//! Visible files only ever appear by `rename` of a fully written, fsynced temporary file named
-//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), so a crash leaves at worst a `*.tmp` file
-//! that `list` hides. Writers run on a blocking thread fed by a small channel: the request task
+//! Visible files only ever appear by `rename` of a fully written temporary file named
+//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first for everything but upload-
+//! session state (`put_unsynced`), so a crash leaves at worst a `*.tmp` file that `list` hides. Writers run on a blocking thread fed by a small channel: the request task
 //! hashes one chunk while the thread writes the previous one. Readers run on a blocking thread
 //! too, reading ahead a few chunks.
 
@@ -105,14 +105,22 @@ fn parent(path: &Path) -> &Path {
     path.parent().expect("a storage key always has a parent")
 }
 
+/// Whether a publish waits for the disk: every `put`, `rename` and `publish` does;
+/// `put_unsynced` (upload-session state) does not.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Synced,
+    Unsynced,
+}
+
 /// Carries out publish steps: every new file is written under a temporary name, then all are
 /// synced, then everything is renamed into place in order, then each directory that gained a
-/// name is synced. On ext4 the first file sync and the first directory sync each commit the
-/// journal, and the syncs after them find nothing left to commit. Temporary files of a failed
-/// call are removed.
-fn publish_steps(steps: &[Step]) -> Result<(), (String, io::Error)> {
+/// name is synced (the syncs only when `Synced`). On a journaled filesystem (ext4's default)
+/// the first file sync and the first directory sync each commit the journal, and the syncs
+/// after them find nothing left to commit. Temporary files of a failed call are removed.
+fn publish_steps(steps: &[Step], durability: Durability) -> Result<(), (String, io::Error)> {
     let mut temps = Vec::new();
-    let result = write_sync_rename(steps, &mut temps);
+    let result = write_sync_rename(steps, durability, &mut temps);
     if result.is_err() {
         for temp in &temps {
             let _ = fs::remove_file(temp);
@@ -121,7 +129,12 @@ fn publish_steps(steps: &[Step]) -> Result<(), (String, io::Error)> {
     result
 }
 
-fn write_sync_rename(steps: &[Step], temps: &mut Vec<PathBuf>) -> Result<(), (String, io::Error)> {
+fn write_sync_rename(
+    steps: &[Step],
+    durability: Durability,
+    temps: &mut Vec<PathBuf>,
+) -> Result<(), (String, io::Error)> {
+    let synced = durability == Durability::Synced;
     let mut written = Vec::new();
     for step in steps {
         if let Step::Put { key, path, content } = step {
@@ -134,8 +147,10 @@ fn write_sync_rename(steps: &[Step], temps: &mut Vec<PathBuf>) -> Result<(), (St
             written.push((key, file));
         }
     }
-    for (key, file) in &written {
-        file.sync_data().map_err(|e| ((*key).clone(), e))?;
+    if synced {
+        for (key, file) in &written {
+            file.sync_data().map_err(|e| ((*key).clone(), e))?;
+        }
     }
     let mut temps_in_order = temps.iter();
     let mut dirs: Vec<(&String, &Path)> = Vec::new();
@@ -154,21 +169,12 @@ fn write_sync_rename(steps: &[Step], temps: &mut Vec<PathBuf>) -> Result<(), (St
             dirs.push((key, parent(to)));
         }
     }
-    for (key, dir) in dirs {
-        sync_dir(dir).map_err(|e| (key.clone(), e))?;
+    if synced {
+        for (key, dir) in dirs {
+            sync_dir(dir).map_err(|e| (key.clone(), e))?;
+        }
     }
     Ok(())
-}
-
-/// `put` without the syncs: a temporary file renamed into place.
-fn write_unsynced(path: &Path, content: &[u8]) -> io::Result<()> {
-    fs::create_dir_all(parent(path))?;
-    let temp = temp_path_for(path);
-    let result = fs::write(&temp, content).and_then(|()| fs::rename(&temp, path));
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
 }
 
 impl FsDriver {
@@ -185,6 +191,18 @@ impl FsDriver {
                 key: from,
             },
         })
+    }
+
+    /// Resolves the steps' keys, then carries them out on one blocking thread.
+    async fn publish_as(&self, steps: Vec<Publish>, durability: Durability) -> StorageResult<()> {
+        let steps = steps
+            .into_iter()
+            .map(|step| self.resolve(step))
+            .collect::<StorageResult<Vec<Step>>>()?;
+        tokio::task::spawn_blocking(move || publish_steps(&steps, durability))
+            .await
+            .map_err(|e| StorageError::from_io("(publish)", io::Error::other(e)))?
+            .map_err(|(key, e)| StorageError::from_io(&key, e))
     }
 }
 
@@ -206,8 +224,9 @@ impl StorageDriver for FsDriver {
     }
 
     async fn put_unsynced(&self, key: &str, content: Bytes) -> StorageResult<()> {
-        let path = self.path(key)?;
-        blocking(key, move || write_unsynced(&path, &content)).await
+        let key = key.to_owned();
+        let steps = vec![Publish::Put { key, content }];
+        self.publish_as(steps, Durability::Unsynced).await
     }
 
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {
@@ -299,14 +318,7 @@ impl StorageDriver for FsDriver {
     }
 
     async fn publish(&self, steps: Vec<Publish>) -> StorageResult<()> {
-        let steps = steps
-            .into_iter()
-            .map(|step| self.resolve(step))
-            .collect::<StorageResult<Vec<Step>>>()?;
-        tokio::task::spawn_blocking(move || publish_steps(&steps))
-            .await
-            .map_err(|e| StorageError::from_io("(publish)", io::Error::other(e)))?
-            .map_err(|(key, e)| StorageError::from_io(&key, e))
+        self.publish_as(steps, Durability::Synced).await
     }
 }
 
