@@ -27,10 +27,10 @@ use crate::config::{EdgeSettings, IpNet};
 use crate::metrics::Metrics;
 use crate::registry::api::Api;
 
-mod download;
 mod drain;
 mod engine_service;
 mod headers;
+mod in_process;
 mod proxy;
 mod redirect;
 

@@ -1,5 +1,5 @@
 //! The HTTPS side: authenticate, then stream the request to the engine and the answer back
-//! (blob downloads go through the engine's handler in-process instead: `download.rs`).
+//! (blob downloads and uploads go through the engine's handler in-process: `in_process.rs`).
 //!
 //! Bodies are never buffered here: pingora moves them in 64 KiB pieces through a small channel,
 //! so memory stays flat and backpressure reaches the client. A request that fails
@@ -22,9 +22,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, ProxyHttp, Result, Session};
 use pingora::proxy::FailToProxy;
 
-use super::download;
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
+use super::in_process;
 use crate::access::Access;
 use arc_swap::ArcSwap;
 
@@ -53,7 +53,7 @@ pub struct EdgeProxy {
     pub metrics: Metrics,
     /// Who may read `/metrics` here (no Basic Auth: a scraper's address is its credential).
     pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
-    /// The engine's request handler, called in-process for blob downloads.
+    /// The engine's request handler, called in-process for blob downloads and uploads.
     pub engine_api: Api,
 }
 
@@ -113,11 +113,12 @@ impl EdgeProxy {
         Ok(true)
     }
 
-    /// After authentication: a blob download is answered here through the engine's handler
-    /// in-process (see `download`); every other request goes on to the engine over loopback.
+    /// After authentication: a blob download or upload is answered here through the engine's
+    /// handler in-process (see `in_process`); every other request goes on to the engine over
+    /// loopback.
     async fn let_in(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
-        if download::is_blob_download(session.req_header()) {
-            return self.download(session, ctx).await;
+        if in_process::goes_in_process(session.req_header()) {
+            return self.answer_in_process(session, ctx).await;
         }
         Ok(false)
     }
@@ -177,13 +178,17 @@ impl EdgeProxy {
         self.add_security_headers(upstream)
     }
 
-    /// Answers a blob download through the engine's handler, called in-process: the same
-    /// access rules, metrics and log line as over loopback, and the file's chunks go from the
-    /// engine's reader straight into the client's stream.
-    async fn download(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+    /// Answers through the engine's handler, called in-process: the same access rules, metrics
+    /// and log line as over loopback, the request body read from the client as the engine
+    /// consumes it and the answer's chunks written straight into the client's stream.
+    async fn answer_in_process(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+    ) -> Result<bool> {
         let mut upstream = session.req_header().clone();
         self.engine_request_headers(session.req_header(), &mut upstream, ctx)?;
-        let answer = download::ask_engine(&self.engine_api, &upstream).await;
+        let answer = in_process::ask_engine(&self.engine_api, &upstream, session).await?;
         let (parts, mut body) = answer.into_parts();
         let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 4))?;
         for (name, value) in &parts.headers {
@@ -194,13 +199,13 @@ impl EdgeProxy {
         session
             .write_response_header(Box::new(response), bodiless)
             .await?;
-        if bodiless {
-            return Ok(true);
+        if !bodiless {
+            while let Some(chunk) = in_process::next_chunk(&mut body).await? {
+                session.write_response_body(Some(chunk), false).await?;
+            }
+            session.write_response_body(None, true).await?;
         }
-        while let Some(chunk) = download::next_chunk(&mut body).await? {
-            session.write_response_body(Some(chunk), false).await?;
-        }
-        session.write_response_body(None, true).await?;
+        in_process::linger(session).await;
         Ok(true)
     }
 

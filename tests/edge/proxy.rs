@@ -1,6 +1,6 @@
 //! Streaming through the edge: skopeo over TLS with a trust directory, and a 1 GiB upload and
-//! download (the edge serves blob downloads through the engine's handler in-process) with the
-//! whole process's peak memory checked.
+//! download with the whole process's peak memory checked. The edge serves blob downloads and
+//! uploads through the engine's handler in-process; everything else crosses loopback.
 
 use std::io::Write;
 use std::process::Command;
@@ -341,4 +341,54 @@ fn upload_with_a_pause(
     let text = String::from_utf8_lossy(&out.stdout);
     let (json, status) = text.rsplit_once('\n').unwrap_or(("", &text));
     (status.to_owned(), json.to_owned())
+}
+
+/// Uploads are answered by the engine's handler in-process, and the body is read only once the
+/// engine asks for it: a PATCH to an upload session that does not exist, sent with `Expect:
+/// 100-continue`, gets the engine's 404 `BLOB_UPLOAD_UNKNOWN` instead of "100 Continue", so
+/// the client never sends its 1 GiB.
+#[test]
+fn an_upload_the_engine_refuses_is_answered_before_its_body_is_read() {
+    let edge = EdgeServer::start();
+    let creds = format!("{USER}:{PASSWORD}");
+    let mut curl = Command::new("curl")
+        .args(["-s", "--cacert", edge.ca().to_str().unwrap(), "-u", &creds])
+        .args(["--http1.1", "-H", "Expect: 100-continue"])
+        .args([
+            "-w",
+            "\n%{http_code} %{size_upload}",
+            "-X",
+            "PATCH",
+            "-T",
+            "-",
+        ])
+        .arg(format!(
+            "{}/v2/team/app/blobs/uploads/0a7c1d5e-1111-4222-8333-944455556666",
+            edge.url()
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = curl.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = curl.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (json, summary) = text.rsplit_once('\n').unwrap();
+    let (status, uploaded) = summary.split_once(' ').unwrap();
+    assert_eq!(status, "404", "{text}");
+    assert!(json.contains("\"code\":\"BLOB_UPLOAD_UNKNOWN\""), "{json}");
+    let uploaded: f64 = uploaded.parse().unwrap();
+    assert!(
+        uploaded < 64.0 * 1024.0 * 1024.0,
+        "the edge read {uploaded} bytes of a 1 GiB body"
+    );
 }

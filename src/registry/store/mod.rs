@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::storage::{ByteStream, StorageDriver};
 
+mod batching;
 mod blobs;
 mod catalog;
 mod error;

@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
+use super::batching::Batcher;
 use super::error::OrUnknown;
 use super::hashing::StreamHasher;
 use super::{paths, Body, Store, StoreError, StoreResult};
@@ -184,11 +185,27 @@ impl Store {
         };
         let mut hasher = StreamHasher::new(hasher);
         let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
-        while let Some(chunk) = body.next().await {
-            // On error the hash state is not put back: the next request rebuilds it from disk.
-            let chunk = chunk.map_err(StoreError::from_body)?;
-            hasher.update(&chunk).await;
-            writer.write(chunk).await?;
+        let mut batcher = Batcher::default();
+        let failed = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(StoreError::from_body(e)),
+                Some(Ok(chunk)) => {
+                    if let Some(batch) = batcher.add(chunk) {
+                        hasher.update(&batch).await;
+                        writer.write(batch).await?;
+                    }
+                }
+            }
+        };
+        // What arrived before a failure is kept too: the client resumes after it.
+        if let Some(rest) = batcher.rest() {
+            hasher.update(&rest).await;
+            writer.write(rest).await?;
+        }
+        if let Some(e) = failed {
+            // The hash state is not put back: the next request rebuilds it from disk.
+            return Err(e);
         }
         let size = writer.size();
         // The hash's tail and the fsync overlap.

@@ -1,0 +1,205 @@
+//! Blob downloads and uploads without the loopback hop.
+//!
+//! Pushes and pulls are the requests whose cost is all bytes. Through the loopback proxy every
+//! GiB crossed a socket twice more — written by one side, read back by the other — which was
+//! about a third of the edge's CPU per GiB pulled (BENCHMARKS.md). For these requests the edge
+//! calls the engine's request handler in-process instead — the same routing, access rules,
+//! metrics and log line as over the socket: a download's file chunks go from the engine's
+//! reader straight into the client's TLS stream, and an upload's body goes from the client's
+//! stream straight to the engine's hasher and writer. Every other request (manifests, tags,
+//! `HEAD`) still goes to the engine over 127.0.0.1.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Empty};
+use pingora::http::RequestHeader;
+use pingora::prelude::{Result, Session};
+use pingora::{Error, ErrorType};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::registry::api::{Api, Response, ResponseBody, Route};
+
+/// Chunks read from the client and not yet taken by the engine. The engine's own stages queue
+/// more behind it; this lets reading and handing over overlap.
+const BODY_QUEUE: usize = 4;
+
+/// How long the rest of a request body is read and dropped after an answer that came before it
+/// ended.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// Whether the engine's handler answers `request` in-process: a `GET` of a blob, or any
+/// request on an upload session (`POST`, `PATCH`, `PUT`, status, cancel).
+pub fn goes_in_process(request: &RequestHeader) -> bool {
+    match Route::parse(request.uri.path()) {
+        Ok(Route::Blob(..)) => request.method == Method::GET,
+        Ok(Route::Uploads(..) | Route::Upload(..)) => true,
+        _ => false,
+    }
+}
+
+/// The engine's answer to `request` (headers already as the engine expects them from the
+/// edge), its body read from the client through `session` only once the engine asks for it.
+///
+/// Until then nothing is read, and a client that sent `Expect: 100-continue` is told to go on
+/// only at that point: a request the engine refuses first (no such upload, not allowed) is
+/// answered without its body crossing the network.
+pub async fn ask_engine(
+    api: &Api,
+    request: &RequestHeader,
+    session: &mut Session,
+) -> Result<Response> {
+    if request.method == Method::GET {
+        // A download: no body to pump, and nothing to gain from a task of its own.
+        let request = http::Request::from_parts(request.as_owned_parts(), Empty::<Bytes>::new());
+        return Ok(api.handle(request).await);
+    }
+    let (chunks, queue) = mpsc::channel(BODY_QUEUE);
+    let (wanted, asked) = oneshot::channel();
+    let body = ClientBody {
+        queue,
+        wanted: Some(wanted),
+        ended: false,
+    };
+    let request = http::Request::from_parts(request.as_owned_parts(), body);
+    // An upload: the engine runs as a task of its own, as it did behind its socket, so that
+    // receiving from the client (TLS) and the engine's hashing and writing use both cores.
+    let api = api.clone();
+    let mut handler = tokio::spawn(async move { api.handle(request).await });
+    let pump = pump_body(session, chunks, asked);
+    tokio::pin!(pump);
+    let mut pumped = None;
+    let answer = loop {
+        tokio::select! {
+            answer = &mut handler => break answer,
+            result = &mut pump, if pumped.is_none() => pumped = Some(result),
+        }
+    };
+    let answer = answer.map_err(|e| Error::because(ErrorType::InternalError, "engine task", e))?;
+    match pumped {
+        // The client went quiet or away mid-body: the engine kept what arrived (the upload can
+        // be resumed) and the edge answers as it does for a proxied request (`fail_to_proxy`).
+        Some(Err(e)) => Err(e),
+        _ => Ok(answer),
+    }
+}
+
+/// What the pump hands the engine: a chunk, the end of the body, or why it stopped.
+type Piece = io::Result<Option<Bytes>>;
+
+/// Moves the request body from the client to the engine once the engine first asks for it.
+async fn pump_body(
+    session: &mut Session,
+    chunks: mpsc::Sender<Piece>,
+    asked: oneshot::Receiver<()>,
+) -> Result<()> {
+    if asked.await.is_err() {
+        // The engine answered without reading the body.
+        return Ok(());
+    }
+    if expects_continue(session.req_header()) {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| e.into_down())?;
+    }
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if chunks.send(Ok(Some(chunk))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Ok(None) => {
+                let _ = chunks.send(Ok(None)).await;
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = chunks.send(Err(io::Error::other(e.to_string()))).await;
+                return Err(e.into_down());
+            }
+        }
+    }
+}
+
+fn expects_continue(request: &RequestHeader) -> bool {
+    request
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The request body as the engine reads it; its first read tells the pump to start.
+struct ClientBody {
+    queue: mpsc::Receiver<Piece>,
+    wanted: Option<oneshot::Sender<()>>,
+    ended: bool,
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(wanted) = self.wanted.take() {
+            let _ = wanted.send(());
+        }
+        let piece = match self.queue.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(piece) => piece,
+        };
+        Poll::Ready(match piece {
+            Some(Ok(Some(chunk))) => Some(Ok(Frame::data(chunk))),
+            Some(Ok(None)) => {
+                self.ended = true;
+                None
+            }
+            Some(Err(e)) => Some(Err(e)),
+            // The edge's side went away mid-body (its request was dropped): a cut-off body
+            // is an error, never a shorter upload.
+            None => Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the request body was cut off",
+            ))),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+}
+
+/// After an answer given before the request body ended (the engine refused the request, or the
+/// client went quiet): reads and drops the rest of the body for up to [`LINGER`] before the
+/// stream is closed. Closing at once resets it, and over h2 the reset also discards whatever of
+/// the answer is still queued for the client, who then sees no answer at all (nginx lingers on
+/// HTTP/1.1 connections for the same reason).
+pub async fn linger(session: &mut Session) {
+    if !session.is_body_done() {
+        let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
+    }
+}
+
+/// The next chunk of the answer's body, or `None` at its end. A read error ends the download
+/// with an error, so the client sees a short body, never a wrong one.
+pub async fn next_chunk(body: &mut ResponseBody) -> Result<Option<Bytes>> {
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Error::because(ErrorType::ReadError, "reading the blob", e))?;
+        if let Ok(data) = frame.into_data() {
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}

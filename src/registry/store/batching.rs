@@ -1,0 +1,86 @@
+//! Gathers an upload body's chunks into batches before they go to the hashing and writing
+//! threads.
+//!
+//! Every chunk handed to those threads costs a wake-up of each, and a client's chunks are
+//! small: 64 KiB from the edge's TLS reads, 16 KiB DATA frames over h2. Copying them into
+//! 256 KiB batches costs one `memcpy` per byte and saves most of the wake-ups (BENCHMARKS.md).
+//! A chunk that is already that large passes through uncopied.
+
+use bytes::{Bytes, BytesMut};
+
+/// Below glibc's mmap threshold as `main` sets it (1 MiB), so batch buffers are recycled from
+/// the heap; a queue of a few of them per upload keeps memory flat.
+pub(super) const BATCH: usize = 256 * 1024;
+
+#[derive(Default)]
+pub(super) struct Batcher {
+    gathered: BytesMut,
+}
+
+impl Batcher {
+    /// Adds `chunk`; returns a batch once one is full.
+    pub(super) fn add(&mut self, chunk: Bytes) -> Option<Bytes> {
+        if self.gathered.is_empty() && chunk.len() >= BATCH {
+            return Some(chunk);
+        }
+        if self.gathered.capacity() == 0 {
+            self.gathered.reserve(BATCH);
+        }
+        self.gathered.extend_from_slice(&chunk);
+        (self.gathered.len() >= BATCH).then(|| self.take_gathered())
+    }
+
+    /// What is gathered and not yet returned, at the end of the body or when it fails.
+    pub(super) fn rest(&mut self) -> Option<Bytes> {
+        (!self.gathered.is_empty()).then(|| self.take_gathered())
+    }
+
+    fn take_gathered(&mut self) -> Bytes {
+        std::mem::take(&mut self.gathered).freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_chunks_come_out_in_full_batches_and_a_rest() {
+        let mut batcher = Batcher::default();
+        let chunk = Bytes::from(vec![7u8; 100 * 1024]);
+        let mut out = Vec::new();
+        for _ in 0..6 {
+            out.extend(batcher.add(chunk.clone()));
+        }
+        out.extend(batcher.rest());
+        let sizes: Vec<usize> = out.iter().map(Bytes::len).collect();
+        assert_eq!(sizes, [300 * 1024, 300 * 1024]);
+        assert!(batcher.rest().is_none());
+    }
+
+    #[test]
+    fn a_large_chunk_passes_through_uncopied_when_nothing_is_gathered() {
+        let mut batcher = Batcher::default();
+        let big = Bytes::from(vec![1u8; BATCH]);
+        let out = batcher.add(big.clone()).unwrap();
+        assert_eq!(out.as_ptr(), big.as_ptr());
+        assert_eq!(batcher.add(Bytes::from_static(b"abc")), None);
+        assert_eq!(batcher.rest().unwrap(), Bytes::from_static(b"abc"));
+    }
+
+    #[test]
+    fn bytes_keep_their_order() {
+        let mut batcher = Batcher::default();
+        let mut out = Vec::new();
+        for i in 0..1000u32 {
+            let chunk = Bytes::from(vec![(i % 251) as u8; 1000 + (i as usize % 7)]);
+            out.extend(batcher.add(chunk));
+        }
+        out.extend(batcher.rest());
+        let joined: Vec<u8> = out.iter().flat_map(|b| b.iter().copied()).collect();
+        let expected: Vec<u8> = (0..1000u32)
+            .flat_map(|i| std::iter::repeat_n((i % 251) as u8, 1000 + (i as usize % 7)))
+            .collect();
+        assert_eq!(joined, expected);
+    }
+}
