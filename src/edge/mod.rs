@@ -40,9 +40,12 @@ use proxy::EdgeProxy;
 use redirect::RedirectToHttps;
 
 /// h2 flow-control windows: the 64 KiB default caps an upload at one window per round trip;
-/// with these an h2 push is not slower than HTTP/1.1.
+/// with these an h2 push is not slower than HTTP/1.1. What a client sends ahead waits in the h2
+/// layer's buffers, so the connection's window is what bounds that memory: 16 MiB took 8
+/// concurrent pushes on one connection to 50–67 MiB of RSS, 8 MiB to 43–45 MiB at the same
+/// throughput (BENCHMARKS.md).
 const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
-const H2_CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 
 /// Everything the edge runs with, built by `app`.
 pub struct Edge {

@@ -15,8 +15,10 @@ use crate::registry::types::Hasher;
 
 /// Bytes hashed inline before the hasher moves to its own thread.
 const INLINE_BYTES: u64 = 4 * 1024 * 1024;
-/// Chunks waiting for the hashing thread: bounds the memory a slow hasher can hold.
-const QUEUE: usize = 2;
+/// Chunks (256 KiB batches, see `batching`) waiting for the hashing thread: bounds the memory a
+/// slow hasher can hold (2 MiB per upload, shared with the writer's queue). 8 instead of 2 let
+/// an edge push run ~10 % faster here: the stages stall each other less (BENCHMARKS.md).
+const QUEUE: usize = 8;
 
 pub(super) struct StreamHasher {
     stage: Stage,
