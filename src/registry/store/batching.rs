@@ -4,7 +4,7 @@
 //! Every chunk handed to those threads costs a wake-up of each, and a client's chunks are
 //! small: 64 KiB from the edge's TLS reads, 16 KiB DATA frames over h2. Copying them into
 //! 256 KiB batches costs one `memcpy` per byte and saves most of the wake-ups (BENCHMARKS.md).
-//! A chunk that is already that large passes through uncopied.
+//! A chunk that is already that large passes through uncopied, and so does a body of one chunk.
 
 use bytes::{Bytes, BytesMut};
 
@@ -14,29 +14,36 @@ pub(super) const BATCH: usize = 256 * 1024;
 
 #[derive(Default)]
 pub(super) struct Batcher {
+    /// The first chunk of a batch, held uncopied: most bodies of manifests and small layers are
+    /// one chunk, and copying them would only cost.
+    first: Option<Bytes>,
     gathered: BytesMut,
 }
 
 impl Batcher {
     /// Adds `chunk`; returns a batch once one is full.
     pub(super) fn add(&mut self, chunk: Bytes) -> Option<Bytes> {
-        if self.gathered.is_empty() && chunk.len() >= BATCH {
-            return Some(chunk);
-        }
-        if self.gathered.capacity() == 0 {
+        if self.gathered.is_empty() {
+            let Some(first) = self.first.take() else {
+                if chunk.len() >= BATCH {
+                    return Some(chunk);
+                }
+                self.first = Some(chunk);
+                return None;
+            };
             self.gathered.reserve(BATCH);
+            self.gathered.extend_from_slice(&first);
         }
         self.gathered.extend_from_slice(&chunk);
-        (self.gathered.len() >= BATCH).then(|| self.take_gathered())
+        (self.gathered.len() >= BATCH).then(|| std::mem::take(&mut self.gathered).freeze())
     }
 
     /// What is gathered and not yet returned, at the end of the body or when it fails.
     pub(super) fn rest(&mut self) -> Option<Bytes> {
-        (!self.gathered.is_empty()).then(|| self.take_gathered())
-    }
-
-    fn take_gathered(&mut self) -> Bytes {
-        std::mem::take(&mut self.gathered).freeze()
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        (!self.gathered.is_empty()).then(|| std::mem::take(&mut self.gathered).freeze())
     }
 }
 
@@ -66,6 +73,16 @@ mod tests {
         assert_eq!(out.as_ptr(), big.as_ptr());
         assert_eq!(batcher.add(Bytes::from_static(b"abc")), None);
         assert_eq!(batcher.rest().unwrap(), Bytes::from_static(b"abc"));
+    }
+
+    #[test]
+    fn a_body_of_one_small_chunk_is_not_copied() {
+        let mut batcher = Batcher::default();
+        let chunk = Bytes::from(vec![3u8; 16 * 1024]);
+        assert_eq!(batcher.add(chunk.clone()), None);
+        let out = batcher.rest().unwrap();
+        assert_eq!(out.as_ptr(), chunk.as_ptr());
+        assert!(batcher.rest().is_none());
     }
 
     #[test]
