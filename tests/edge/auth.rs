@@ -1,10 +1,10 @@
 //! Basic Auth at the edge: 401s with the spec's body, 429 after a burst of failures, htpasswd
 //! changes picked up without a restart, and no way around the edge through the engine's port.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{htpasswd, EdgeServer, PASSWORD, USER};
+use super::{htpasswd, offer_a_1_gib_upload, EdgeServer, PASSWORD, USER};
 
 fn eventually_200(edge: &EdgeServer, creds: &str) {
     let url = format!("{}/v2/", edge.url());
@@ -60,50 +60,13 @@ fn requests_without_valid_credentials_get_401_with_the_spec_body() {
 #[test]
 fn a_large_unauthenticated_upload_is_refused_without_reading_its_body() {
     let edge = EdgeServer::start();
-    let mut curl = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "--cacert",
-            edge.ca().to_str().unwrap(),
-        ])
-        // HTTP/1.1 with `Expect: 100-continue`: the edge answers 401 instead of "100 Continue",
-        // so the client never sends the body. (Without Expect the edge still reads none of it,
-        // but closing a connection with unread input resets it and the client may miss the
-        // 401; over h2 pingora resets the stream and curl shows no status. See the notes.)
-        .args(["--http1.1", "-H", "Expect: 100-continue"])
-        .args([
-            "-w",
-            "%{http_code} %{size_upload}",
-            "-X",
-            "PATCH",
-            "-T",
-            "-",
-        ])
-        .arg(format!("{}/v2/a/blobs/uploads/x", edge.url()))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = curl.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let chunk = vec![0u8; 1 << 20];
-        for _ in 0..1024 {
-            if std::io::Write::write_all(&mut stdin, &chunk).is_err() {
-                return;
-            }
-        }
-    });
-    let out = curl.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (status, uploaded) = text.split_once(' ').unwrap();
-    assert_eq!(status, "401", "{text}");
-    let uploaded: f64 = uploaded.parse().unwrap();
+    let url = format!("{}/v2/a/blobs/uploads/x", edge.url());
+    let answer = offer_a_1_gib_upload(&edge, &url, None);
+    assert_eq!(answer.status, "401", "{}", answer.body);
     assert!(
-        uploaded < 64.0 * 1024.0 * 1024.0,
-        "the edge read {uploaded} bytes of a 1 GiB body"
+        answer.uploaded < 64.0 * 1024.0 * 1024.0,
+        "the edge read {} bytes of a 1 GiB body",
+        answer.uploaded
     );
 }
 

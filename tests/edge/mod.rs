@@ -1,9 +1,10 @@
 //! The edge through real clients over TLS: curl (HTTP/2 and HTTP/1.1), openssl s_client,
 //! skopeo with a `--cert-dir` trust directory, Apache's htpasswd for the user file.
 
+use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::process::ServerProcess;
@@ -211,6 +212,62 @@ pub fn curl_with_ca(ca: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("curl runs (apt-get install curl)")
+}
+
+/// What a client offering a 1 GiB PATCH body got back.
+pub struct RefusedUpload {
+    pub status: String,
+    /// The answer's body (the spec's JSON error).
+    pub body: String,
+    /// Bytes curl sent of the 1 GiB.
+    pub uploaded: f64,
+}
+
+/// PATCHes `url` with a 1 GiB body from a pipe, over HTTP/1.1 with `Expect: 100-continue`: a
+/// server that answers before it wants the body never gets "100 Continue" out of the client
+/// and with it the body. (Without Expect the edge still reads none of it, but closing a
+/// connection with unread input resets it and the client may miss the answer; over h2 a
+/// stream reset can hide it. See the notes.)
+pub fn offer_a_1_gib_upload(edge: &EdgeServer, url: &str, creds: Option<&str>) -> RefusedUpload {
+    let mut curl = Command::new("curl");
+    curl.args(["-s", "--cacert", edge.ca().to_str().unwrap()]);
+    if let Some(creds) = creds {
+        curl.args(["-u", creds]);
+    }
+    let mut curl = curl
+        .args(["--http1.1", "-H", "Expect: 100-continue"])
+        .args([
+            "-w",
+            "\n%{http_code} %{size_upload}",
+            "-X",
+            "PATCH",
+            "-T",
+            "-",
+        ])
+        .arg(url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl runs (apt-get install curl)");
+    let mut stdin = curl.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            if stdin.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    let out = curl.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, summary) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (status, uploaded) = summary.split_once(' ').unwrap_or((summary, "0"));
+    RefusedUpload {
+        status: status.to_owned(),
+        body: body.to_owned(),
+        uploaded: uploaded.parse().unwrap_or(0.0),
+    }
 }
 
 /// Peak resident memory of a process, in KiB.

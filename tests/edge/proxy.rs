@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{peak_rss_kib, EdgeServer, Tls, PASSWORD, USER};
+use super::{offer_a_1_gib_upload, peak_rss_kib, EdgeServer, Tls, PASSWORD, USER};
 use crate::util::images::small_image;
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
@@ -351,44 +351,20 @@ fn upload_with_a_pause(
 fn an_upload_the_engine_refuses_is_answered_before_its_body_is_read() {
     let edge = EdgeServer::start();
     let creds = format!("{USER}:{PASSWORD}");
-    let mut curl = Command::new("curl")
-        .args(["-s", "--cacert", edge.ca().to_str().unwrap(), "-u", &creds])
-        .args(["--http1.1", "-H", "Expect: 100-continue"])
-        .args([
-            "-w",
-            "\n%{http_code} %{size_upload}",
-            "-X",
-            "PATCH",
-            "-T",
-            "-",
-        ])
-        .arg(format!(
-            "{}/v2/team/app/blobs/uploads/0a7c1d5e-1111-4222-8333-944455556666",
-            edge.url()
-        ))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = curl.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let chunk = vec![0u8; 1 << 20];
-        for _ in 0..1024 {
-            if stdin.write_all(&chunk).is_err() {
-                return;
-            }
-        }
-    });
-    let out = curl.wait_with_output().unwrap();
-    feeder.join().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (json, summary) = text.rsplit_once('\n').unwrap();
-    let (status, uploaded) = summary.split_once(' ').unwrap();
-    assert_eq!(status, "404", "{text}");
-    assert!(json.contains("\"code\":\"BLOB_UPLOAD_UNKNOWN\""), "{json}");
-    let uploaded: f64 = uploaded.parse().unwrap();
+    let url = format!(
+        "{}/v2/team/app/blobs/uploads/0a7c1d5e-1111-4222-8333-944455556666",
+        edge.url()
+    );
+    let answer = offer_a_1_gib_upload(&edge, &url, Some(&creds));
+    assert_eq!(answer.status, "404", "{}", answer.body);
     assert!(
-        uploaded < 64.0 * 1024.0 * 1024.0,
-        "the edge read {uploaded} bytes of a 1 GiB body"
+        answer.body.contains("\"code\":\"BLOB_UPLOAD_UNKNOWN\""),
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.uploaded < 64.0 * 1024.0 * 1024.0,
+        "the edge read {} bytes of a 1 GiB body",
+        answer.uploaded
     );
 }
