@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::registry::api::{Api, Response, ResponseBody, Route};
 
 /// Chunks read from the client (64 KiB TLS reads, 16 KiB h2 frames) and not yet taken by the
-/// engine: lets reading from the client and the engine's stages overlap. At most 1 MiB.
-const BODY_QUEUE: usize = 16;
+/// engine: lets reading from the client and the engine's stages overlap.
+const BODY_QUEUE: usize = 4;
 
 /// How long the rest of a request body is read and dropped after an answer that came before it
 /// ended.

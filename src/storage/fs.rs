@@ -26,9 +26,8 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Chunks read ahead of the client: bounds memory per download.
 const READ_QUEUE: usize = 4;
 /// Chunks queued between the request task and the writing thread: bounds memory per upload.
-/// Deep enough to ride out a `write` the kernel throttles for dirty pages without stopping the
-/// stages before it (with the hasher's queue at 8 too: ~10 % faster edge pushes, BENCHMARKS.md).
-const WRITE_QUEUE: usize = 8;
+/// (8 rode out throttled writes better but cost too much memory; see `registry::store::hashing`.)
+const WRITE_QUEUE: usize = 2;
 /// How often a writer asks the kernel to start writing back what it has written, so that the
 /// fsync before a blob becomes visible waits only for the tail.
 const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;

@@ -16,9 +16,10 @@ use crate::registry::types::Hasher;
 /// Bytes hashed inline before the hasher moves to its own thread.
 const INLINE_BYTES: u64 = 4 * 1024 * 1024;
 /// Chunks (256 KiB batches, see `batching`) waiting for the hashing thread: bounds the memory a
-/// slow hasher can hold (2 MiB per upload, shared with the writer's queue). 8 instead of 2 let
-/// an edge push run ~10 % faster here: the stages stall each other less (BENCHMARKS.md).
-const QUEUE: usize = 8;
+/// slow hasher can hold. 8 (with the writer's queue at 8 too) made an edge push ~10 % faster
+/// but took 8 concurrent pushes to 58–62 MiB of RSS, too close to the 64 MiB bound
+/// (BENCHMARKS.md).
+const QUEUE: usize = 2;
 
 pub(super) struct StreamHasher {
     stage: Stage,
