@@ -1,10 +1,11 @@
 //! The filesystem driver: keys are paths below a root directory.
 //!
 //! Visible files only ever appear by `rename` of a fully written temporary file named
-//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first for everything but upload-
-//! session state (`put_unsynced`), so a crash leaves at worst a `*.tmp` file that `list` hides. Writers run on a blocking thread fed by a small channel: the request task
-//! hashes one chunk while the thread writes the previous one. Readers run on a blocking thread
-//! too, reading ahead a few chunks.
+//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first for everything but
+//! upload-session state (`put_unsynced`), so a crash leaves at worst a `*.tmp` file that `list`
+//! hides. Writers run on a blocking thread fed by a small channel, so the caller goes on with
+//! the next chunk while the thread writes this one. Readers run on a blocking thread too,
+//! reading ahead a few chunks.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
@@ -26,7 +27,8 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Chunks read ahead of the client: bounds memory per download.
 const READ_QUEUE: usize = 4;
 /// Chunks queued between the request task and the writing thread: bounds memory per upload.
-/// (8 rode out throttled writes better but cost too much memory; see `registry::store::hashing`.)
+/// (8 rode out throttled writes better, but with 8 concurrent uploads cost too much memory:
+/// BENCHMARKS.md.)
 const WRITE_QUEUE: usize = 2;
 /// How often a writer asks the kernel to start writing back what it has written, so that the
 /// fsync before a blob becomes visible waits only for the tail.

@@ -187,15 +187,14 @@ impl Store {
         let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
         let mut batcher = Batcher::default();
         let failed = loop {
-            match body.next().await {
+            let batch = match body.next().await {
                 None => break None,
                 Some(Err(e)) => break Some(StoreError::from_body(e)),
-                Some(Ok(chunk)) => {
-                    if let Some(batch) = batcher.add(chunk) {
-                        hasher.update(&batch).await;
-                        writer.write(batch).await?;
-                    }
-                }
+                Some(Ok(chunk)) => batcher.add(chunk),
+            };
+            if let Some(batch) = batch {
+                hasher.update(&batch).await;
+                writer.write(batch).await?;
             }
         };
         // What arrived before a failure is kept too: the client resumes after it.
