@@ -27,9 +27,9 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Chunks read ahead of the client: bounds memory per download.
 const READ_QUEUE: usize = 4;
 /// Chunks queued between the request task and the writing thread: bounds memory per upload.
-/// (8 rode out throttled writes better, but with 8 concurrent uploads cost too much memory:
-/// BENCHMARKS.md.)
-const WRITE_QUEUE: usize = 2;
+/// 8 rides out throttled writes better than 2 (BENCHMARKS.md); the registry's uploads also
+/// count what they queue against a budget for the whole process.
+const WRITE_QUEUE: usize = 8;
 /// How often a writer asks the kernel to start writing back what it has written, so that the
 /// fsync before a blob becomes visible waits only for the tail.
 const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;

@@ -15,11 +15,11 @@ use crate::registry::types::Hasher;
 
 /// Bytes hashed inline before the hasher moves to its own thread.
 const INLINE_BYTES: u64 = 4 * 1024 * 1024;
-/// Chunks (256 KiB batches, see `batching`) waiting for the hashing thread: bounds the memory a
-/// slow hasher can hold. 8 (with the writer's queue at 8 too) made an edge push ~10 % faster
-/// but took 8 concurrent pushes to 58–62 MiB of RSS, too close to the 64 MiB bound
-/// (BENCHMARKS.md).
-const QUEUE: usize = 2;
+/// Chunks (256 KiB batches, see `batching`) waiting for the hashing thread. Deep enough that
+/// the thread's turns off the CPU do not stall the push (8 rather than 2 made an edge push
+/// ~10 % faster, BENCHMARKS.md); what many uploads hold together is bounded by
+/// `batching::BatchBudget`, not by this.
+const QUEUE: usize = 8;
 
 pub(super) struct StreamHasher {
     stage: Stage,

@@ -27,6 +27,7 @@ pub use error::{StoreError, StoreResult};
 pub use manifests::{PutManifest, StoredManifest};
 pub use pins::{PinGuard, Pins};
 
+use batching::BatchBudget;
 use catalog::Catalog;
 use summaries::Summaries;
 use uploads::UploadSessions;
@@ -54,6 +55,7 @@ pub struct Store {
     summaries: Summaries,
     catalog: Catalog,
     pins: Pins,
+    batch_budget: BatchBudget,
 }
 
 /// A request body as the store consumes it.
@@ -68,6 +70,7 @@ impl Store {
             summaries: Summaries::default(),
             catalog: Catalog::default(),
             pins: Pins::default(),
+            batch_budget: BatchBudget::default(),
         }
     }
 

@@ -193,12 +193,14 @@ impl Store {
                 Some(Ok(chunk)) => batcher.add(chunk),
             };
             if let Some(batch) = batch {
+                let batch = self.batch_budget.hold(batch).await;
                 hasher.update(&batch).await;
                 writer.write(batch).await?;
             }
         };
         // What arrived before a failure is kept too: the client resumes after it.
         if let Some(rest) = batcher.rest() {
+            let rest = self.batch_budget.hold(rest).await;
             hasher.update(&rest).await;
             writer.write(rest).await?;
         }
