@@ -27,7 +27,7 @@ use crate::registry::api::{Api, Response, ResponseBody, Route};
 
 /// Chunks read from the client (64 KiB TLS reads, 16 KiB h2 frames) and not yet taken by the
 /// engine: lets reading from the client and the engine's stages overlap. 16 rather than 4 made
-/// a push over HTTP/1.1 ~7 % faster at 1 MiB per upload (BENCHMARKS.md).
+/// a push over HTTP/1.1 ~7 % faster for up to 1 MiB more per upload (BENCHMARKS.md).
 const BODY_QUEUE: usize = 16;
 
 /// How long the rest of a request body is read and dropped after an answer that came before it
