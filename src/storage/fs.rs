@@ -26,9 +26,9 @@ use super::{
 const READ_CHUNK: usize = 128 * 1024;
 /// Chunks read ahead of the client: bounds memory per download.
 const READ_QUEUE: usize = 4;
-/// Chunks queued between the request task and the writing thread: bounds memory per upload.
-/// 8 rides out throttled writes better than 2 (BENCHMARKS.md); the registry's uploads also
-/// count what they queue against a budget for the whole process.
+/// Chunks queued between the caller and the writing thread: bounds memory per writer. 8 rides
+/// out throttled writes better than 2 (BENCHMARKS.md); a caller with many writers at once
+/// bounds what they queue together.
 const WRITE_QUEUE: usize = 8;
 /// How often a writer asks the kernel to start writing back what it has written, so that the
 /// fsync before a blob becomes visible waits only for the tail.

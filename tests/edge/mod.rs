@@ -261,12 +261,19 @@ pub fn offer_a_1_gib_upload(edge: &EdgeServer, url: &str, creds: Option<&str>) -
     let out = curl.wait_with_output().unwrap();
     feeder.join().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, summary) = text.rsplit_once('\n').unwrap_or(("", &text));
-    let (status, uploaded) = summary.split_once(' ').unwrap_or((summary, "0"));
+    // Unparsable output fails here rather than passing as "0 bytes sent".
+    let (body, summary) = text
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("curl printed no summary line: {text:?}"));
+    let (status, uploaded) = summary
+        .split_once(' ')
+        .unwrap_or_else(|| panic!("curl's summary is not \"code bytes\": {text:?}"));
     RefusedUpload {
         status: status.to_owned(),
         body: body.to_owned(),
-        uploaded: uploaded.parse().unwrap_or(0.0),
+        uploaded: uploaded
+            .parse()
+            .unwrap_or_else(|e| panic!("curl's byte count {uploaded:?}: {e}")),
     }
 }
 
