@@ -11,6 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,14 +22,19 @@ use http_body_util::{BodyExt, Empty};
 use pingora::http::RequestHeader;
 use pingora::prelude::{Result, Session};
 use pingora::{Error, ErrorType};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::registry::api::{Api, Response, ResponseBody, Route};
 
-/// Chunks read from the client (64 KiB TLS reads, 16 KiB h2 frames) and not yet taken by the
-/// engine: lets reading from the client and the engine's stages overlap. 16 rather than 4 made
-/// a push over HTTP/1.1 ~7 % faster for up to 1 MiB more per upload (BENCHMARKS.md).
-const BODY_QUEUE: usize = 16;
+/// Bytes read from the client and not yet taken by the engine, per upload: lets reading from
+/// the client and the engine's stages overlap. Counted in bytes, not chunks, because a chunk is
+/// whatever the client's framing gives (64 KiB TLS reads over HTTP/1.1, DATA frames of up to
+/// `H2_MAX_FRAME` over h2). 1 MiB (16 chunks over HTTP/1.1) rather than 256 KiB made a push
+/// ~7 % faster (BENCHMARKS.md).
+const BODY_QUEUE_BYTES: usize = 1024 * 1024;
+/// The queue's room is counted in these; a smaller chunk still takes one.
+const BODY_QUEUE_UNIT: usize = 16 * 1024;
+const BODY_QUEUE_UNITS: usize = BODY_QUEUE_BYTES / BODY_QUEUE_UNIT;
 
 /// How long the rest of a request body is read and dropped after an answer that came before it
 /// ended.
@@ -60,7 +66,8 @@ pub async fn ask_engine(
         let request = http::Request::from_parts(request.as_owned_parts(), Empty::<Bytes>::new());
         return Ok(api.handle(request).await);
     }
-    let (chunks, queue) = mpsc::channel(BODY_QUEUE);
+    // The room bounds the bytes; the channel only needs to hold as many chunks as fit in it.
+    let (chunks, queue) = mpsc::channel(BODY_QUEUE_UNITS);
     let (wanted, asked) = oneshot::channel();
     let body = ClientBody {
         queue,
@@ -91,7 +98,13 @@ pub async fn ask_engine(
 }
 
 /// What the pump hands the engine: a chunk, the end of the body, or why it stopped.
-type Piece = io::Result<Option<Bytes>>;
+type Piece = io::Result<Option<Queued>>;
+
+/// A chunk holding its share of the queue's room until the engine takes it.
+struct Queued {
+    chunk: Bytes,
+    _room: OwnedSemaphorePermit,
+}
 
 /// Moves the request body from the client to the engine once the engine first asks for it.
 async fn pump_body(
@@ -109,10 +122,20 @@ async fn pump_body(
             .await
             .map_err(|e| e.into_down())?;
     }
+    let room = Arc::new(Semaphore::new(BODY_QUEUE_UNITS));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if chunks.send(Ok(Some(chunk))).await.is_err() {
+                let units = chunk
+                    .len()
+                    .div_ceil(BODY_QUEUE_UNIT)
+                    .clamp(1, BODY_QUEUE_UNITS);
+                let room = Arc::clone(&room)
+                    .acquire_many_owned(u32::try_from(units).expect("bounded by the queue"))
+                    .await
+                    .expect("the queue's semaphore is never closed");
+                let queued = Queued { chunk, _room: room };
+                if chunks.send(Ok(Some(queued))).await.is_err() {
                     return Ok(());
                 }
             }
@@ -161,7 +184,7 @@ impl Body for ClientBody {
             Poll::Ready(piece) => piece,
         };
         Poll::Ready(match piece {
-            Some(Ok(Some(chunk))) => Some(Ok(Frame::data(chunk))),
+            Some(Ok(Some(queued))) => Some(Ok(Frame::data(queued.chunk))),
             Some(Ok(None)) => {
                 self.ended = true;
                 None
