@@ -49,8 +49,8 @@ const H2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 /// The largest DATA frame a client may send (h2's default is 16 KiB; nginx allows 16 MiB).
 /// Go's clients (docker, containerd, skopeo) and hyper send frames as large as allowed, so an
 /// upload arrives in a sixteenth of the chunks, each handed to the engine uncopied: over h2 a
-/// push took ~10 % less CPU per GiB, on both sides (BENCHMARKS.md). The h2 layer holds at most
-/// one such frame per connection while it is still arriving.
+/// push took 10–20 % less CPU per GiB, on both sides (BENCHMARKS.md). The h2 layer holds at
+/// most one such frame per connection while it is still arriving.
 const H2_MAX_FRAME: u32 = 256 * 1024;
 
 /// Everything the edge runs with, built by `app`.
