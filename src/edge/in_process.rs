@@ -11,7 +11,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,8 +21,9 @@ use http_body_util::{BodyExt, Empty};
 use pingora::http::RequestHeader;
 use pingora::prelude::{Result, Session};
 use pingora::{Error, ErrorType};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use crate::byte_budget::ByteBudget;
 use crate::registry::api::{Api, Response, ResponseBody, Route};
 
 /// Bytes read from the client and not yet taken by the engine, per upload: lets reading from
@@ -122,19 +122,14 @@ async fn pump_body(
             .await
             .map_err(|e| e.into_down())?;
     }
-    let room = Arc::new(Semaphore::new(BODY_QUEUE_UNITS));
+    let room = ByteBudget::new(BODY_QUEUE_BYTES, BODY_QUEUE_UNIT);
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                let units = chunk
-                    .len()
-                    .div_ceil(BODY_QUEUE_UNIT)
-                    .clamp(1, BODY_QUEUE_UNITS);
-                let room = Arc::clone(&room)
-                    .acquire_many_owned(u32::try_from(units).expect("bounded by the queue"))
-                    .await
-                    .expect("the queue's semaphore is never closed");
-                let queued = Queued { chunk, _room: room };
+                let queued = Queued {
+                    _room: room.take(chunk.len()).await,
+                    chunk,
+                };
                 if chunks.send(Ok(Some(queued))).await.is_err() {
                     return Ok(());
                 }

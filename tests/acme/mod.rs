@@ -13,7 +13,6 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use sha2::{Digest, Sha256};
 
@@ -318,17 +317,7 @@ impl Drop for AcmeRegapp {
 /// The leaf certificate a TLS handshake with `127.0.0.1:port` (SNI `localhost`) presents, if the
 /// handshake succeeds with `root_pem` as the only trusted root.
 pub fn served_leaf(port: u16, root_pem: &str) -> Option<CertificateDer<'static>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = crate::util::tls::client_trusting(root_pem.as_bytes());
     let name = ServerName::try_from("localhost").unwrap();
     let mut connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;

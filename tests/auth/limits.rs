@@ -3,7 +3,8 @@
 
 use regapp::auth::{AuthDecision, Authenticator};
 
-use super::{allowed, basic, bcrypt_file, check, fresh_client, htpasswd, path_str};
+use super::{allowed, bcrypt_file, check, fresh_client, htpasswd, path_str};
+use crate::util::basic_auth;
 
 #[tokio::test]
 async fn the_cache_spares_repeated_verifications() {
@@ -32,7 +33,7 @@ async fn the_cache_spares_repeated_verifications() {
 async fn concurrent_checks_of_one_pair_share_a_verification_slot() {
     let (_dir, path) = bcrypt_file("alice", "secret");
     let auth = Authenticator::load(&path).expect("loads");
-    let header = basic("alice", "secret");
+    let header = basic_auth("alice", "secret");
     let client = fresh_client();
     let checks = (0..16).map(|_| auth.check(Some(&header), client));
     let decisions = futures_util::future::join_all(checks).await;
@@ -51,7 +52,7 @@ async fn failures_are_limited_per_address_after_the_burst() {
     let (_dir, path) = bcrypt_file("alice", "secret");
     let auth = Authenticator::load(&path).expect("loads");
     let attacker = fresh_client();
-    let wrong = basic("alice", "guess");
+    let wrong = basic_auth("alice", "guess");
     for i in 0..regapp::auth::limiter::BURST {
         assert_eq!(
             auth.check(Some(&wrong), attacker).await,
@@ -65,7 +66,7 @@ async fn failures_are_limited_per_address_after_the_burst() {
     };
     assert_eq!(auth.check(Some(&wrong), attacker).await, limited);
     // Limited means not even the right password is looked at, and nothing is verified.
-    let right = basic("alice", "secret");
+    let right = basic_auth("alice", "secret");
     assert_eq!(auth.check(Some(&right), attacker).await, limited);
     assert_eq!(auth.stats().verifications, verifications);
     assert_eq!(auth.stats().limited, 2);

@@ -13,10 +13,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use base64::Engine as _;
 use regapp::auth::htpasswd::Htpasswd;
 use regapp::auth::password::UnsupportedScheme;
 use regapp::auth::{AuthDecision, Authenticator};
+
+use crate::util::basic_auth;
 
 mod limits;
 mod reload;
@@ -47,11 +48,6 @@ fn path_str(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
 
-fn basic(user: &str, password: &str) -> String {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    format!("Basic {encoded}")
-}
-
 /// A client address no other check has used, so the limiter only sees what a test means it to.
 fn fresh_client() -> IpAddr {
     static NEXT: AtomicU32 = AtomicU32::new(1);
@@ -60,7 +56,7 @@ fn fresh_client() -> IpAddr {
 }
 
 async fn check(auth: &Authenticator, user: &str, password: &str) -> AuthDecision {
-    auth.check(Some(&basic(user, password)), fresh_client())
+    auth.check(Some(&basic_auth(user, password)), fresh_client())
         .await
 }
 

@@ -167,21 +167,10 @@ fn concurrent_h2_uploads_in_large_frames_arrive_whole_with_flat_memory() {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
-    use rustls::pki_types::pem::PemObject;
 
     const SIZE: usize = 64 << 20;
     let edge = EdgeServer::start();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(edge.ca()).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = crate::util::tls::client_trusting(&std::fs::read(edge.ca()).unwrap());
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
@@ -190,13 +179,7 @@ fn concurrent_h2_uploads_in_large_frames_arrive_whole_with_flat_memory() {
     let client: Client<_, Full<bytes::Bytes>> = Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build(connector);
-    let authorization = format!(
-        "Basic {}",
-        base64::Engine::encode(
-            &base64::engine::general_purpose::STANDARD,
-            format!("{USER}:{PASSWORD}")
-        )
-    );
+    let authorization = crate::util::basic_auth(USER, PASSWORD);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ pub mod layout;
 pub mod process;
 pub mod regapp;
 pub mod skopeo;
+pub mod tls;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,6 +22,13 @@ use std::time::Duration;
 pub use docker_registry::DockerRegistry;
 pub use regapp::Regapp;
 pub use skopeo::Skopeo;
+
+/// An `Authorization: Basic` value, as clients send it.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
 
 /// A running registry server, whatever implements it.
 pub trait Registry {

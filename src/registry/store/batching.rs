@@ -10,10 +10,10 @@
 //! ([`BatchBudget`]): one push alone gets queues deep enough to ride out a thread's turn off
 //! the CPU, and many pushes together share the same few MiB instead of multiplying them.
 
-use std::sync::Arc;
-
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::byte_budget::ByteBudget;
 
 /// Below glibc's mmap threshold as `main` sets it (1 MiB), so batch buffers are recycled from
 /// the heap; a queue of a few of them per upload keeps memory flat.
@@ -64,13 +64,13 @@ const BUDGET: usize = 4 * 1024 * 1024;
 const UNIT: usize = 64 * 1024;
 
 pub(super) struct BatchBudget {
-    units: Arc<Semaphore>,
+    bytes: ByteBudget,
 }
 
 impl Default for BatchBudget {
     fn default() -> Self {
         BatchBudget {
-            units: Arc::new(Semaphore::new(BUDGET / UNIT)),
+            bytes: ByteBudget::new(BUDGET, UNIT),
         }
     }
 }
@@ -79,11 +79,7 @@ impl BatchBudget {
     /// `batch`, uncopied, holding its share of the budget until the last of its clones (the
     /// hasher's and the writer's) is dropped. Waits while the budget is spent.
     pub(super) async fn hold(&self, batch: Bytes) -> Bytes {
-        let units = batch.len().div_ceil(UNIT).clamp(1, BUDGET / UNIT);
-        let permit = Arc::clone(&self.units)
-            .acquire_many_owned(u32::try_from(units).expect("bounded by BUDGET / UNIT"))
-            .await
-            .expect("the budget's semaphore is never closed");
+        let permit = self.bytes.take(batch.len()).await;
         Bytes::from_owner(Held {
             batch,
             _permit: permit,
@@ -109,15 +105,15 @@ mod tests {
     #[tokio::test]
     async fn a_held_batch_returns_its_share_of_the_budget_when_its_last_clone_goes() {
         let budget = BatchBudget::default();
-        let all = budget.units.available_permits();
+        let all = budget.bytes.available_units();
         let batch = budget.hold(Bytes::from(vec![9u8; BATCH])).await;
         assert_eq!(&batch[..], &vec![9u8; BATCH][..]);
-        assert_eq!(budget.units.available_permits(), all - BATCH / UNIT);
+        assert_eq!(budget.bytes.available_units(), all - BATCH / UNIT);
         let clone = batch.clone();
         drop(batch);
-        assert_eq!(budget.units.available_permits(), all - BATCH / UNIT);
+        assert_eq!(budget.bytes.available_units(), all - BATCH / UNIT);
         drop(clone);
-        assert_eq!(budget.units.available_permits(), all);
+        assert_eq!(budget.bytes.available_units(), all);
     }
 
     #[tokio::test]
