@@ -23,18 +23,22 @@ use pingora::prelude::{Result, Session};
 use pingora::{Error, ErrorType};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use crate::batcher::Batcher;
 use crate::byte_budget::ByteBudget;
 use crate::registry::api::{Api, Response, ResponseBody, Route};
 
 /// Bytes read from the client and not yet taken by the engine, per upload: lets reading from
 /// the client and the engine's stages overlap. Counted in bytes, not chunks, because a chunk is
-/// whatever the client's framing gives (64 KiB TLS reads over HTTP/1.1, DATA frames of up to
-/// `H2_MAX_FRAME` over h2). 1 MiB (16 chunks over HTTP/1.1) rather than 256 KiB made a push
-/// ~7 % faster (BENCHMARKS.md).
+/// a batch of the client's reads (see `pump_body`) or one large h2 DATA frame, and the end of a
+/// body is smaller. 1 MiB (four 256 KiB batches) rather than 256 KiB made a push ~7 % faster
+/// (BENCHMARKS.md). On top of it the pump holds the batch it is gathering.
 const BODY_QUEUE_BYTES: usize = 1024 * 1024;
 /// The queue's room is counted in these; a smaller chunk still takes one.
 const BODY_QUEUE_UNIT: usize = 16 * 1024;
 const BODY_QUEUE_UNITS: usize = BODY_QUEUE_BYTES / BODY_QUEUE_UNIT;
+
+/// Download chunks read ahead of an h2 stream (see [`read_ahead`]).
+const READ_AHEAD: usize = 4;
 
 /// How long the rest of a request body is read and dropped after an answer that came before it
 /// ended.
@@ -123,17 +127,28 @@ async fn pump_body(
             .map_err(|e| e.into_down())?;
     }
     let room = ByteBudget::new(BODY_QUEUE_BYTES, BODY_QUEUE_UNIT);
+    // The engine's task is woken once per batch rather than once per read: over HTTP/1.1
+    // pingora reads 64 KiB at a time.
+    let mut batcher = Batcher::default();
     loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                let queued = Queued {
-                    _room: room.take(chunk.len()).await,
-                    chunk,
-                };
-                if chunks.send(Ok(Some(queued))).await.is_err() {
-                    return Ok(());
-                }
+        let read = session.read_request_body().await;
+        let batch = match &read {
+            Ok(Some(chunk)) => batcher.add(chunk.clone()),
+            // What arrived before the end, or before a failure, goes first: the engine keeps
+            // it and the client resumes after it.
+            Ok(None) | Err(_) => batcher.rest(),
+        };
+        if let Some(batch) = batch {
+            let queued = Queued {
+                _room: room.take(batch.len()).await,
+                chunk: batch,
+            };
+            if chunks.send(Ok(Some(queued))).await.is_err() {
+                return Ok(());
             }
+        }
+        match read {
+            Ok(Some(_)) => {}
             Ok(None) => {
                 let _ = chunks.send(Ok(None)).await;
                 return Ok(());
@@ -221,4 +236,24 @@ pub async fn next_chunk(body: &mut ResponseBody) -> Result<Option<Bytes>> {
         }
     }
     Ok(None)
+}
+
+/// Chunks of a download read ahead on a task of their own, while this one hands the previous
+/// ones to h2. An h2 stream's frames are written by the connection's task, not the request's,
+/// so reading the file on the request's task left the two waiting for each other (pulls ~10 %
+/// slower, BENCHMARKS.md); over HTTP/1.1 the request's task writes the TLS stream itself and
+/// reading on it costs nothing extra.
+pub fn read_ahead(mut body: ResponseBody) -> mpsc::Receiver<Result<Bytes>> {
+    let (chunks, queue) = mpsc::channel(READ_AHEAD);
+    tokio::spawn(async move {
+        loop {
+            let next = next_chunk(&mut body).await.transpose();
+            let Some(next) = next else { return };
+            let failed = next.is_err();
+            if chunks.send(next).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    queue
 }

@@ -200,8 +200,15 @@ impl EdgeProxy {
             .write_response_header(Box::new(response), bodiless)
             .await?;
         if !bodiless {
-            while let Some(chunk) = in_process::next_chunk(&mut body).await? {
-                session.write_response_body(Some(chunk), false).await?;
+            if session.is_http2() {
+                let mut chunks = in_process::read_ahead(body);
+                while let Some(chunk) = chunks.recv().await {
+                    session.write_response_body(Some(chunk?), false).await?;
+                }
+            } else {
+                while let Some(chunk) = in_process::next_chunk(&mut body).await? {
+                    session.write_response_body(Some(chunk), false).await?;
+                }
             }
             session.write_response_body(None, true).await?;
         }

@@ -4,28 +4,23 @@
 //! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first for everything but
 //! upload-session state (`put_unsynced`), so a crash leaves at worst a `*.tmp` file that `list`
 //! hides. Writers run on a blocking thread fed by a small channel, so the caller goes on with
-//! the next chunk while the thread writes this one. Readers run on a blocking thread too,
-//! reading ahead a few chunks.
+//! the next chunk while the thread writes this one. Readers read what the page cache holds on
+//! the caller's task and only go to a blocking thread for what is on disk (`fs_reader`).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::fs_reader::FileChunks;
 use super::{
     ByteStream, ObjectInfo, ObjectWriter, Publish, StorageDriver, StorageError, StorageResult,
 };
 
-/// Well below glibc's mmap threshold as `main` sets it (1 MiB), so chunk buffers are recycled
-/// from the heap; 128 KiB pulled faster than 256 KiB here (more overlap of read and send).
-const READ_CHUNK: usize = 128 * 1024;
-/// Chunks read ahead of the client: bounds memory per download.
-const READ_QUEUE: usize = 4;
 /// Chunks queued between the caller and the writing thread: bounds memory per writer. 8 rides
 /// out throttled writes better than 2 (BENCHMARKS.md); a caller with many writers at once
 /// bounds what they queue together.
@@ -235,7 +230,7 @@ impl StorageDriver for FsDriver {
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {
         let path = self.path(key)?;
         let file = blocking(key, move || File::open(&path)).await?;
-        Ok(read_on_a_blocking_thread(file, offset, len))
+        Ok(Box::pin(FileChunks::new(file, offset, len)))
     }
 
     async fn writer(&self, key: &str, append: bool) -> StorageResult<Box<dyn ObjectWriter>> {
@@ -323,41 +318,6 @@ impl StorageDriver for FsDriver {
     async fn publish(&self, steps: Vec<Publish>) -> StorageResult<()> {
         self.publish_as(steps, Durability::Synced).await
     }
-}
-
-/// Streams a file from a blocking thread: `pread` straight into each chunk's buffer (one copy,
-/// page cache to the buffer hyper sends), a small queue for backpressure. The thread ends when
-/// the file is done or the receiver is gone (the client went away).
-fn read_on_a_blocking_thread(file: File, offset: u64, len: Option<u64>) -> ByteStream {
-    use std::os::unix::fs::FileExt;
-    let (chunks, queue) = mpsc::channel::<io::Result<Bytes>>(READ_QUEUE);
-    tokio::task::spawn_blocking(move || {
-        let mut at = offset;
-        let mut left = len.unwrap_or(u64::MAX);
-        while left > 0 {
-            let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(READ_CHUNK));
-            let mut buf = BytesMut::zeroed(want);
-            let read = match file.read_at(&mut buf, at) {
-                Ok(0) => return,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = chunks.blocking_send(Err(e));
-                    return;
-                }
-            };
-            buf.truncate(read);
-            at += read as u64;
-            left -= read as u64;
-            if chunks.blocking_send(Ok(buf.freeze())).is_err() {
-                return;
-            }
-        }
-    });
-    futures_util::stream::unfold(queue, |mut queue| async move {
-        queue.recv().await.map(|chunk| (chunk, queue))
-    })
-    .boxed()
 }
 
 enum WriteCommand {

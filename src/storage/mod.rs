@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub mod fs;
+mod fs_reader;
 #[cfg(test)]
 mod suite;
 

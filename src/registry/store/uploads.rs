@@ -12,10 +12,10 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::batching::Batcher;
 use super::error::OrUnknown;
 use super::hashing::StreamHasher;
 use super::{paths, Body, Store, StoreError, StoreResult};
+use crate::batcher::Batcher;
 use crate::registry::types::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::{ObjectWriter, Publish};
 
