@@ -183,7 +183,7 @@ impl EdgeServer {
     /// curl with the edge's CA trusted; returns (status, headers+body as text).
     pub fn curl(&self, args: &[&str]) -> (u16, String) {
         let out = curl_with_ca(&self.ca(), args);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         let status = text
             .lines()
             .rev()
@@ -195,6 +195,10 @@ impl EdgeServer {
                     String::from_utf8_lossy(&out.stderr)
                 )
             });
+        if status == 0 {
+            // No answer at all: what curl says went wrong (connect, TLS, reset) is the clue.
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
         (status, text)
     }
 }
@@ -202,7 +206,7 @@ impl EdgeServer {
 pub fn curl_with_ca(ca: &Path, args: &[&str]) -> Output {
     Command::new("curl")
         .args([
-            "-s",
+            "-sS",
             "-i",
             "--cacert",
             ca.to_str().unwrap(),
