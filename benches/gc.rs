@@ -168,6 +168,13 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     let online = regapp_gc(&config)?;
     let gc_wall = started.elapsed();
     let during = (pushed.load(Ordering::Relaxed) - before) as f64 / gc_wall.as_secs_f64();
+    // The collection's garbage is gone when it returns; its space comes back as the server
+    // purges the trash behind it, while the pushes go on.
+    let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
+    wait_for_purge(root)?;
+    let purge_wall = started.elapsed();
+    let during_purge =
+        (pushed.load(Ordering::Relaxed) - before) as f64 / purge_wall.as_secs_f64().max(1e-3);
     stop.store(true, Ordering::Relaxed);
     for pusher in pushers {
         pusher.join().map_err(|_| "a pusher panicked")??;
@@ -178,6 +185,12 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         options.pushers
     );
     print_phase_times(&server_log)?;
+    let purge = format!(
+        "trash purged {:.2} s after the collection returned, pushes meanwhile {during_purge:.1} of {baseline:.1}/s ({:.0} %)",
+        purge_wall.as_secs_f64(),
+        100.0 * during_purge / baseline
+    );
+    println!("{purge}");
     if options.online_only {
         println!(
             "\n| regapp, online with {} pushers | {:.2} s | {} | {during:.1} of {baseline:.1} ({:.0} %) |",
@@ -237,8 +250,9 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         removed(&online),
         100.0 * during / baseline
     );
+    println!("| (then, space back: {purge}) | | | |");
     println!(
-        "| regapp gc, no server | {:.2} s | {} | — |",
+        "| regapp gc, no server (waits for the purge) | {:.2} s | {} | — |",
         offline_wall.as_secs_f64(),
         removed(&offline)
     );
@@ -246,6 +260,20 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         "| docker-registry garbage-collect --delete-untagged (offline) | {:.2} s | {registry_removed} | — (registry stopped or read-only) |",
         registry_wall.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Waits until the server has purged the trash (`storage::trash::DIR`, which the purge removes
+/// when it is done).
+fn wait_for_purge(root: &Path) -> BenchResult<()> {
+    let trash = root.join("regapp-trash");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while trash.exists() {
+        if Instant::now() > deadline {
+            return Err(format!("{} still there after 10 minutes", trash.display()).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     Ok(())
 }
 

@@ -21,7 +21,9 @@ pub fn gc(args: GcArgs) -> ExitCode {
     };
     let socket = lock::socket_path(&settings.storage.root);
     let answer = ask_server_or_work_alone(&socket, &control::collect_command(options), || async {
-        let report = collector(&settings).run_once(options).await?;
+        let collector = collector(&settings);
+        let report = collector.run_once(options).await?;
+        collector.reclaim().await?;
         Ok(report.summary())
     });
     finish("gc", answer, |answer| match answer {

@@ -268,6 +268,12 @@ impl Collector {
         Ok(report)
     }
 
+    /// Returns once the space of what collections removed is given back: the storage driver
+    /// does that in the background, and a process about to exit waits for it.
+    pub async fn reclaim(&self) -> Result<(), GcError> {
+        Ok(self.store.driver().reclaim().await?)
+    }
+
     /// Storage use per repository now (reads only; runs beside a collection).
     pub async fn usage(&self) -> Result<Usage, GcError> {
         let mut progress = self.progress("du");

@@ -3,7 +3,8 @@
 //!
 //! Every blob or revision deletion goes through `Pins::condemn` (see `registry::store::pins`):
 //! a digest a push holds, or released after the cutoff, is skipped. In a dry run nothing is
-//! deleted and everything old enough counts as removed.
+//! deleted and everything old enough counts as removed. Deletions go through
+//! `StorageDriver::retire`: gone when it returns, the space given back in the background.
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -39,9 +40,9 @@ pub struct BlobSweep {
 const CONCURRENCY: usize = 16;
 /// Batches of deletions in flight at once. A batch holds the garbage of one directory (a blob
 /// fan-out directory, a repository's `_layers`) and goes to the driver in one call: one
-/// blocking-thread hop per directory instead of one per key, and no two threads unlinking in
-/// the same directory, whose lock they would take turns on. Thread hand-offs were a third of
-/// the collector's CPU with one hop per key (perf), and that CPU is taken from pushes.
+/// blocking-thread hop per directory instead of one per key, and no two threads renaming out
+/// of the same directory, whose lock they would take turns on. Thread hand-offs were a third
+/// of the collector's CPU with one hop per key (perf), and that CPU is taken from pushes.
 const BATCHES: usize = 4;
 
 enum BlobOutcome {
@@ -96,7 +97,7 @@ impl Sweeper<'_> {
         if self.dry_run {
             return Ok(true);
         }
-        match self.driver.delete(&paths::tag_dir(repo, &tag)).await {
+        match self.retire(paths::tag_dir(repo, &tag)).await {
             Err(e) if !e.is_not_found() => Err(e),
             _ => Ok(true),
         }
@@ -199,14 +200,13 @@ impl Sweeper<'_> {
                 outcomes.push((digest, BlobOutcome::Spared));
             }
         }
-        let keys = file_then_directory(
-            condemned
-                .iter()
-                .map(|(digest, _)| (paths::blob_data(digest), paths::blob_dir(digest))),
-        );
-        let results = self.driver.delete_many(&keys).await;
+        let keys: Vec<String> = condemned
+            .iter()
+            .map(|(digest, _)| paths::blob_dir(digest))
+            .collect();
+        let results = self.driver.retire(&keys).await;
         let mut failure = None;
-        for ((digest, size), result) in condemned.into_iter().zip(pairs(results)) {
+        for ((digest, size), result) in condemned.into_iter().zip(results) {
             self.pins.acquit(&digest);
             match result {
                 Ok(()) => outcomes.push((digest, BlobOutcome::Removed(size))),
@@ -274,15 +274,14 @@ impl Sweeper<'_> {
                 }
             }
         }
-        let keys = file_then_directory(condemned.iter().map(|(digest, _)| {
-            let link = paths::layer_link(repo, digest);
-            let dir = paths::link_dir(&link).to_owned();
-            (link, dir)
-        }));
-        let results = self.driver.delete_many(&keys).await;
+        let keys: Vec<String> = condemned
+            .iter()
+            .map(|(digest, ())| paths::link_dir(&paths::layer_link(repo, digest)).to_owned())
+            .collect();
+        let results = self.driver.retire(&keys).await;
         let mut removed = 0;
         let mut failure = None;
-        for ((digest, ()), result) in condemned.into_iter().zip(pairs(results)) {
+        for ((digest, ()), result) in condemned.into_iter().zip(results) {
             self.pins.acquit(&digest);
             match result {
                 Ok(()) => removed += 1,
@@ -318,7 +317,7 @@ impl Sweeper<'_> {
                 continue;
             }
             if !self.dry_run {
-                match self.driver.delete(&paths::upload_dir(repo, &id)).await {
+                match self.retire(paths::upload_dir(repo, &id)).await {
                     Err(e) if !e.is_not_found() => return Err(e),
                     _ => {}
                 }
@@ -346,11 +345,17 @@ impl Sweeper<'_> {
         Ok(false)
     }
 
+    /// Deletes everything under one key (see `StorageDriver::retire`).
+    async fn retire(&self, key: String) -> StorageResult<()> {
+        let mut results = self.driver.retire(&[key]).await;
+        results.pop().expect("one result per key")
+    }
+
     async fn delete_condemned(&self, digest: &Digest, key: &str) -> StorageResult<Deletion> {
         if !self.pins.condemn(digest, self.cutoff) {
             return Ok(Deletion::Spared);
         }
-        let result = self.driver.delete(key).await;
+        let result = self.retire(key.to_owned()).await;
         self.pins.acquit(digest);
         match result {
             Ok(()) => Ok(Deletion::Done),
@@ -361,28 +366,6 @@ impl Sweeper<'_> {
 }
 
 /// A `blobs/<alg>/<xx>` directory name: two lowercase hex digits.
-/// Keys for objects that each live alone in a directory of their own (a blob's `data`, a
-/// `_layers` link): the file, then its directory, so that the driver can `unlink` and `rmdir`
-/// instead of listing each directory. [`pairs`] folds the results back to one per object.
-fn file_then_directory(objects: impl Iterator<Item = (String, String)>) -> Vec<String> {
-    objects.flat_map(|(file, dir)| [file, dir]).collect()
-}
-
-/// One result per (file, directory) pair from [`file_then_directory`]: an error that is not
-/// "not found" wins; otherwise the object counts as removed if either part was there.
-fn pairs(results: Vec<StorageResult<()>>) -> Vec<StorageResult<()>> {
-    let mut results = results.into_iter();
-    let mut folded = Vec::new();
-    while let (Some(file), Some(dir)) = (results.next(), results.next()) {
-        folded.push(match (file, dir) {
-            (Err(e), _) | (_, Err(e)) if !e.is_not_found() => Err(e),
-            (Ok(()), _) => Ok(()),
-            (Err(_), dir) => dir,
-        });
-    }
-    folded
-}
-
 fn is_fanout(name: &str) -> bool {
     name.len() == 2
         && name

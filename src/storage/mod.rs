@@ -18,6 +18,7 @@ pub mod fs;
 mod fs_reader;
 #[cfg(test)]
 mod suite;
+mod trash;
 
 pub use fs::FsDriver;
 
@@ -81,15 +82,22 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
     /// Deletes an object, or everything under a directory-like key.
     async fn delete(&self, key: &str) -> StorageResult<()>;
-    /// Deletes each key as `delete` does, in order, with one result per key. Garbage
-    /// collection deletes thousands of keys: a driver can do a batch in one round trip (the
-    /// filesystem driver in one blocking-thread hop instead of one per key).
-    async fn delete_many(&self, keys: &[String]) -> Vec<StorageResult<()>> {
+    /// Deletes everything under each key for garbage collection, with one result per key, in
+    /// order. Each key is gone for `stat`, `list` and new readers when this returns, but the
+    /// driver may give the space back later: the filesystem driver moves each key aside with
+    /// one `rename` and purges them in the background (see `storage::trash`), because deleting
+    /// thousands of objects in place makes pushes wait for the disk. `reclaim` waits for that.
+    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
         let mut results = Vec::with_capacity(keys.len());
         for key in keys {
             results.push(self.delete(key).await);
         }
         results
+    }
+    /// Returns once the space of everything retired so far is given back (`regapp gc` without
+    /// a server waits for this before it exits).
+    async fn reclaim(&self) -> StorageResult<()> {
+        Ok(())
     }
     /// Moves an object atomically and durably, replacing whatever is at `to`.
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;

@@ -21,7 +21,7 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     put_get_and_replace(driver).await;
     streaming_write_append_and_ranged_read(driver).await;
     list_hides_temporaries_and_delete_is_recursive(driver).await;
-    delete_many_answers_for_each_key(driver).await;
+    retire_answers_for_each_key(driver).await;
     rename_replaces_target(driver).await;
     publish_runs_its_steps_in_order(driver).await;
     publish_stops_at_the_first_failure(driver).await;
@@ -74,17 +74,23 @@ async fn list_hides_temporaries_and_delete_is_recursive(driver: &dyn StorageDriv
     assert!(driver.stat("dir/x").await.unwrap_err().is_not_found());
 }
 
-async fn delete_many_answers_for_each_key(driver: &dyn StorageDriver) {
+async fn retire_answers_for_each_key(driver: &dyn StorageDriver) {
     driver.put("many/file", Bytes::new()).await.unwrap();
     driver.put("many/dir/data", Bytes::new()).await.unwrap();
     driver.put("many/kept", Bytes::new()).await.unwrap();
     let keys = ["many/file", "many/dir", "many/missing", "../escape"].map(String::from);
-    let results = driver.delete_many(&keys).await;
+    let results = driver.retire(&keys).await;
     assert_eq!(results.len(), 4);
     assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
     assert!(results[2].as_ref().unwrap_err().is_not_found());
     assert!(matches!(results[3], Err(StorageError::InvalidKey(_))));
     assert_eq!(driver.list("many").await.unwrap(), ["kept"]);
+    assert!(driver
+        .stat("many/dir/data")
+        .await
+        .unwrap_err()
+        .is_not_found());
+    driver.reclaim().await.unwrap();
 }
 
 async fn rename_replaces_target(driver: &dyn StorageDriver) {
@@ -188,4 +194,8 @@ async fn fs_driver_passes_the_suite() {
         .filter(|path| path.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    assert!(
+        !dir.path().join(super::trash::DIR).exists(),
+        "reclaim left the trash behind"
+    );
 }
