@@ -12,8 +12,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
@@ -150,7 +150,7 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     )?;
     let server_log = dir.join("regapp.log");
     let (mut server, host) = start_regapp(&config, &server_log)?;
-    let pushed = Arc::new(AtomicU64::new(0));
+    let pushed = Arc::new(Pushed::default());
     let stop = Arc::new(AtomicBool::new(false));
     let pushers: Vec<_> = (0..options.pushers)
         .map(|n| {
@@ -159,22 +159,25 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
-    let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
+    let started = Instant::now();
     std::thread::sleep(options.baseline);
-    let baseline =
-        (pushed.load(Ordering::Relaxed) - before) as f64 / started.elapsed().as_secs_f64();
+    let baseline = pushed.rate(started, Instant::now());
 
-    let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
+    let gc_started = Instant::now();
     let online = regapp_gc(&config)?;
-    let gc_wall = started.elapsed();
-    let during = (pushed.load(Ordering::Relaxed) - before) as f64 / gc_wall.as_secs_f64();
+    let gc_ended = Instant::now();
+    let gc_wall = gc_ended - gc_started;
+    let during = pushed.rate(gc_started, gc_ended);
     // The collection's garbage is gone when it returns; its space comes back as the server
     // purges the trash behind it, while the pushes go on.
-    let (before, started) = (pushed.load(Ordering::Relaxed), Instant::now());
     wait_for_purge(root)?;
-    let purge_wall = started.elapsed();
-    let during_purge =
-        (pushed.load(Ordering::Relaxed) - before) as f64 / purge_wall.as_secs_f64().max(1e-3);
+    let purge_ended = Instant::now();
+    let purge_wall = purge_ended - gc_ended;
+    let during_purge = pushed.rate(gc_ended, purge_ended);
+    // Without a collection again, after it: the host's own load drifts over a run, and a
+    // baseline from both sides of the collection is not fooled by a drift one way.
+    std::thread::sleep(options.baseline);
+    let after = pushed.rate(purge_ended, Instant::now());
     stop.store(true, Ordering::Relaxed);
     for pusher in pushers {
         pusher.join().map_err(|_| "a pusher panicked")??;
@@ -184,20 +187,36 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
         "regapp online (grace 1h, delete_untagged, {} pushers):\n{online}",
         options.pushers
     );
-    print_phase_times(&server_log)?;
+    let mut phase_start = gc_started;
+    for (phase, seconds) in phase_times(&server_log)? {
+        let phase_end = gc_started + Duration::from_secs_f64(seconds);
+        let rate = pushed.rate(phase_start, phase_end);
+        println!(
+            "  {phase}: {seconds:.2} s after the start; pushes meanwhile {rate:.1}/s ({:.0} %)",
+            100.0 * rate / baseline
+        );
+        phase_start = phase_end;
+    }
     let purge = format!(
         "trash purged {:.2} s after the collection returned, pushes meanwhile {during_purge:.1} of {baseline:.1}/s ({:.0} %)",
         purge_wall.as_secs_f64(),
         100.0 * during_purge / baseline
     );
     println!("{purge}");
+    let bracketed = (baseline + after) / 2.0;
+    println!(
+        "pushes/s without a collection: {baseline:.1} before it, {after:.1} after the purge; during the collection {during:.1}: {:.0} % of before, {:.0} % of the mean of both ({bracketed:.1})",
+        100.0 * during / baseline,
+        100.0 * during / bracketed
+    );
     if options.online_only {
         println!(
-            "\n| regapp, online with {} pushers | {:.2} s | {} | {during:.1} of {baseline:.1} ({:.0} %) |",
+            "\n| regapp, online with {} pushers | {:.2} s | {} | {during:.1} of {baseline:.1} ({:.0} %); of {bracketed:.1}, before and after ({:.0} %) |",
             options.pushers,
             gc_wall.as_secs_f64(),
             removed(&online),
-            100.0 * during / baseline
+            100.0 * during / baseline,
+            100.0 * during / bracketed
         );
         return Ok(());
     }
@@ -244,11 +263,12 @@ fn phases(options: &Options, dir: &Path, root: &Path) -> BenchResult<()> {
     );
     println!("|---|---|---|---|");
     println!(
-        "| regapp, online with {} pushers | {:.2} s | {} | {during:.1} ({:.0} %) |",
+        "| regapp, online with {} pushers | {:.2} s | {} | {during:.1} ({:.0} %; {:.0} % of {bracketed:.1}, the mean of before and after) |",
         options.pushers,
         gc_wall.as_secs_f64(),
         removed(&online),
-        100.0 * during / baseline
+        100.0 * during / baseline,
+        100.0 * during / bracketed
     );
     println!("| (then, space back: {purge}) | | | |");
     println!(
@@ -278,9 +298,10 @@ fn wait_for_purge(root: &Path) -> BenchResult<()> {
 }
 
 /// The collector's own timings (debug lines `gc: …` with the seconds since it began), so a run
-/// shows where the time went: loading, marking, sweeping.
-fn print_phase_times(log: &Path) -> BenchResult<()> {
+/// shows where the time went, and what each step cost the pushes: loading, marking, sweeping.
+fn phase_times(log: &Path) -> BenchResult<Vec<(String, f64)>> {
     let log = std::fs::read_to_string(log)?;
+    let mut phases = Vec::new();
     for line in log.lines().filter(|l| l.contains("gc: ")) {
         let message = line.split("gc: ").nth(1).unwrap_or_default();
         // The message, without the fields tracing appends after it.
@@ -294,10 +315,32 @@ fn print_phase_times(log: &Path) -> BenchResult<()> {
             .find_map(|w| w.strip_prefix("seconds="))
             .and_then(|s| s.parse::<f64>().ok());
         if let Some(seconds) = seconds {
-            println!("  {phase}: {seconds:.2} s after the start");
+            phases.push((phase, seconds));
         }
     }
-    Ok(())
+    Ok(phases)
+}
+
+/// When each push completed, so the rate can be taken over any window afterwards.
+#[derive(Default)]
+struct Pushed(Mutex<Vec<Instant>>);
+
+impl Pushed {
+    fn record(&self) {
+        self.0.lock().unwrap().push(Instant::now());
+    }
+
+    /// Pushes completed per second in `[from, to)`.
+    fn rate(&self, from: Instant, to: Instant) -> f64 {
+        let count = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&t| t >= from && t < to)
+            .count();
+        count as f64 / (to - from).as_secs_f64().max(1e-3)
+    }
 }
 
 fn removed(summary: &str) -> String {
@@ -477,7 +520,7 @@ fn regapp_gc(config: &Path) -> BenchResult<String> {
 
 /// Pushes new images (a config and two 16 KiB layers, as POST ?digest= and a manifest PUT)
 /// until told to stop, counting the completed ones.
-fn push_loop(host: &str, pusher: usize, pushed: &AtomicU64, stop: &AtomicBool) -> BenchResult<()> {
+fn push_loop(host: &str, pusher: usize, pushed: &Pushed, stop: &AtomicBool) -> BenchResult<()> {
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
@@ -527,7 +570,7 @@ fn push_loop(host: &str, pusher: usize, pushed: &AtomicU64, stop: &AtomicBool) -
                 format!("push manifest: {}: {}", response.status(), response.text()?).into(),
             );
         }
-        pushed.fetch_add(1, Ordering::Relaxed);
+        pushed.record();
         n += 1;
     }
     Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::access::Access;
 use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
 use crate::auth::Authenticator;
+use crate::background;
 use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
 use crate::config::{
     AcmeSettings, EdgeSettings, GcSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT,
@@ -194,12 +195,12 @@ fn start_gc(
     parts::gc_policy(&mut service.reloader, collector.clone(), gc_policy);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_start(gc::yield_cpu_to_requests)
+        .on_thread_start(background::yield_cpu_to_requests)
         .build()?;
     std::thread::Builder::new().name("gc".to_owned()).spawn({
         let collector = collector.clone();
         move || {
-            gc::yield_cpu_to_requests();
+            background::yield_cpu_to_requests();
             runtime.block_on(async move {
                 tokio::spawn(gc::control::serve(control, collector.clone()));
                 collector.run_schedule().await

@@ -7,6 +7,7 @@ pub mod access_command;
 pub mod acme;
 pub mod app;
 pub mod auth;
+pub mod background;
 pub mod batcher;
 pub mod byte_budget;
 pub mod cert_command;

@@ -242,8 +242,12 @@ impl Collector {
             delete_untagged = policy.delete_untagged || options.delete_untagged,
             "garbage collection starts"
         );
-        let (report, usage) =
-            collect::collect(&self.store, &policy, options, &mut progress).await?;
+        let collected = collect::collect(&self.store, &policy, options, &mut progress).await;
+        if !options.dry_run {
+            // Also after a failure: what was retired before it is garbage all the same.
+            self.store.driver().reclaim_in_background();
+        }
+        let (report, usage) = collected?;
         progress.finish();
         tracing::info!(
             dry_run = report.dry_run,
@@ -322,21 +326,6 @@ impl Collector {
         } else {
             Progress::log(what)
         }
-    }
-}
-
-/// How much less CPU the collector's threads get than request threads when both want it
-/// (Linux `nice` 10 ≈ a tenth of a request thread's share): a collection is background work,
-/// pushes and pulls are not.
-const COLLECTOR_NICENESS: libc::c_int = 10;
-
-/// Lowers the calling thread's CPU priority (Linux keeps a nice value per thread, so this
-/// touches no request thread). Called on the server's collector thread and its blocking pool.
-pub fn yield_cpu_to_requests() {
-    // SAFETY: setpriority only changes the scheduling priority of the calling thread (who = 0).
-    let result = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, COLLECTOR_NICENESS) };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "gc thread priority unchanged");
     }
 }
 

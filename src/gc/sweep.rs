@@ -40,10 +40,11 @@ pub struct BlobSweep {
 const CONCURRENCY: usize = 16;
 /// Batches of deletions in flight at once. A batch holds the garbage of one directory (a blob
 /// fan-out directory, a repository's `_layers`) and goes to the driver in one call: one
-/// blocking-thread hop per directory instead of one per key, and no two threads renaming out
-/// of the same directory, whose lock they would take turns on. Thread hand-offs were a third
-/// of the collector's CPU with one hop per key (perf), and that CPU is taken from pushes.
-const BATCHES: usize = 4;
+/// blocking-thread hop per directory instead of one per key. Thread hand-offs were a third of
+/// the collector's CPU with one hop per key (perf), and that CPU is taken from pushes. Two, so
+/// that one batch is checked (`stat`s, pins) while the other is retired: the filesystem driver
+/// retires one batch at a time anyway (`Trash::retire_all`).
+const BATCHES: usize = 2;
 
 enum BlobOutcome {
     Removed(u64),

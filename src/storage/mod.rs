@@ -86,7 +86,9 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// order. Each key is gone for `stat`, `list` and new readers when this returns, but the
     /// driver may give the space back later: the filesystem driver moves each key aside with
     /// one `rename` and purges them in the background (see `storage::trash`), because deleting
-    /// thousands of objects in place makes pushes wait for the disk. `reclaim` waits for that.
+    /// thousands of objects in place makes pushes wait for the disk. The caller says when to
+    /// give the space back: `reclaim_in_background` when it is done retiring, or `reclaim`,
+    /// which waits for it.
     async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
         let mut results = Vec::with_capacity(keys.len());
         for key in keys {
@@ -94,6 +96,9 @@ pub trait StorageDriver: Send + Sync + 'static {
         }
         results
     }
+    /// Starts giving back the space of everything retired so far, and returns at once (the
+    /// end of a collection in a serving process).
+    fn reclaim_in_background(&self) {}
     /// Returns once the space of everything retired so far is given back (`regapp gc` without
     /// a server waits for this before it exits).
     async fn reclaim(&self) -> StorageResult<()> {

@@ -43,6 +43,18 @@ fn gc_and_du_go_through_the_running_server_or_work_alone() {
         "the server logs its runs:\n{}",
         server.log()
     );
+    // The server gives the space back behind the collection: its trash goes away by itself.
+    let trash = root.join("regapp-trash");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while trash.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server did not purge {}",
+            trash.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(server.log().contains("trash purged"), "{}", server.log());
     server.stop();
 
     let alone = regapp_ok(&["gc"], &config);
