@@ -287,36 +287,38 @@ impl StorageDriver for FsDriver {
     }
 
     async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
-        let paths: Vec<StorageResult<PathBuf>> = keys.iter().map(|key| self.path(key)).collect();
-        let valid: Vec<PathBuf> = paths
+        let paths: Vec<(String, StorageResult<PathBuf>)> = keys
             .iter()
-            .filter_map(|p| p.as_ref().ok().cloned())
+            .map(|key| (key.clone(), self.path(key)))
             .collect();
         let trash = self.trash.clone();
-        let retired = match tokio::task::spawn_blocking(move || trash.retire_all(&valid)).await {
-            Ok(retired) => retired,
+        let retiring = tokio::task::spawn_blocking(move || {
+            let _batch = trash.batch();
+            paths
+                .into_iter()
+                .map(|(key, path)| {
+                    path.and_then(|path| {
+                        trash
+                            .retire(&path)
+                            .map_err(|e| StorageError::from_io(&key, e))
+                    })
+                })
+                .collect::<Vec<StorageResult<()>>>()
+        });
+        match retiring.await {
+            Ok(results) => results,
             Err(e) => {
                 let message = e.to_string();
-                return keys
-                    .iter()
+                keys.iter()
                     .map(|key| {
                         Err(StorageError::from_io(
                             key,
                             io::Error::other(message.clone()),
                         ))
                     })
-                    .collect();
+                    .collect()
             }
-        };
-        let mut retired = retired.into_iter();
-        keys.iter()
-            .zip(paths)
-            .map(|(key, path)| {
-                path?;
-                let result = retired.next().expect("one result per valid key");
-                result.map_err(|e| StorageError::from_io(key, e))
-            })
-            .collect()
+        }
     }
 
     fn reclaim_in_background(&self) {

@@ -28,7 +28,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::fs::remove;
@@ -60,7 +60,7 @@ struct Shared {
     hurry: AtomicBool,
     /// One purge at a time: two would only take turns on the trash directory's lock.
     purging: Mutex<()>,
-    /// One batch of renames into the trash at a time (`retire_all`).
+    /// One batch of renames into the trash at a time (`batch`).
     renaming: Mutex<()>,
 }
 
@@ -92,13 +92,12 @@ impl Trash {
         trash
     }
 
-    /// Retires each of `paths` (see `retire`), one batch at a time in the process: renames
+    /// Held while one batch is retired: one batch at a time in the process, because renames
     /// across directories all take one lock of the filesystem's, and threads renaming at once
-    /// spin on it (15 % of an offline collection's CPU with 4 batches in flight, perf) and
-    /// make the pushes' renames queue longer.
-    pub fn retire_all(&self, paths: &[PathBuf]) -> Vec<io::Result<()>> {
-        let _one_batch_at_a_time = self.shared.renaming.lock().expect("trash lock poisoned");
-        paths.iter().map(|path| self.retire(path)).collect()
+    /// spin on it (15 % of an offline collection's CPU with 4 batches in flight, perf) and make
+    /// the pushes' renames queue longer.
+    pub fn batch(&self) -> MutexGuard<'_, ()> {
+        self.shared.renaming.lock().expect("trash lock poisoned")
     }
 
     /// Moves the file or directory at `path` into the trash. Where it can't be moved (the
