@@ -43,7 +43,7 @@ const CONCURRENCY: usize = 16;
 /// blocking-thread hop per directory instead of one per key. Thread hand-offs were a third of
 /// the collector's CPU with one hop per key (perf), and that CPU is taken from pushes. Two, so
 /// that one batch is checked (`stat`s, pins) while the other is retired: the filesystem driver
-/// retires one batch at a time anyway (`Trash::batch`).
+/// retires one batch at a time anyway (`Trash::renaming`).
 const BATCHES: usize = 2;
 
 enum BlobOutcome {

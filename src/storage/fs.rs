@@ -292,8 +292,7 @@ impl StorageDriver for FsDriver {
             .map(|key| (key.clone(), self.path(key)))
             .collect();
         let trash = self.trash.clone();
-        let retiring = tokio::task::spawn_blocking(move || {
-            let _batch = trash.batch();
+        let retiring = self.trash.renaming(move || {
             paths
                 .into_iter()
                 .map(|(key, path)| {
