@@ -234,6 +234,7 @@ impl Sweeper<'_> {
         &self,
         links: &[(RepoName, Digest)],
         present: &HashSet<Digest>,
+        progress: &mut Progress,
     ) -> StorageResult<u64> {
         let dangling: Vec<(RepoName, Digest)> = links
             .iter()
@@ -247,12 +248,15 @@ impl Sweeper<'_> {
         for (repo, digest) in dangling {
             by_repo.entry(repo).or_default().push(digest);
         }
+        let repositories = by_repo.len();
         let mut removing = futures_util::stream::iter(by_repo)
             .map(|(repo, digests)| async move { self.dangling_links_of(&repo, digests).await })
             .buffer_unordered(BATCHES);
-        let mut removed = 0;
+        let (mut removed, mut done) = (0, 0);
         while let Some(result) = removing.next().await {
             removed += result?;
+            done += 1;
+            progress.update("repositories' dangling links", done, Some(repositories));
         }
         Ok(removed)
     }

@@ -20,7 +20,7 @@
 //! Why the renames have a thread of their own: a rename across directories holds the
 //! filesystem's one rename lock, and the pushes wait for it to publish their blobs. The
 //! collector's threads run at nice 10; one of them that blocks inside a rename waits long for
-//! the CPU when woken, and the pushes queue behind it (BENCHMARKS.md, GC runs 91–98). A nice
+//! the CPU when woken, and the pushes queue behind it (BENCHMARKS.md, GC runs 91–105). A nice
 //! value can be raised but not lowered again without `CAP_SYS_NICE`, so the trash makes its
 //! renaming thread when it is made (at start, at the server's priority) and the collector hands
 //! it one batch at a time (`renaming`). Its CPU is ~20 µs per object.
