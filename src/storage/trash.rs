@@ -103,8 +103,8 @@ impl Trash {
         trash
     }
 
-    /// Runs `renames` (calls of `retire`) on the renaming thread, at the priority the process
-    /// had when the trash was made, and returns what they returned. Batches run one at a time:
+    /// Runs `renames` (calls of `retire`) on the renaming thread, at the priority of the thread
+    /// that made the trash, and returns what they returned. Batches run one at a time:
     /// renames across directories all take one lock of the filesystem's, and threads renaming
     /// at once spin on it (15 % of an offline collection's CPU with 4 batches in flight, perf)
     /// and make the pushes' renames queue longer. Without a renaming thread they run on a
