@@ -23,7 +23,7 @@
 //! the CPU when woken, and the pushes queue behind it (BENCHMARKS.md, GC runs 91–105). A nice
 //! value can be raised but not lowered again without `CAP_SYS_NICE`, so the trash makes its
 //! renaming thread when it is made (at start, at the server's priority) and the collector hands
-//! it one batch at a time (`renaming`). Its CPU is ~20 µs per object.
+//! it one batch at a time (`renaming`).
 //!
 //! Why it is safe: nothing refers into the trash. An object is gone for every reader from the
 //! moment of its rename (atomic: a reader finds the key or does not; one that opened the file
