@@ -169,6 +169,9 @@ pub struct Collector {
     last: std::sync::Mutex<(Option<GcReport>, Option<Usage>)>,
     /// Progress on the terminal (the command line running without a server) or in the log.
     interactive: bool,
+    /// How often progress shows, where a test sets it.
+    #[cfg(test)]
+    progress_every: Option<Duration>,
 }
 
 impl Collector {
@@ -183,6 +186,8 @@ impl Collector {
             observer: std::sync::RwLock::new(None),
             last: std::sync::Mutex::new((None, None)),
             interactive: false,
+            #[cfg(test)]
+            progress_every: None,
         }
     }
 
@@ -209,6 +214,13 @@ impl Collector {
     /// Shows progress on the terminal when stderr is one (the command line).
     pub fn interactive(mut self) -> Collector {
         self.interactive = true;
+        self
+    }
+
+    /// Shows progress at most once per `every`, not per the usual tick.
+    #[cfg(test)]
+    pub fn progress_every(mut self, every: Duration) -> Collector {
+        self.progress_every = Some(every);
         self
     }
 
@@ -321,11 +333,17 @@ impl Collector {
     }
 
     fn progress(&self, what: &'static str) -> Progress {
-        if self.interactive {
+        let progress = if self.interactive {
             Progress::new(what)
         } else {
             Progress::log(what)
-        }
+        };
+        #[cfg(test)]
+        let progress = match self.progress_every {
+            Some(every) => progress.every(every),
+            None => progress,
+        };
+        progress
     }
 }
 

@@ -40,6 +40,13 @@ impl Progress {
         }
     }
 
+    /// Shows progress at most once per `every` instead (tests, which cannot wait for a tick).
+    #[cfg(test)]
+    pub fn every(mut self, every: Duration) -> Progress {
+        self.every = every;
+        self
+    }
+
     /// Notes `done` items of a phase (out of `total` when known); shown at most every tick.
     pub fn update(&mut self, phase: &str, done: usize, total: Option<usize>) {
         let now = Instant::now();

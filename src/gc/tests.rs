@@ -565,3 +565,69 @@ async fn a_manifest_put_racing_the_sweep_either_keeps_its_blob_or_fails_cleanly(
         }
     }
 }
+
+/// What was logged, for a test that installs a subscriber writing here (on its own thread: a
+/// `tokio::test` runs its tasks on the thread that runs it).
+#[derive(Clone, Default)]
+struct Logged(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logged {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_collection_and_du_log_progress_in_every_step() {
+    let f = Fixture::new();
+    for repo in ["a", "b", "c"] {
+        f.image(repo, "v1", &[&format!("kept in {repo}")], None)
+            .await;
+        for n in 0..2 {
+            f.image(repo, "", &[&format!("garbage {n} in {repo}")], None)
+                .await;
+        }
+    }
+    let logged = Logged::default();
+    let writer = logged.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let collector = f
+        .collector(GcPolicy {
+            grace: Duration::ZERO,
+            delete_untagged: true,
+            ..GcPolicy::default()
+        })
+        .progress_every(Duration::ZERO);
+    {
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let report = collector.run_once(RunOptions::default()).await.unwrap();
+        assert_eq!(report.manifests_removed, 6);
+        collector.usage().await.unwrap();
+    }
+    let log = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
+    let progress: Vec<&str> = log.lines().filter(|l| l.contains(" progress ")).collect();
+    let shown = |what: &str, phase: &str, done: usize, total: Option<usize>| {
+        let total = total.map(|t| format!(" total={t}")).unwrap_or_default();
+        let fields = format!("what=\"{what}\" phase=\"{phase}\" done={done}{total}");
+        progress.iter().any(|line| line.contains(&fields))
+    };
+    // The first update of a step only starts its clock; every later one shows at this tick.
+    assert!(shown("gc", "repositories", 3, Some(3)), "{log}");
+    assert!(shown("gc", "manifests", 6, Some(6)), "{log}");
+    assert!(shown("gc", "blobs listed", 27, None), "{log}");
+    assert!(shown("gc", "unreferenced blobs", 18, Some(18)), "{log}");
+    assert!(
+        shown("gc", "repositories' dangling links", 3, Some(3)),
+        "{log}"
+    );
+    assert!(shown("du", "repositories", 3, Some(3)), "{log}");
+}
