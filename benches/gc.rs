@@ -34,7 +34,7 @@ usage: cargo bench --bench gc -- [--manifests N] [--layers N] [--pushers N] [--b
                         after each collection (default 10)
   --rounds N            online collections, each on fresh garbage with the previous round's
                         pushes moved out of the store, so every round collects the same store
-                        (default 5; ~3 min each)
+                        (default 5; ~3.5 min each)
   --generate-only       write the store to REGAPP_BENCH_DIR/root and stop (for profiling; delete
                         it yourself)
   --online-only         only the collection while pushes go on (skip docker-registry and the
