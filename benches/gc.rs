@@ -179,6 +179,8 @@ fn phases(options: &Options, dir: &Path, root: &Path, started: Instant) -> Bench
     let summary = Rounds(&rounds);
     summary.print(options);
     if options.online_only {
+        println!();
+        summary.print_row(options);
         return Ok(());
     }
 
@@ -513,35 +515,21 @@ impl Rounds<'_> {
             self.meeting(Round::of_both),
             self.0.len()
         );
-        println!(
-            "\n| regapp, online with {} pushers, {} rounds | {} | {} |",
-            options.pushers,
-            self.0.len(),
-            self.spread(|r| r.wall.as_secs_f64(), "s"),
-            self.shares()
-        );
     }
 
-    /// The line for the table beside the offline collectors.
+    /// The run's line for BENCHMARKS.md's table, beside the offline collectors.
     fn print_row(&self, options: &Options) {
         println!(
-            "| regapp, online with {} pushers (median of {} rounds) | {} | {} | {} |",
+            "| regapp, online with {} pushers (median of {} rounds) | {} | {} | {} of before; {} of the mean of before and after |",
             options.pushers,
             self.0.len(),
             self.spread(|r| r.wall.as_secs_f64(), "s"),
             self.0
                 .first()
                 .map_or("?".to_owned(), |r| removed(&r.summary)),
-            self.shares()
-        );
-    }
-
-    fn shares(&self) -> String {
-        format!(
-            "{} of before; {} of the mean of before and after",
             self.spread(Round::of_before, "%"),
             self.spread(Round::of_both, "%")
-        )
+        );
     }
 
     /// "median (min–max) unit" of a figure over the rounds.
@@ -583,7 +571,7 @@ fn median(sorted: &[f64]) -> f64 {
 /// an inode freed in the last 60 s (360 s while its inode table block is dirty), checking each
 /// candidate as it allocates one. Deleting ~100,000 pushed files between rounds made every file
 /// created in the next rounds slower (server CPU per push 4.6 → 8.4 → 10.4 ms over three rounds,
-/// `recently_deleted` and `find_get_block_common` a quarter of its samples), so the rounds
+/// `recently_deleted` and `find_get_block_common` 23 % of its samples), so the rounds
 /// measured the bench's own deletions more than the collection.
 fn set_aside(root: &Path, round: usize, pushed: &Pushed) -> BenchResult<()> {
     let v2 = root.join("docker/registry/v2");
@@ -618,8 +606,8 @@ const RECENTLY_DELETED: Duration = Duration::from_secs(65);
 /// Writes everything back and waits until inodes freed before `deleted` are reusable again, so
 /// that a window without a collection measures no deletions' aftermath: on ext4 without a
 /// journal (this machine's), allocating an inode looks up, and skips, each inode freed in the
-/// last minute in the groups it searches; right after the purge's ~80,000 deletions a push
-/// cost the server 1.2–2× the CPU it cost before the collection (runs 120 and 122).
+/// last minute in the groups it searches (`recently_deleted` and `find_get_block_common`, 23 %
+/// of the server's samples a minute after a run had deleted its store: run 121).
 fn settle_after_deletions(deleted: Instant) {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };

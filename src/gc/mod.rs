@@ -339,10 +339,9 @@ impl Collector {
             Progress::log(what)
         };
         #[cfg(test)]
-        let progress = match self.progress_every {
-            Some(every) => progress.every(every),
-            None => progress,
-        };
+        if let Some(every) = self.progress_every {
+            return progress.every(every);
+        }
         progress
     }
 }
