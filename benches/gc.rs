@@ -31,17 +31,28 @@ usage: cargo bench --bench gc -- [--manifests N] [--layers N] [--pushers N] [--b
                         10 blobs per manifest, so 100,000 blobs by default)
   --pushers N           concurrent pushing clients (default 4)
   --baseline-seconds S  how long push throughput is measured without a collection, before and
-                        after each collection (default 10)
+                        after each collection (default 30: one period of the kernel's writeback,
+                        see BASELINE)
   --rounds N            online collections, each on fresh garbage with the previous round's
                         pushes moved out of the store, so every round collects the same store
-                        (default 5; ~3.5 min each)
+                        (default 5; ~4.5 min each)
   --generate-only       write the store to REGAPP_BENCH_DIR/root and stop (for profiling; delete
                         it yourself)
   --online-only         only the collection while pushes go on (skip docker-registry and the
                         offline run)
 environment:
   REGAPP_BENCH_DIR      where the store goes (default: <repo>/target/gc-bench); not tmpfs
-  REGAPP_BENCH_BIN      the regapp binary (default: the one cargo builds for this bench)";
+  REGAPP_BENCH_BIN      the regapp binary (default: the one cargo builds for this bench)
+  REGAPP_BENCH_HOOK     a program run with `before` or `during` as each of those windows starts
+                        (to start `perf record` for a window, say)";
+
+/// How long a window without a collection lasts by default. Linux writes a filesystem's dirty
+/// metadata back in one burst once its oldest page is `dirty_expire_centisecs` old (30 s by
+/// default), and on the machine these runs were made on, each burst (80–380 MiB while the
+/// clients pushed) raised the disk's write latency from ~0.05 ms to 0.2–1 ms for a second. A 10-s window held
+/// a burst or not by chance, and the collection's share swung with it; a 30-s window holds one
+/// on average, as the pushes' long-run rate does.
+const BASELINE: Duration = Duration::from_secs(30);
 
 struct Options {
     manifests: usize,
@@ -89,7 +100,7 @@ fn parse() -> BenchResult<Option<Options>> {
         manifests: 10_000,
         layers: 8,
         pushers: 4,
-        baseline: Duration::from_secs(10),
+        baseline: BASELINE,
         rounds: 5,
         generate_only: false,
         online_only: false,
@@ -404,9 +415,11 @@ fn measure_round(
     pushed: &Arc<Pushed>,
 ) -> BenchResult<(Round, Instant)> {
     std::thread::sleep(Duration::from_secs(2));
+    hook("before");
     let started = Sample::now(server.pid);
     std::thread::sleep(options.baseline);
     let gc_started = Sample::now(server.pid);
+    hook("during");
     let summary = regapp_gc(server.config)?;
     let gc_ended = Sample::now(server.pid);
     // The collection's garbage is gone when it returns; its space comes back as the server
@@ -994,4 +1007,10 @@ fn push_loop(
         n += 1;
     }
     Ok(())
+}
+
+fn hook(window: &str) {
+    if let Some(hook) = std::env::var_os("REGAPP_BENCH_HOOK") {
+        let _ = Command::new(hook).arg(window).spawn();
+    }
 }

@@ -153,9 +153,8 @@ async fn run(
     report.blobs_removed = blobs.removed;
     report.bytes_removed = blobs.bytes_removed;
     tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: blobs swept");
-    report.layer_links_removed = sweeper
-        .dangling_links(&links, &blobs.present, progress)
-        .await?;
+    report.layer_links_removed =
+        blobs.links_removed + sweeper.dangling_links(&links, &blobs, progress).await?;
     tracing::debug!(
         seconds = began.elapsed().as_secs_f64(),
         "gc: layer links swept"

@@ -33,6 +33,20 @@ pub struct BlobSweep {
     pub spared: u64,
     /// Digests whose bytes exist after the sweep (or would, in a dry run).
     pub present: HashSet<Digest>,
+    /// `_layers` links removed with their blob.
+    pub links_removed: u64,
+    /// Digests whose blob went in this sweep, and their `_layers` links with it: none of
+    /// their links is left for [`Sweeper::dangling_links`].
+    pub unlinked: HashSet<Digest>,
+}
+
+/// What one directory's batch came to.
+#[derive(Default)]
+struct BlobBatch {
+    outcomes: Vec<(Digest, BlobOutcome)>,
+    links_removed: u64,
+    /// Digests whose `_layers` links went with their blob.
+    unlinked: Vec<Digest>,
 }
 
 /// Listings in flight at once: each is a hop to a blocking thread, whose latency, not the
@@ -149,8 +163,11 @@ impl Sweeper<'_> {
             .map(|group| async move { self.sweep_blobs(group, linked_from).await })
             .buffer_unordered(BATCHES);
         let mut done = 0;
-        while let Some(outcomes) = judged.next().await {
-            for (digest, outcome) in outcomes? {
+        while let Some(batch) = judged.next().await {
+            let batch = batch?;
+            sweep.links_removed += batch.links_removed;
+            sweep.unlinked.extend(batch.unlinked);
+            for (digest, outcome) in batch.outcomes {
                 done += 1;
                 match outcome {
                     BlobOutcome::Removed(size) => {
@@ -170,36 +187,64 @@ impl Sweeper<'_> {
     }
 
     /// Judges unreferenced blobs of one fan-out directory — too young, held by a push, or
-    /// deleted — and deletes the condemned ones in one batch.
+    /// deleted — and deletes the condemned ones in one batch, then their `_layers` links in
+    /// another. Deleting the links here rather than in [`Sweeper::dangling_links`] saves a
+    /// second claim and `stat` of each blob (its links are most of the links a sweep removes).
     async fn sweep_blobs(
         &self,
         digests: Vec<Digest>,
         linked_from: &HashMap<Digest, Vec<RepoName>>,
-    ) -> StorageResult<Vec<(Digest, BlobOutcome)>> {
-        let mut outcomes = Vec::with_capacity(digests.len());
-        let mut condemned = Vec::new();
+    ) -> StorageResult<BlobBatch> {
+        let mut batch = BlobBatch::default();
+        let mut old = Vec::new();
         for digest in digests {
             let info = match self.driver.stat(&paths::blob_data(&digest)).await {
                 Ok(info) => info,
                 Err(e) if e.is_not_found() => {
-                    outcomes.push((digest, BlobOutcome::Gone));
+                    batch.outcomes.push((digest, BlobOutcome::Gone));
                     continue;
                 }
-                Err(e) => return Err(self.acquit_all(condemned, e)),
+                Err(e) => return Err(e),
             };
-            let linked = match self.linked_recently(&digest, linked_from).await {
-                Ok(linked) => linked,
-                Err(e) => return Err(self.acquit_all(condemned, e)),
-            };
-            if info.modified > self.cutoff || linked {
-                outcomes.push((digest, BlobOutcome::Spared));
+            if info.modified > self.cutoff || self.linked_recently(&digest, linked_from).await? {
+                batch.outcomes.push((digest, BlobOutcome::Spared));
             } else if self.dry_run {
-                outcomes.push((digest, BlobOutcome::Removed(info.size)));
-            } else if self.pins.condemn(&digest, self.cutoff) {
-                condemned.push((digest, info.size));
+                batch
+                    .outcomes
+                    .push((digest, BlobOutcome::Removed(info.size)));
             } else {
-                outcomes.push((digest, BlobOutcome::Spared));
+                old.push((digest, info.size));
             }
+        }
+        let claimed: Vec<Digest> = old.iter().map(|(digest, _)| digest.clone()).collect();
+        let verdicts = self.pins.condemn_each(&claimed, self.cutoff);
+        let mut condemned = Vec::new();
+        for ((digest, size), condemned_now) in old.into_iter().zip(verdicts) {
+            if condemned_now {
+                condemned.push((digest, size));
+            } else {
+                batch.outcomes.push((digest, BlobOutcome::Spared));
+            }
+        }
+        let result = self
+            .retire_condemned(&condemned, linked_from, &mut batch)
+            .await;
+        self.pins
+            .acquit_each(condemned.iter().map(|(digest, _)| digest));
+        result.map(|()| batch)
+    }
+
+    /// Deletes condemned blobs, then the `_layers` links of those that are gone (while the
+    /// caller still holds them condemned: a push linking one meanwhile waits, then finds it
+    /// unknown and uploads it again).
+    async fn retire_condemned(
+        &self,
+        condemned: &[(Digest, u64)],
+        linked_from: &HashMap<Digest, Vec<RepoName>>,
+        batch: &mut BlobBatch,
+    ) -> StorageResult<()> {
+        if condemned.is_empty() {
+            return Ok(());
         }
         let keys: Vec<String> = condemned
             .iter()
@@ -207,17 +252,34 @@ impl Sweeper<'_> {
             .collect();
         let results = self.driver.retire(&keys).await;
         let mut failure = None;
-        for ((digest, size), result) in condemned.into_iter().zip(results) {
-            self.pins.acquit(&digest);
-            match result {
-                Ok(()) => outcomes.push((digest, BlobOutcome::Removed(size))),
-                Err(e) if e.is_not_found() => outcomes.push((digest, BlobOutcome::Gone)),
-                Err(e) => failure = failure.or(Some(e)),
+        let mut links = Vec::new();
+        for ((digest, size), result) in condemned.iter().zip(results) {
+            let outcome = match result {
+                Ok(()) => BlobOutcome::Removed(*size),
+                Err(e) if e.is_not_found() => BlobOutcome::Gone,
+                Err(e) => {
+                    failure = failure.or(Some(e));
+                    continue;
+                }
+            };
+            for repo in linked_from.get(digest).into_iter().flatten() {
+                links.push(paths::link_dir(&paths::layer_link(repo, digest)).to_owned());
+            }
+            batch.unlinked.push(digest.clone());
+            batch.outcomes.push((digest.clone(), outcome));
+        }
+        if !links.is_empty() {
+            for result in self.driver.retire(&links).await {
+                match result {
+                    Ok(()) => batch.links_removed += 1,
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => failure = failure.or(Some(e)),
+                }
             }
         }
         match failure {
             Some(e) => Err(e),
-            None => Ok(outcomes),
+            None => Ok(()),
         }
     }
 
@@ -229,16 +291,19 @@ impl Sweeper<'_> {
         error
     }
 
-    /// Removes `_layers` links whose blob is gone; returns how many.
+    /// Removes `_layers` links whose blob is gone, other than those [`Sweeper::blobs`] removed
+    /// with their blob; returns how many.
     pub async fn dangling_links(
         &self,
         links: &[(RepoName, Digest)],
-        present: &HashSet<Digest>,
+        blobs: &BlobSweep,
         progress: &mut Progress,
     ) -> StorageResult<u64> {
         let dangling: Vec<(RepoName, Digest)> = links
             .iter()
-            .filter(|(_, digest)| !present.contains(digest))
+            .filter(|(_, digest)| {
+                !blobs.present.contains(digest) && !blobs.unlinked.contains(digest)
+            })
             .cloned()
             .collect();
         if self.dry_run {

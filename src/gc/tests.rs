@@ -116,6 +116,16 @@ impl Fixture {
             .digest
     }
 
+    /// A `_layers` link in `repo` to a blob that is not stored (as a crash or a hand-deleted
+    /// blob leaves one).
+    fn dangling_link(&self, repo: &str, content: &str) -> Digest {
+        let digest = Digest::sha256_of(content.as_bytes());
+        let link = self.path(&paths::layer_link(&name(repo), &digest));
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::fs::write(&link, digest.to_string()).unwrap();
+        digest
+    }
+
     fn has_blob(&self, digest: &Digest) -> bool {
         self.path(&paths::blob_data(digest)).exists()
     }
@@ -268,6 +278,24 @@ async fn a_blob_shared_through_a_mount_stays_while_any_repository_references_it(
     assert!(!f.has_blob(&shared));
     assert!(!f.path(&paths::layer_link(&name("a"), &shared)).exists());
     assert!(!f.path(&paths::layer_link(&name("b"), &shared)).exists());
+}
+
+#[tokio::test]
+async fn links_go_with_their_blob_and_links_to_missing_blobs_go_too() {
+    let f = Fixture::new();
+    let garbage = f.image("a", "", &["garbage layer"], None).await;
+    let layer = Digest::sha256_of(b"garbage layer");
+    let missing = f.dangling_link("a", "never stored");
+
+    let report = f.collect(true).await;
+
+    assert!(!f.has_blob(&garbage) && !f.has_blob(&layer));
+    for link in [&layer, &missing] {
+        assert!(!f.path(&paths::layer_link(&name("a"), link)).exists());
+    }
+    // The layer's and the config's links went with their blobs, the other one on its own.
+    assert_eq!(report.blobs_removed, 3);
+    assert_eq!(report.layer_links_removed, 3);
 }
 
 #[tokio::test]
@@ -592,6 +620,8 @@ async fn a_collection_and_du_log_progress_in_every_step() {
             f.image(repo, "", &[&format!("garbage {n} in {repo}")], None)
                 .await;
         }
+        // Links to removed blobs go with them; this one is left for the dangling-links step.
+        f.dangling_link(repo, &format!("never stored in {repo}"));
     }
     let logged = Logged::default();
     let writer = logged.clone();

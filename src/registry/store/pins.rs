@@ -110,23 +110,41 @@ impl Pins {
     /// Claims a digest for deletion: false when a push holds it or let go of it after `cutoff`.
     /// A `true` must be followed by [`Pins::acquit`] once the deletion is done (or abandoned).
     pub fn condemn(&self, digest: &Digest, cutoff: SystemTime) -> bool {
+        self.condemn_each(std::slice::from_ref(digest), cutoff)[0]
+    }
+
+    /// [`Pins::condemn`] for each digest, under one lock: the collector claims a directory's
+    /// garbage at once rather than taking the lock the pushes need once per blob.
+    pub fn condemn_each(&self, digests: &[Digest], cutoff: SystemTime) -> Vec<bool> {
         let mut state = self.lock();
-        if let Some(pin) = state.pinned.get(digest) {
-            if pin.holders > 0 || pin.released > cutoff {
-                return false;
-            }
-        }
-        *state.condemned.entry(digest.clone()).or_insert(0) += 1;
-        true
+        digests
+            .iter()
+            .map(|digest| {
+                if let Some(pin) = state.pinned.get(digest) {
+                    if pin.holders > 0 || pin.released > cutoff {
+                        return false;
+                    }
+                }
+                *state.condemned.entry(digest.clone()).or_insert(0) += 1;
+                true
+            })
+            .collect()
     }
 
     /// Ends a deletion started by [`Pins::condemn`]; pushes waiting on the digest go on.
     pub fn acquit(&self, digest: &Digest) {
+        self.acquit_each([digest]);
+    }
+
+    /// [`Pins::acquit`] for each digest, under one lock and with one wake-up.
+    pub fn acquit_each<'d>(&self, digests: impl IntoIterator<Item = &'d Digest>) {
         let mut state = self.lock();
-        if let Some(count) = state.condemned.get_mut(digest) {
-            *count -= 1;
-            if *count == 0 {
-                state.condemned.remove(digest);
+        for digest in digests {
+            if let Some(count) = state.condemned.get_mut(digest) {
+                *count -= 1;
+                if *count == 0 {
+                    state.condemned.remove(digest);
+                }
             }
         }
         drop(state);
