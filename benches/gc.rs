@@ -46,12 +46,12 @@ environment:
   REGAPP_BENCH_HOOK     a program run with `before` or `during` as each of those windows starts
                         (to start `perf record` for a window, say)";
 
-/// How long a window without a collection lasts by default. Linux writes a filesystem's dirty
-/// metadata back in one burst once its oldest page is `dirty_expire_centisecs` old (30 s by
-/// default), and on the machine these runs were made on, each burst (80–380 MiB while the
-/// clients pushed) raised the disk's write latency from ~0.05 ms to 0.2–1 ms for a second. A 10-s window held
-/// a burst or not by chance, and the collection's share swung with it; a 30-s window holds one
-/// on average, as the pushes' long-run rate does.
+/// How long a window without a collection lasts by default: long enough for the host's swings
+/// to average out more than over 10 s, and one period of the kernel's metadata writeback. Linux
+/// writes a filesystem's dirty metadata back in one burst once its oldest page is
+/// `dirty_expire_centisecs` old (30 s by default); on the machine these runs were made on, a burst
+/// (80–380 MiB while the clients pushed) cost the pushes ~10 % for about a second, and the `sync`
+/// before each round puts one in the last second of the window before the collection.
 const BASELINE: Duration = Duration::from_secs(30);
 
 struct Options {
