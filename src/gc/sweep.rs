@@ -15,7 +15,7 @@ use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
 use crate::registry::store::{paths, Pins};
 use crate::registry::types::{Algorithm, Digest, RepoName, UploadId};
-use crate::storage::{StorageDriver, StorageError, StorageResult};
+use crate::storage::{StorageDriver, StorageResult};
 
 pub struct Sweeper<'a> {
     pub driver: &'a dyn StorageDriver,
@@ -119,7 +119,7 @@ impl Sweeper<'_> {
     }
 
     /// Deletes every blob not in `marked` whose bytes, and every `_layers` link to which
-    /// (`linked_from`), are older than the cutoff.
+    /// (`linked_from`), are older than the cutoff, and those links with it.
     pub async fn blobs(
         &self,
         marked: &HashSet<Digest>,
@@ -216,8 +216,9 @@ impl Sweeper<'_> {
                 old.push((digest, info.size));
             }
         }
-        let claimed: Vec<Digest> = old.iter().map(|(digest, _)| digest.clone()).collect();
-        let verdicts = self.pins.condemn_each(&claimed, self.cutoff);
+        let verdicts = self
+            .pins
+            .condemn_each(old.iter().map(|(digest, _)| digest), self.cutoff);
         let mut condemned = Vec::new();
         for ((digest, size), condemned_now) in old.into_iter().zip(verdicts) {
             if condemned_now {
@@ -268,14 +269,9 @@ impl Sweeper<'_> {
             batch.unlinked.push(digest.clone());
             batch.outcomes.push((digest.clone(), outcome));
         }
-        if !links.is_empty() {
-            for result in self.driver.retire(&links).await {
-                match result {
-                    Ok(()) => batch.links_removed += 1,
-                    Err(e) if e.is_not_found() => {}
-                    Err(e) => failure = failure.or(Some(e)),
-                }
-            }
+        match self.retire_counted(links).await {
+            Ok(removed) => batch.links_removed = removed,
+            Err(e) => failure = failure.or(Some(e)),
         }
         match failure {
             Some(e) => Err(e),
@@ -283,12 +279,25 @@ impl Sweeper<'_> {
         }
     }
 
-    /// Lets go of digests condemned before an error ended their batch; returns the error.
-    fn acquit_all<T>(&self, condemned: Vec<(Digest, T)>, error: StorageError) -> StorageError {
-        for (digest, _) in condemned {
-            self.pins.acquit(&digest);
+    /// Retires `keys` (none: no hop to the driver); how many went, or the first failure other
+    /// than a key already gone.
+    async fn retire_counted(&self, keys: Vec<String>) -> StorageResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
         }
-        error
+        let mut removed = 0;
+        let mut failure = None;
+        for result in self.driver.retire(&keys).await {
+            match result {
+                Ok(()) => removed += 1,
+                Err(e) if e.is_not_found() => {}
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(removed),
+        }
     }
 
     /// Removes `_layers` links whose blob is gone, other than those [`Sweeper::blobs`] removed
@@ -328,41 +337,32 @@ impl Sweeper<'_> {
 
     /// Removes one repository's links to blobs that are gone, in one batch; returns how many.
     async fn dangling_links_of(&self, repo: &RepoName, digests: Vec<Digest>) -> StorageResult<u64> {
-        // Each digest is condemned while it is checked and its link deleted, so an upload or
-        // mount of it waits and then writes its link again.
-        let mut condemned = Vec::new();
-        for digest in digests {
-            if !self.pins.condemn(&digest, self.cutoff) {
-                continue;
-            }
-            match self.driver.stat(&paths::blob_data(&digest)).await {
-                Ok(_) => self.pins.acquit(&digest),
-                Err(e) if e.is_not_found() => condemned.push((digest, ())),
-                Err(e) => {
-                    self.pins.acquit(&digest);
-                    return Err(self.acquit_all(condemned, e));
-                }
-            }
-        }
-        let keys: Vec<String> = condemned
-            .iter()
-            .map(|(digest, ())| paths::link_dir(&paths::layer_link(repo, digest)).to_owned())
+        // Claimed while each is checked and its link deleted, so an upload or mount of one
+        // waits and then writes its link again.
+        let verdicts = self.pins.condemn_each(&digests, self.cutoff);
+        let claimed: Vec<Digest> = digests
+            .into_iter()
+            .zip(verdicts)
+            .filter_map(|(digest, claimed)| claimed.then_some(digest))
             .collect();
-        let results = self.driver.retire(&keys).await;
-        let mut removed = 0;
-        let mut failure = None;
-        for ((digest, ()), result) in condemned.into_iter().zip(results) {
-            self.pins.acquit(&digest);
-            match result {
-                Ok(()) => removed += 1,
-                Err(e) if e.is_not_found() => {}
-                Err(e) => failure = failure.or(Some(e)),
+        let result = self.retire_dangling(repo, &claimed).await;
+        self.pins.acquit_each(&claimed);
+        result
+    }
+
+    /// Removes the links of `repo` to those claimed digests whose blob is (still) missing.
+    async fn retire_dangling(&self, repo: &RepoName, claimed: &[Digest]) -> StorageResult<u64> {
+        let mut keys = Vec::new();
+        for digest in claimed {
+            match self.driver.stat(&paths::blob_data(digest)).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {
+                    keys.push(paths::link_dir(&paths::layer_link(repo, digest)).to_owned())
+                }
+                Err(e) => return Err(e),
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(removed),
-        }
+        self.retire_counted(keys).await
     }
 
     /// Removes upload sessions of `repo` untouched since `stale_before`; returns how many.

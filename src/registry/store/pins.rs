@@ -110,15 +110,19 @@ impl Pins {
     /// Claims a digest for deletion: false when a push holds it or let go of it after `cutoff`.
     /// A `true` must be followed by [`Pins::acquit`] once the deletion is done (or abandoned).
     pub fn condemn(&self, digest: &Digest, cutoff: SystemTime) -> bool {
-        self.condemn_each(std::slice::from_ref(digest), cutoff)[0]
+        self.condemn_each([digest], cutoff)[0]
     }
 
     /// [`Pins::condemn`] for each digest, under one lock: the collector claims a directory's
     /// garbage at once rather than taking the lock the pushes need once per blob.
-    pub fn condemn_each(&self, digests: &[Digest], cutoff: SystemTime) -> Vec<bool> {
+    pub fn condemn_each<'d>(
+        &self,
+        digests: impl IntoIterator<Item = &'d Digest>,
+        cutoff: SystemTime,
+    ) -> Vec<bool> {
         let mut state = self.lock();
         digests
-            .iter()
+            .into_iter()
             .map(|digest| {
                 if let Some(pin) = state.pinned.get(digest) {
                     if pin.holders > 0 || pin.released > cutoff {
