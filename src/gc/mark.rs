@@ -60,49 +60,65 @@ pub async fn load_all(
     Ok(repos)
 }
 
-/// Enough to overlap the blocking-pool hops of listings with the inline reads.
+/// Repositories loaded at once: each waits for its listings and lookups on a blocking thread
+/// of its own, so up to this many wait for a cold disk side by side.
 const LOAD_CONCURRENCY: usize = 8;
+
+/// Objects looked up in one hop to a blocking thread: enough that the hop costs little beside
+/// them, few enough that a repository of many manifests is never held in memory whole.
+const LOOKUPS_PER_HOP: usize = 256;
 
 /// Reads a repository's revisions (and their manifests), tags and layer links.
 pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<RepoState> {
     let mut revisions = HashMap::new();
     for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
-        for digest in
-            digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await?
-        {
-            let link = paths::revision_link(&name, &digest);
-            let linked = match driver.stat(&link).await {
-                Ok(info) => info.modified,
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(e),
-            };
-            let refs = references(driver, &digest).await?;
-            revisions.insert(
-                digest.clone(),
-                Revision {
-                    digest,
+        let digests =
+            digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await?;
+        for digests in digests.chunks(LOOKUPS_PER_HOP) {
+            let links = keys(digests, |digest| paths::revision_link(&name, digest));
+            let mut linked = Vec::with_capacity(digests.len());
+            for (digest, info) in digests.iter().zip(driver.stat_each(&links).await) {
+                match info {
+                    Ok(info) => linked.push((digest, info.modified)),
+                    Err(e) if e.is_not_found() => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let manifests = keys(linked.iter().map(|(digest, _)| *digest), paths::blob_data);
+            for ((digest, linked), body) in
+                linked.into_iter().zip(driver.get_each(&manifests).await)
+            {
+                let revision = Revision {
+                    digest: digest.clone(),
                     linked,
-                    refs,
-                },
-            );
+                    refs: references(digest, body)?,
+                };
+                revisions.insert(digest.clone(), revision);
+            }
         }
     }
     let mut tags = HashMap::new();
-    for tag in list_or_empty(driver, &paths::tags_dir(&name)).await? {
-        let Ok(parsed) = tag.parse::<Tag>() else {
-            continue;
-        };
-        let link = paths::tag_current_link(&name, &parsed);
-        let (content, info) = match (driver.get(&link).await, driver.stat(&link).await) {
-            (Ok(content), Ok(info)) => (content, info),
-            (Err(e), _) | (_, Err(e)) if e.is_not_found() => continue,
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        };
-        if let Some(target) = std::str::from_utf8(&content)
-            .ok()
-            .and_then(|s| s.trim().parse::<Digest>().ok())
-        {
-            tags.insert(tag, (target, info.modified));
+    let names: Vec<Tag> = list_or_empty(driver, &paths::tags_dir(&name))
+        .await?
+        .into_iter()
+        .filter_map(|tag| tag.parse().ok())
+        .collect();
+    for names in names.chunks(LOOKUPS_PER_HOP) {
+        let links = keys(names, |tag| paths::tag_current_link(&name, tag));
+        let contents = driver.get_each(&links).await;
+        let infos = driver.stat_each(&links).await;
+        for ((tag, content), info) in names.iter().zip(contents).zip(infos) {
+            let (content, info) = match (content, info) {
+                (Ok(content), Ok(info)) => (content, info),
+                (Err(e), _) | (_, Err(e)) if e.is_not_found() => continue,
+                (Err(e), _) | (_, Err(e)) => return Err(e),
+            };
+            if let Some(target) = std::str::from_utf8(&content)
+                .ok()
+                .and_then(|s| s.trim().parse::<Digest>().ok())
+            {
+                tags.insert(tag.to_string(), (target, info.modified));
+            }
         }
     }
     let mut layer_links = Vec::new();
@@ -118,11 +134,20 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
     })
 }
 
-async fn references(
-    driver: &dyn StorageDriver,
+/// The storage key of each item.
+fn keys<'a, T: 'a + ?Sized>(
+    items: impl IntoIterator<Item = &'a T>,
+    key: impl Fn(&T) -> String,
+) -> Vec<String> {
+    items.into_iter().map(key).collect()
+}
+
+/// What a revision's manifest references, from its bytes as read.
+fn references(
     digest: &Digest,
+    body: StorageResult<bytes::Bytes>,
 ) -> StorageResult<Option<References>> {
-    let body = match driver.get(&paths::blob_data(digest)).await {
+    let body = match body {
         Ok(body) => body,
         Err(e) if e.is_not_found() => {
             tracing::warn!(%digest, "a revision link points at missing manifest bytes; kept as it is");

@@ -55,6 +55,52 @@ impl FsDriver {
         }
         Ok(self.root.join(relative))
     }
+
+    /// Each key with its path (or why it has none), for work on another thread.
+    fn paths(&self, keys: &[String]) -> Vec<(String, StorageResult<PathBuf>)> {
+        keys.iter()
+            .map(|key| (key.clone(), self.path(key)))
+            .collect()
+    }
+
+    /// `op` on each key's path, all on one blocking thread: one result per key, in order.
+    async fn on_each<T: Send + 'static>(
+        &self,
+        keys: &[String],
+        op: fn(&Path) -> io::Result<T>,
+    ) -> Vec<StorageResult<T>> {
+        let paths = self.paths(keys);
+        let done = tokio::task::spawn_blocking(move || {
+            paths
+                .into_iter()
+                .map(|(key, path)| {
+                    path.and_then(|path| op(&path).map_err(|e| StorageError::from_io(&key, e)))
+                })
+                .collect()
+        })
+        .await;
+        done.unwrap_or_else(|e| each_failed(keys, &e.to_string()))
+    }
+}
+
+/// The same error for every key, where a whole batch failed (its thread is gone).
+fn each_failed<T>(keys: &[String], message: &str) -> Vec<StorageResult<T>> {
+    keys.iter()
+        .map(|key| {
+            Err(StorageError::from_io(
+                key,
+                io::Error::other(message.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+fn object_info(meta: &fs::Metadata) -> ObjectInfo {
+    ObjectInfo {
+        size: meta.len(),
+        modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+        is_dir: meta.is_dir(),
+    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -258,11 +304,19 @@ impl StorageDriver for FsDriver {
         let path = self.path(key)?;
         // A stat is one metadata lookup: cheaper on this thread than a blocking-pool hop.
         let meta = std::fs::metadata(&path).map_err(|e| StorageError::from_io(key, e))?;
-        Ok(ObjectInfo {
-            size: meta.len(),
-            modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
-            is_dir: meta.is_dir(),
+        Ok(object_info(&meta))
+    }
+
+    async fn stat_each(&self, keys: &[String]) -> Vec<StorageResult<ObjectInfo>> {
+        self.on_each(keys, |path| {
+            fs::metadata(path).map(|meta| object_info(&meta))
         })
+        .await
+    }
+
+    async fn get_each(&self, keys: &[String]) -> Vec<StorageResult<Bytes>> {
+        self.on_each(keys, |path| fs::read(path).map(Bytes::from))
+            .await
     }
 
     async fn list(&self, key: &str) -> StorageResult<Vec<String>> {
@@ -287,10 +341,7 @@ impl StorageDriver for FsDriver {
     }
 
     async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
-        let paths: Vec<(String, StorageResult<PathBuf>)> = keys
-            .iter()
-            .map(|key| (key.clone(), self.path(key)))
-            .collect();
+        let paths = self.paths(keys);
         let trash = self.trash.clone();
         let retiring = self.trash.renaming(move || {
             paths
@@ -304,20 +355,9 @@ impl StorageDriver for FsDriver {
                 })
                 .collect::<Vec<StorageResult<()>>>()
         });
-        match retiring.await {
-            Ok(results) => results,
-            Err(e) => {
-                let message = e.to_string();
-                keys.iter()
-                    .map(|key| {
-                        Err(StorageError::from_io(
-                            key,
-                            io::Error::other(message.clone()),
-                        ))
-                    })
-                    .collect()
-            }
-        }
+        retiring
+            .await
+            .unwrap_or_else(|e| each_failed(keys, &e.to_string()))
     }
 
     fn reclaim_in_background(&self) {

@@ -78,6 +78,27 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// otherwise it starts the object afresh.
     async fn writer(&self, key: &str, append: bool) -> StorageResult<Box<dyn ObjectWriter>>;
     async fn stat(&self, key: &str) -> StorageResult<ObjectInfo>;
+
+    /// `stat` of each key: one result per key, in order. For callers that look up many small
+    /// objects at once (a collection loading a store): the filesystem driver does them on a
+    /// blocking thread, so that when the page cache no longer holds them, several callers wait
+    /// for the disk side by side instead of one after the other on a runtime thread.
+    async fn stat_each(&self, keys: &[String]) -> Vec<StorageResult<ObjectInfo>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.stat(key).await);
+        }
+        results
+    }
+
+    /// `get` of each key: one result per key, in order, as `stat_each` does.
+    async fn get_each(&self, keys: &[String]) -> Vec<StorageResult<Bytes>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.get(key).await);
+        }
+        results
+    }
     /// Names of the direct children of a directory-like key, in no particular order.
     async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
     /// Deletes an object, or everything under a directory-like key.

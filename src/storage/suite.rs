@@ -22,6 +22,7 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     streaming_write_append_and_ranged_read(driver).await;
     list_hides_temporaries_and_delete_is_recursive(driver).await;
     retire_answers_for_each_key(driver).await;
+    lookups_of_many_keys_answer_for_each_in_order(driver).await;
     rename_replaces_target(driver).await;
     publish_runs_its_steps_in_order(driver).await;
     publish_stops_at_the_first_failure(driver).await;
@@ -91,6 +92,33 @@ async fn retire_answers_for_each_key(driver: &dyn StorageDriver) {
         .unwrap_err()
         .is_not_found());
     driver.reclaim().await.unwrap();
+}
+
+async fn lookups_of_many_keys_answer_for_each_in_order(driver: &dyn StorageDriver) {
+    driver
+        .put("many/one", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    driver
+        .put("many/three", Bytes::from_static(b"333"))
+        .await
+        .unwrap();
+    let keys = ["many/three", "many/missing", "../outside", "many/one"].map(String::from);
+
+    let got = driver.get_each(&keys).await;
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[0].as_ref().unwrap(), "333");
+    assert!(got[1].as_ref().unwrap_err().is_not_found());
+    assert!(matches!(got[2], Err(StorageError::InvalidKey(_))));
+    assert_eq!(got[3].as_ref().unwrap(), "1");
+
+    let stats = driver.stat_each(&keys).await;
+    assert_eq!(stats.len(), 4);
+    assert_eq!(stats[0].as_ref().unwrap().size, 3);
+    assert!(stats[1].as_ref().unwrap_err().is_not_found());
+    assert!(matches!(stats[2], Err(StorageError::InvalidKey(_))));
+    assert_eq!(stats[3].as_ref().unwrap().size, 1);
+    assert!(driver.get_each(&[]).await.is_empty());
 }
 
 async fn rename_replaces_target(driver: &dyn StorageDriver) {
