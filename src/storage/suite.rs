@@ -95,14 +95,9 @@ async fn retire_answers_for_each_key(driver: &dyn StorageDriver) {
 }
 
 async fn lookups_of_many_keys_answer_for_each_in_order(driver: &dyn StorageDriver) {
-    driver
-        .put("many/one", Bytes::from_static(b"1"))
-        .await
-        .unwrap();
-    driver
-        .put("many/three", Bytes::from_static(b"333"))
-        .await
-        .unwrap();
+    for (key, content) in [("many/one", "1"), ("many/three", "333")] {
+        driver.put(key, Bytes::from(content)).await.unwrap();
+    }
     let keys = ["many/three", "many/missing", "../outside", "many/one"].map(String::from);
 
     let got = driver.get_each(&keys).await;
