@@ -75,7 +75,10 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
         let digests =
             digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await?;
         for digests in digests.chunks(LOOKUPS_PER_HOP) {
-            let links = keys(digests, |digest| paths::revision_link(&name, digest));
+            let links: Vec<String> = digests
+                .iter()
+                .map(|digest| paths::revision_link(&name, digest))
+                .collect();
             let mut linked = Vec::with_capacity(digests.len());
             for (digest, info) in digests.iter().zip(driver.stat_each(&links).await) {
                 match info {
@@ -84,7 +87,10 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
                     Err(e) => return Err(e),
                 }
             }
-            let manifests = keys(linked.iter().map(|(digest, _)| *digest), paths::blob_data);
+            let manifests: Vec<String> = linked
+                .iter()
+                .map(|(digest, _)| paths::blob_data(digest))
+                .collect();
             for ((digest, linked), body) in
                 linked.into_iter().zip(driver.get_each(&manifests).await)
             {
@@ -104,7 +110,10 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
         .filter_map(|tag| tag.parse().ok())
         .collect();
     for names in names.chunks(LOOKUPS_PER_HOP) {
-        let links = keys(names, |tag| paths::tag_current_link(&name, tag));
+        let links: Vec<String> = names
+            .iter()
+            .map(|tag| paths::tag_current_link(&name, tag))
+            .collect();
         let contents = driver.get_each(&links).await;
         let infos = driver.stat_each(&links).await;
         for ((tag, content), info) in names.iter().zip(contents).zip(infos) {
@@ -132,14 +141,6 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
         tags,
         layer_links,
     })
-}
-
-/// The storage key of each item.
-fn keys<'a, T: 'a + ?Sized>(
-    items: impl IntoIterator<Item = &'a T>,
-    key: impl Fn(&T) -> String,
-) -> Vec<String> {
-    items.into_iter().map(key).collect()
 }
 
 /// What a revision's manifest references, from its bytes as read.

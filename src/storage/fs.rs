@@ -354,7 +354,7 @@ impl StorageDriver for FsDriver {
                     });
                     // Between two renames this thread holds no lock: the moment to give its
                     // core to a request thread that woke meanwhile, rather than make it wait
-                    // out the rest of this thread's time slice (the renames take ~40 µs each).
+                    // out the rest of this thread's time slice (see `storage::trash`).
                     std::thread::yield_now();
                     retired
                 })
