@@ -21,6 +21,7 @@ pub struct Pushed {
     pub repo: String,
     pub tag: String,
     pub digest: String,
+    pub manifest_len: u64,
     pub blobs: Vec<(String, Vec<u8>)>,
 }
 
@@ -80,6 +81,7 @@ impl Pusher {
             repo: repo.to_owned(),
             tag: tag.to_owned(),
             digest: sha256_digest(&manifest),
+            manifest_len: manifest.len() as u64,
             blobs,
         })
     }

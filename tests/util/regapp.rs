@@ -10,6 +10,8 @@ use super::Registry;
 
 /// The one line regapp prints to stdout once its engine listener is bound.
 const LISTENING: &str = "regapp engine listening on http://";
+/// The line it prints once `[metrics] listen` is bound.
+const METRICS_ON: &str = "regapp metrics on http://";
 
 /// A regapp engine on a free loopback port; killed on drop.
 pub struct Regapp {
@@ -67,6 +69,18 @@ impl Regapp {
     /// The config file it runs with.
     pub fn config(&self) -> std::path::PathBuf {
         self._config_dir.path().join("regapp.toml")
+    }
+
+    /// The port of `/metrics`, from the line regapp prints when it binds it (before it serves).
+    pub fn metrics_port(&self) -> u16 {
+        let log = self.process.log();
+        let addr = log
+            .lines()
+            .find_map(|line| line.split_once(METRICS_ON).map(|(_, addr)| addr.trim()))
+            .unwrap_or_else(|| panic!("no metrics line in:\n{log}"));
+        addr.parse::<std::net::SocketAddr>()
+            .unwrap_or_else(|e| panic!("metrics address {addr:?}: {e}"))
+            .port()
     }
 
     /// `kill -9`: no chance to finish anything.
