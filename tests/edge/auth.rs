@@ -8,13 +8,18 @@ use super::{htpasswd, offer_a_1_gib_upload, EdgeServer, PASSWORD, USER};
 
 fn eventually_200(edge: &EdgeServer, creds: &str) {
     let url = format!("{}/v2/", edge.url());
-    let deadline = Instant::now() + Duration::from_secs(2);
+    // The watch settles within ~1 s; the rest is room for a loaded CI machine (a clean-clone
+    // run beside a release build missed 2 s once). How fast is not what this test checks.
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, _) = edge.curl(&["-u", creds, &url]);
         if status == 200 {
             return;
         }
-        assert!(Instant::now() < deadline, "{creds} not accepted within 2 s");
+        assert!(
+            Instant::now() < deadline,
+            "{creds} not accepted within 10 s"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
