@@ -1,6 +1,7 @@
 //! How a command line reaches the running server: a Unix socket (mode 0600, so only the user
 //! regapp runs as can use it) and a line protocol. The client sends one line; the server
-//! answers with report lines and a last line `ok` or `error: <message>`, then closes.
+//! answers with report lines and a last line `ok` or `error: <message>`, then closes. Before
+//! the report, the server may send `progress: <text>` lines as the work goes on.
 //! `gc::control` (`gc.sock`: `regapp gc`, `regapp du`) and `acme::control` (`control.sock`:
 //! `regapp cert`) say what the lines mean; this module only carries them.
 
@@ -14,6 +15,13 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader};
 use tokio::net::UnixListener;
+use tokio::sync::mpsc;
+
+/// Where an answer sends its progress while it works: each line goes to the client at once.
+pub type Interim = mpsc::UnboundedSender<String>;
+
+/// Marks a line of progress, which comes before the report.
+const PROGRESS: &str = "progress: ";
 
 /// Binds the socket, replacing a stale one left by a crash. Refuses (`AddrInUse`, the message
 /// `<path>: <in_use>`) if a process answers on it.
@@ -39,15 +47,16 @@ pub fn bind(path: &Path, in_use: &str) -> io::Result<StdUnixListener> {
 }
 
 /// Answers on `listener` forever (inside a Tokio runtime): each connection's line goes to
-/// `answer`, whose reply (report lines and `ok\n` or `error: …\n`) is written back. `name`
-/// ("gc socket") and `client` ("regapp gc") are for the log.
+/// `answer`, with an [`Interim`] for its progress; its reply (report lines and `ok\n` or
+/// `error: …\n`) is written back. `name` ("gc socket") and `client` ("regapp gc") are for the
+/// log.
 pub async fn serve<A, F>(
     listener: StdUnixListener,
     name: &'static str,
     client: &'static str,
     answer: A,
 ) where
-    A: Fn(String) -> F + Send + Sync + 'static,
+    A: Fn(String, Interim) -> F + Send + Sync + 'static,
     F: Future<Output = String> + Send + 'static,
 {
     let listener = match UnixListener::from_std(listener) {
@@ -78,13 +87,26 @@ pub async fn serve<A, F>(
 
 async fn converse<A, F>(stream: tokio::net::UnixStream, answer: &A) -> io::Result<()>
 where
-    A: Fn(String) -> F,
-    F: Future<Output = String>,
+    A: Fn(String, Interim) -> F,
+    F: Future<Output = String> + Send + 'static,
 {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     AsyncBufReader::new(read).read_line(&mut line).await?;
-    let reply = answer(line.trim().to_owned()).await;
+    let (interim, mut progress) = mpsc::unbounded_channel();
+    // The work runs on a task of its own: a client that goes away (Ctrl-C) or stops reading
+    // can neither cancel nor stall it. A collection asked for runs to its end.
+    let work = tokio::spawn(answer(line.trim().to_owned(), interim));
+    // Ends when the work is done with its `Interim`, at the latest when it finishes.
+    while let Some(text) = progress.recv().await {
+        write
+            .write_all(format!("{PROGRESS}{text}\n").as_bytes())
+            .await?;
+    }
+    let reply = work.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a control socket's answer failed");
+        "error: the server failed while answering; see its log\n".to_owned()
+    });
     write.write_all(reply.as_bytes()).await?;
     write.shutdown().await
 }
@@ -111,12 +133,14 @@ pub enum ControlError {
     Refused(String),
 }
 
-/// Sends `command` and returns the server's report (without the final `ok`). `read_timeout`
-/// bounds each wait for a line (`None`: as long as it takes).
+/// Sends `command` and returns the server's report (without the final `ok`); each progress
+/// line before it goes to `on_progress`. `read_timeout` bounds each wait for a line (`None`:
+/// as long as it takes).
 pub fn request(
     path: &Path,
     command: &str,
     read_timeout: Option<Duration>,
+    mut on_progress: impl FnMut(&str),
 ) -> Result<String, ControlError> {
     let io_error = |source: io::Error| ControlError::Io {
         path: path.to_owned(),
@@ -140,6 +164,10 @@ pub fn request(
         let line = line.map_err(io_error)?;
         if line == "ok" {
             return Ok(report);
+        }
+        if let Some(text) = line.strip_prefix(PROGRESS) {
+            on_progress(text);
+            continue;
         }
         if let Some(message) = line.strip_prefix("error: ") {
             return Err(ControlError::Refused(message.to_owned()));
@@ -177,7 +205,7 @@ mod tests {
     #[test]
     fn nobody_listening_means_not_running() {
         let dir = tempfile::tempdir().unwrap();
-        let err = request(&dir.path().join("control.sock"), "status", None).unwrap_err();
+        let err = request(&dir.path().join("control.sock"), "status", None, |_| {}).unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }), "{err}");
     }
 
@@ -190,19 +218,72 @@ mod tests {
             listener,
             "test socket",
             "test",
-            |line: String| async move {
+            |line: String, progress: Interim| async move {
                 match line.as_str() {
-                    "hello" => "hi\nthere\nok\n".to_owned(),
+                    "hello" => {
+                        for step in ["one", "two"] {
+                            progress.send(format!("greeting {step}")).unwrap();
+                        }
+                        "hi\nthere\nok\n".to_owned()
+                    }
                     other => format!("error: unknown command {other:?}\n"),
                 }
             },
         ));
         let asked = |command: &'static str| {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || request(&path, command, None))
+            tokio::task::spawn_blocking(move || {
+                let mut progress = Vec::new();
+                let answer = request(&path, command, None, |text| progress.push(text.to_owned()));
+                (answer, progress)
+            })
         };
-        assert_eq!(asked("hello").await.unwrap().unwrap(), "hi\nthere\n");
-        let refused = asked("bye").await.unwrap().unwrap_err();
+        let (answer, progress) = asked("hello").await.unwrap();
+        assert_eq!(answer.unwrap(), "hi\nthere\n");
+        assert_eq!(progress, ["greeting one", "greeting two"]);
+        let (refused, progress) = asked("bye").await.unwrap();
+        let refused = refused.unwrap_err();
         assert!(matches!(refused, ControlError::Refused(ref m) if m == "unknown command \"bye\""));
+        assert!(progress.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_does_not_stop_the_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let go_on = Arc::new(tokio::sync::Notify::new());
+        let (finished, mut work_finished) = mpsc::unbounded_channel::<String>();
+        let listener = bind(&path, "in use").unwrap();
+        let may_go_on = go_on.clone();
+        tokio::spawn(serve(
+            listener,
+            "test socket",
+            "test",
+            move |line, progress| {
+                let (may_go_on, finished) = (may_go_on.clone(), finished.clone());
+                async move {
+                    progress.send("started".to_owned()).unwrap();
+                    may_go_on.notified().await;
+                    // The client is gone by now: progress goes nowhere, the work goes on.
+                    let _ = progress.send("still working".to_owned());
+                    finished.send(line).unwrap();
+                    "done\nok\n".to_owned()
+                }
+            },
+        ));
+        let client = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut stream = UnixStream::connect(&path).unwrap();
+                stream.write_all(b"long job\n").unwrap();
+                let mut first = String::new();
+                BufReader::new(&stream).read_line(&mut first).unwrap();
+                first
+            })
+        };
+        assert_eq!(client.await.unwrap(), "progress: started\n");
+        go_on.notify_one();
+        let done = tokio::time::timeout(Duration::from_secs(10), work_finished.recv()).await;
+        assert_eq!(done.unwrap().as_deref(), Some("long job"));
     }
 }

@@ -1,6 +1,6 @@
 //! `regapp gc` and `regapp du`: ask the running server over `gc.sock` in the storage root
-//! (see `gc::control`); when none runs, work on the store directly — a collection then holds
-//! `gc.lock`, which a server starting meanwhile waits for.
+//! (see `gc::control`), showing its progress; when none runs, work on the store directly — a
+//! collection then holds `gc.lock`, which a server starting meanwhile waits for.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use crate::cli::{ConfigArg, GcArgs};
 use crate::config::Settings;
 use crate::control_socket::ControlError;
 use crate::gc::control;
+use crate::gc::progress::TerminalLine;
 use crate::gc::{lock, Collector, RunOptions};
 
 pub fn gc(args: GcArgs) -> ExitCode {
@@ -67,7 +68,17 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, crate::gc::GcError>>,
 {
-    match control::request(socket, command) {
+    // The server's progress, on this terminal as if the work ran here.
+    let mut terminal = TerminalLine::on_stderr();
+    let asked = control::request(socket, command, |text| {
+        if let Some(line) = &mut terminal {
+            line.show(text);
+        }
+    });
+    if let Some(line) = &mut terminal {
+        line.clear();
+    }
+    match asked {
         Ok(report) => return Ok(Answer::Server(report)),
         Err(ControlError::NotRunning { .. }) => {}
         Err(e) => return Err(e.to_string()),

@@ -21,7 +21,7 @@ pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
 
 /// Answers on `listener` forever (inside a Tokio runtime).
 pub async fn serve(listener: std::os::unix::net::UnixListener, manager: Arc<AcmeManager>) {
-    control_socket::serve(listener, "control socket", "regapp cert", move |line| {
+    control_socket::serve(listener, "control socket", "regapp cert", move |line, _| {
         let manager = manager.clone();
         async move { answer(&line, &manager).await }
     })
@@ -49,6 +49,7 @@ pub fn request(path: &Path, command: &str) -> Result<String, ControlError> {
         path,
         command,
         Some(ATTEMPT_TIMEOUT + Duration::from_secs(30)),
+        |_| {},
     )
 }
 

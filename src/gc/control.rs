@@ -2,15 +2,16 @@
 //!
 //! The line protocol of `control_socket`; the client sends `gc`, `gc dry-run`,
 //! `gc delete-untagged`, `gc dry-run delete-untagged` or `du`; the server answers with report
-//! lines and a last line `ok` or `error: <message>`, then closes. A collection asked for while
-//! another runs is refused (`error: a collection is already running …`).
+//! lines and a last line `ok` or `error: <message>`, then closes; while it works it sends the
+//! client its progress. A collection asked for while another runs is refused (`error: a
+//! collection is already running …`).
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
 use super::{Collector, RunOptions};
-use crate::control_socket::{self, ControlError};
+use crate::control_socket::{self, ControlError, Interim};
 
 /// Binds the socket, replacing a stale one left by a crash; refuses if a server answers on it.
 pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
@@ -19,26 +20,26 @@ pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
 
 /// Answers on `listener` forever (inside a Tokio runtime).
 pub async fn serve(listener: std::os::unix::net::UnixListener, collector: Arc<Collector>) {
-    control_socket::serve(listener, "gc socket", "regapp gc", move |line| {
+    control_socket::serve(listener, "gc socket", "regapp gc", move |line, progress| {
         let collector = collector.clone();
-        async move { answer(&line, &collector).await }
+        async move { answer(&line, &collector, progress).await }
     })
     .await
 }
 
-async fn answer(line: &str, collector: &Collector) -> String {
+async fn answer(line: &str, collector: &Collector, progress: Interim) -> String {
     match parse(line) {
         Some(Request::Collect(options)) => {
             tracing::info!(
                 ?options,
                 "garbage collection asked for through the gc socket"
             );
-            match collector.run_once(options).await {
+            match collector.run_once_reporting_to(options, progress).await {
                 Ok(report) => format!("{}ok\n", report.summary()),
                 Err(e) => format!("error: {e}\n"),
             }
         }
-        Some(Request::Usage) => match collector.usage().await {
+        Some(Request::Usage) => match collector.usage_reporting_to(progress).await {
             Ok(usage) => format!("{}ok\n", usage.report()),
             Err(e) => format!("error: {e}\n"),
         },
@@ -85,10 +86,15 @@ pub fn collect_command(options: RunOptions) -> String {
     command
 }
 
-/// Sends `command` and returns the server's report (without the final `ok`). No read timeout:
-/// a collection of a large store takes as long as it takes.
-pub fn request(path: &Path, command: &str) -> Result<String, ControlError> {
-    control_socket::request(path, command, None)
+/// Sends `command` and returns the server's report (without the final `ok`); `on_progress`
+/// gets each progress line meanwhile. No read timeout: a collection of a large store takes as
+/// long as it takes.
+pub fn request(
+    path: &Path,
+    command: &str,
+    on_progress: impl FnMut(&str),
+) -> Result<String, ControlError> {
+    control_socket::request(path, command, None, on_progress)
 }
 
 #[cfg(test)]
@@ -122,7 +128,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gc.sock");
         assert!(matches!(
-            request(&path, "du"),
+            request(&path, "du", |_| {}),
             Err(ControlError::NotRunning { .. })
         ));
         let first = bind(&path).unwrap();

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
 use crate::storage::StorageError;
 
@@ -241,13 +242,25 @@ impl Collector {
     /// One collection now; refused with [`GcError::Busy`] while another runs (here or in
     /// another process).
     pub async fn run_once(&self, options: RunOptions) -> Result<GcReport, GcError> {
+        self.run(options, self.progress("gc", None)).await
+    }
+
+    /// [`Collector::run_once`] for a command line on the socket: it gets the progress too.
+    pub async fn run_once_reporting_to(
+        &self,
+        options: RunOptions,
+        client: Interim,
+    ) -> Result<GcReport, GcError> {
+        self.run(options, self.progress("gc", Some(client))).await
+    }
+
+    async fn run(&self, options: RunOptions, mut progress: Progress) -> Result<GcReport, GcError> {
         let _running = self
             .running
             .try_lock()
             .map_err(|_| GcError::Busy("in this server".to_owned()))?;
         let _lock = lock::CollectionLock::try_acquire(&self.state_dir)?;
         let policy = self.policy();
-        let mut progress = self.progress("gc");
         tracing::info!(
             dry_run = options.dry_run,
             grace = ?policy.grace,
@@ -292,7 +305,15 @@ impl Collector {
 
     /// Storage use per repository now (reads only; runs beside a collection).
     pub async fn usage(&self) -> Result<Usage, GcError> {
-        let mut progress = self.progress("du");
+        self.measure(self.progress("du", None)).await
+    }
+
+    /// [`Collector::usage`] for a command line on the socket: it gets the progress too.
+    pub async fn usage_reporting_to(&self, client: Interim) -> Result<Usage, GcError> {
+        self.measure(self.progress("du", Some(client))).await
+    }
+
+    async fn measure(&self, mut progress: Progress) -> Result<Usage, GcError> {
         let usage = collect::measure(&self.store, &mut progress).await?;
         progress.finish();
         self.last.lock().expect("last-run lock poisoned").1 = Some(usage.clone());
@@ -332,12 +353,16 @@ impl Collector {
             .clone()
     }
 
-    fn progress(&self, what: &'static str) -> Progress {
-        let progress = if self.interactive {
+    /// Progress for this process's terminal or log, and for `client` on the socket if any.
+    fn progress(&self, what: &'static str, client: Option<Interim>) -> Progress {
+        let mut progress = if self.interactive {
             Progress::new(what)
         } else {
             Progress::log(what)
         };
+        if let Some(client) = client {
+            progress = progress.sending_to(client);
+        }
         #[cfg(test)]
         if let Some(every) = self.progress_every {
             return progress.every(every);

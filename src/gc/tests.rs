@@ -610,8 +610,11 @@ impl std::io::Write for Logged {
     }
 }
 
+/// One test for the log and the socket: the log's subscriber is this thread's, and tracing
+/// caches per call site whether anyone listens, so a test on another thread reaching the same
+/// `progress` call site at the same moment could make it look unheard.
 #[tokio::test]
-async fn a_collection_and_du_log_progress_in_every_step() {
+async fn a_collection_and_du_show_progress_in_the_log_and_to_a_socket_client() {
     let f = Fixture::new();
     for repo in ["a", "b", "c"] {
         f.image(repo, "v1", &[&format!("kept in {repo}")], None)
@@ -630,19 +633,47 @@ async fn a_collection_and_du_log_progress_in_every_step() {
         .with_ansi(false)
         .with_max_level(tracing::Level::INFO)
         .finish();
-    let collector = f
-        .collector(GcPolicy {
+    let collector = Arc::new(
+        f.collector(GcPolicy {
             grace: Duration::ZERO,
             delete_untagged: true,
             ..GcPolicy::default()
         })
-        .progress_every(Duration::ZERO);
-    {
+        .progress_every(Duration::ZERO),
+    );
+    let socket = collector.socket_path();
+    let ask = |command: &'static str| {
+        let socket = socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut progress = Vec::new();
+            let report = control::request(&socket, command, |text| progress.push(text.to_owned()));
+            (report.unwrap(), progress)
+        })
+    };
+    let (on_socket, du_on_socket) = {
         let _logging = tracing::subscriber::set_default(subscriber);
         let report = collector.run_once(RunOptions::default()).await.unwrap();
         assert_eq!(report.manifests_removed, 6);
         collector.usage().await.unwrap();
+        // A command line asking the server: the progress goes to it as well.
+        tokio::spawn(control::serve(
+            control::bind(&socket).unwrap(),
+            collector.clone(),
+        ));
+        (ask("gc").await.unwrap(), ask("du").await.unwrap())
+    };
+    let (report, progress) = on_socket;
+    assert!(report.starts_with("removed: 0 blobs"), "{report}");
+    for shown in ["gc: repositories 3/3", "gc: blobs listed 9"] {
+        assert!(progress.iter().any(|p| p == shown), "{shown}: {progress:?}");
     }
+    let (report, progress) = du_on_socket;
+    assert!(report.contains("total: "), "{report}");
+    assert!(
+        progress.iter().any(|p| p == "du: repositories 3/3"),
+        "{progress:?}"
+    );
+
     let log = String::from_utf8(logged.0.lock().unwrap().clone()).unwrap();
     let progress: Vec<&str> = log.lines().filter(|l| l.contains(" progress ")).collect();
     let shown = |what: &str, phase: &str, done: usize, total: Option<usize>| {
