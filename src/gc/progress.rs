@@ -15,7 +15,6 @@ const LOG_TICK: Duration = Duration::from_secs(5);
 pub struct Progress {
     what: &'static str,
     outputs: Vec<Output>,
-    terminal: Option<TerminalLine>,
 }
 
 /// Where updates go, each at its own pace.
@@ -26,7 +25,7 @@ struct Output {
 }
 
 enum To {
-    Terminal,
+    Terminal(TerminalLine),
     Log,
     Client(Interim),
 }
@@ -37,8 +36,7 @@ impl Progress {
         match TerminalLine::on_stderr() {
             Some(line) => Progress {
                 what,
-                outputs: vec![Output::new(To::Terminal, TERMINAL_TICK)],
-                terminal: Some(line),
+                outputs: vec![Output::new(To::Terminal(line), TERMINAL_TICK)],
             },
             None => Progress::log(what),
         }
@@ -49,7 +47,6 @@ impl Progress {
         Progress {
             what,
             outputs: vec![Output::new(To::Log, LOG_TICK)],
-            terminal: None,
         }
     }
 
@@ -72,21 +69,21 @@ impl Progress {
     /// Notes `done` items of a phase (out of `total` when known); shown at most every tick.
     pub fn update(&mut self, phase: &str, done: usize, total: Option<usize>) {
         let now = Instant::now();
-        let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+        // Called for every item: nothing is formatted unless an output is due.
+        let text = || {
+            let of = total.map(|t| format!("/{t}")).unwrap_or_default();
+            format!("{}: {phase} {done}{of}", self.what)
+        };
         for output in &mut self.outputs {
             if !output.due(now) {
                 continue;
             }
-            match &output.to {
-                To::Terminal => {
-                    if let Some(line) = &mut self.terminal {
-                        line.show(&format!("{}: {phase} {done}{of}", self.what));
-                    }
-                }
+            match &mut output.to {
+                To::Terminal(line) => line.show(&text()),
                 To::Log => tracing::info!(what = self.what, phase, done, total, "progress"),
                 // A client gone away does not stop the work; its updates just go nowhere.
                 To::Client(client) => {
-                    let _ = client.send(format!("{}: {phase} {done}{of}", self.what));
+                    let _ = client.send(text());
                 }
             }
         }
@@ -94,8 +91,10 @@ impl Progress {
 
     /// Ends the progress line (the summary follows on its own lines).
     pub fn finish(&mut self) {
-        if let Some(line) = &mut self.terminal {
-            line.clear();
+        for output in &mut self.outputs {
+            if let To::Terminal(line) = &mut output.to {
+                line.clear();
+            }
         }
     }
 }
