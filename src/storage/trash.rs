@@ -25,7 +25,7 @@
 //! renaming thread when it is made (at start, at the server's priority) and the collector hands
 //! it one batch at a time (`renaming`). At nice 0 it competes with the request threads for the
 //! CPU, so the filesystem driver has it yield its core after each rename, when it holds no lock: a
-//! push that woke meanwhile runs at once (BENCHMARKS.md, GC runs 136–138: the pushes kept 84–108 %
+//! push that woke meanwhile runs at once (BENCHMARKS.md, GC runs 136–139: the pushes kept 82–108 %
 //! of their rate during the sweep, against 67–82 % without the yield in runs 133 and 135).
 //!
 //! Why it is safe: nothing refers into the trash. An object is gone for every reader from the
