@@ -83,6 +83,11 @@ impl Regapp {
             .port()
     }
 
+    /// `systemctl reload`: SIGHUP, on which regapp reads its config file again.
+    pub fn reload(&self) {
+        self.process.signal(libc::SIGHUP);
+    }
+
     /// `kill -9`: no chance to finish anything.
     pub fn kill_hard(&mut self) {
         self.process.kill_hard();

@@ -1,0 +1,54 @@
+//! The in-process schedule: `[gc] interval` collects with nobody asking, and a reload that sets
+//! it takes effect without a restart.
+
+use std::time::{Duration, Instant};
+
+use super::blob_path;
+use super::push::Pusher;
+use crate::util::{Regapp, Registry};
+
+#[test]
+fn the_schedule_collects_by_itself_once_a_reload_sets_an_interval() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let server = Regapp::start_with(
+        &root,
+        "[gc]\ninterval = \"\"\ngrace = \"0s\"\ndelete_untagged = true\n",
+    );
+    let pusher = Pusher::new(server.host());
+    let kept = pusher
+        .push("schedule/kept", "v1", &[b"kept layer".to_vec()])
+        .unwrap();
+    let gone = pusher
+        .push("schedule/gone", "v1", &[b"gone layer".to_vec()])
+        .unwrap();
+    pusher.delete_manifest("schedule/gone", &gone.digest);
+    let layer = blob_path(&root, &gone.blobs[1].0);
+
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(layer.exists(), "no interval, so no collection ran");
+
+    let config = server.config();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("interval = \"\"", "interval = \"1s\""),
+    )
+    .unwrap();
+    server.reload();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while layer.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no scheduled collection within 30 s of the reload:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        server.log().contains("garbage collection done"),
+        "{}",
+        server.log()
+    );
+    pusher.verify(&kept);
+}
