@@ -15,13 +15,7 @@ fn gc_and_du_go_through_the_running_server_or_work_alone() {
     let mut server = Regapp::start_with(&root, "[gc]\ngrace = \"0s\"\ninterval = \"\"\n");
     let config = server.config();
     let pusher = Pusher::new(server.host());
-    let kept = pusher
-        .push("cli/kept", "v1", &[b"kept layer".to_vec()])
-        .unwrap();
-    let gone = pusher
-        .push("cli/gone", "v1", &[b"gone layer".to_vec()])
-        .unwrap();
-    pusher.delete_manifest("cli/gone", &gone.digest);
+    let (kept, gone) = pusher.push_kept_and_gone("cli");
 
     let du = regapp_ok(&["du"], &config);
     assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");

@@ -120,6 +120,18 @@ impl Pusher {
         );
     }
 
+    /// Two images in `{prefix}/kept` and `{prefix}/gone`, the second's manifest deleted: one
+    /// to keep and garbage for the next collection (a manifest, a config and a layer).
+    pub fn push_kept_and_gone(&self, prefix: &str) -> (Pushed, Pushed) {
+        let [kept, gone] = ["kept", "gone"].map(|which| {
+            let layer = format!("{which} layer").into_bytes();
+            self.push(&format!("{prefix}/{which}"), "v1", &[layer])
+                .unwrap_or_else(|e| panic!("{e:?}"))
+        });
+        self.delete_manifest(&gone.repo, &gone.digest);
+        (kept, gone)
+    }
+
     /// Deletes a tag, or a manifest by digest.
     pub fn delete_manifest(&self, repo: &str, reference: &str) {
         let status = self
