@@ -2,26 +2,20 @@
 //! changes picked up without a restart, and no way around the edge through the engine's port.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{htpasswd, offer_a_1_gib_upload, EdgeServer, PASSWORD, USER};
+use crate::util::eventually;
 
 fn eventually_200(edge: &EdgeServer, creds: &str) {
     let url = format!("{}/v2/", edge.url());
     // The watch settles within ~1 s; the rest is room for a loaded CI machine (a clean-clone
     // run beside a release build missed 2 s once). How fast is not what this test checks.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (status, _) = edge.curl(&["-u", creds, &url]);
-        if status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{creds} not accepted within 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        Duration::from_secs(10),
+        &format!("{creds} accepted"),
+        || edge.curl(&["-u", creds, &url]).0 == 200,
+    );
 }
 
 #[test]

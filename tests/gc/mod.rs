@@ -1,6 +1,7 @@
 //! Garbage collection against the real binary: `regapp gc`/`du` through the server's socket and
 //! without a server, collections kept apart, the schedule, what a collection leaves in
-//! `/metrics`, the store still served by docker-registry 2.8 after a collection, and a stress run — concurrent pushes while collections run back to back.
+//! `/metrics`, the store still served by docker-registry 2.8 after a collection, and a stress
+//! run — concurrent pushes while collections run back to back.
 
 mod cli;
 mod compat;

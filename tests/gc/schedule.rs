@@ -1,11 +1,11 @@
 //! The in-process schedule: `[gc] interval` collects with nobody asking, and a reload that sets
 //! it takes effect without a restart.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::blob_path;
 use super::push::Pusher;
-use crate::util::{Regapp, Registry};
+use crate::util::{eventually, Regapp, Registry};
 
 #[test]
 fn the_schedule_collects_by_itself_once_a_reload_sets_an_interval() {
@@ -30,15 +30,9 @@ fn the_schedule_collects_by_itself_once_a_reload_sets_an_interval() {
     )
     .unwrap();
     server.reload();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !server.log().contains("garbage collection done") {
-        assert!(
-            Instant::now() < deadline,
-            "no scheduled collection within 30 s of the reload:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(Duration::from_secs(30), "a scheduled collection", || {
+        server.log().contains("garbage collection done")
+    });
     assert!(!layer.exists(), "the scheduled run removed the garbage");
     pusher.verify(&kept);
 }

@@ -4,9 +4,10 @@
 use std::process::Command;
 use std::time::Duration;
 
-use super::{eventually, get};
+use super::get;
 use crate::acme::AcmeRegapp;
 use crate::edge::EdgeServer;
+use crate::util::eventually;
 
 /// Makes a directory refuse new files even to root (tests run as root on CI): `chattr +i`.
 struct ReadOnly(std::path::PathBuf);

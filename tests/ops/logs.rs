@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
-use super::eventually;
 use crate::edge::{EdgeServer, Tls, PASSWORD, USER};
+use crate::util::eventually;
 
 fn stderr_lines(edge: &EdgeServer) -> Vec<String> {
     edge.process

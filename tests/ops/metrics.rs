@@ -143,7 +143,7 @@ fn a_request_id_travels_from_the_edge_to_the_engine_and_back() {
         .trim()
         .to_owned();
     assert_eq!(id.len(), 32, "{id}");
-    super::eventually(
+    crate::util::eventually(
         std::time::Duration::from_secs(5),
         "the access log line",
         || {

@@ -3,7 +3,7 @@
 //! SIGHUP reloads of regapp.toml, systemd's notifications over a real datagram socket, and
 //! `check-config`'s exit codes.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod health;
 mod logs;
@@ -34,13 +34,4 @@ pub fn sample(scrape: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse().unwrap())
         })
         .unwrap_or(0.0)
-}
-
-/// Polls `check` every 50 ms until it holds or `within` passes.
-pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::eventually;
 use crate::edge::{htpasswd, EdgeServer, Tls, PASSWORD, USER};
+use crate::util::eventually;
 
 fn status(edge: &EdgeServer, creds: &str) -> u16 {
     edge.curl(&["-u", creds, &format!("{}/v2/", edge.url())]).0

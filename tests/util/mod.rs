@@ -23,6 +23,19 @@ pub use docker_registry::DockerRegistry;
 pub use regapp::Regapp;
 pub use skopeo::Skopeo;
 
+/// Polls `check` every 50 ms until it holds or `within` passes (a server's own output is
+/// printed when the test fails).
+pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !check() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// An `Authorization: Basic` value, as clients send it.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine as _;
