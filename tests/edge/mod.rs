@@ -1,10 +1,12 @@
 //! The edge through real clients over TLS: curl (HTTP/2 and HTTP/1.1), openssl s_client,
 //! skopeo with a `--cert-dir` trust directory, Apache's htpasswd for the user file.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::util::process::ServerProcess;
@@ -30,12 +32,22 @@ pub struct EdgeServer {
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "wonderland";
 
+/// A loopback port nothing listens on now, and never one this test process was given before:
+/// the kernel may hand a just-released port out again, and two listeners asked for one after
+/// the other (a server's engine and metrics ports) then collided (`Address already in use`).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn htpasswd(args: &[&str]) {
