@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake gcc pkg-config openssl skopeo docker-registry apache2-utils curl nghttp2-client jq pebble prometheus podman lintian systemd systemd-container adduser)
+packages=(cmake gcc pkg-config openssl python3-venv skopeo docker-registry apache2-utils curl nghttp2-client jq pebble prometheus podman lintian systemd systemd-container adduser)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,6 +16,13 @@ if ((${#missing[@]})); then
   [ "$(id -u)" -eq 0 ] || as_root=(sudo)
   "${as_root[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# PyPI's clients and servers (oras-py, …), pinned, in a venv of the tests' own.
+venv=target/test-venv
+if ! cmp -s tests/requirements.txt "$venv/requirements.txt"; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt
+  cp tests/requirements.txt "$venv/requirements.txt"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 

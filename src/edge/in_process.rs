@@ -11,11 +11,11 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method};
+use http::Method;
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty};
 use pingora::http::RequestHeader;
@@ -23,6 +23,7 @@ use pingora::prelude::{Result, Session};
 use pingora::{Error, ErrorType};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
+use super::linger;
 use crate::batcher::Batcher;
 use crate::byte_budget::ByteBudget;
 use crate::registry::api::{Api, Response, ResponseBody, Route};
@@ -40,10 +41,6 @@ const BODY_QUEUE_UNITS: usize = BODY_QUEUE_BYTES / BODY_QUEUE_UNIT;
 /// Download chunks read ahead of an h2 stream (see [`read_ahead`]).
 const READ_AHEAD: usize = 4;
 
-/// How long the rest of a request body is read and dropped after an answer that came before it
-/// ended.
-const LINGER: Duration = Duration::from_secs(1);
-
 /// Whether the engine's handler answers `request` in-process: a `GET` of a blob, or any
 /// request on an upload session (`POST`, `PATCH`, `PUT`, status, cancel).
 pub fn goes_in_process(request: &RequestHeader) -> bool {
@@ -52,6 +49,14 @@ pub fn goes_in_process(request: &RequestHeader) -> bool {
         Ok(Route::Uploads(..) | Route::Upload(..)) => true,
         _ => false,
     }
+}
+
+/// The engine's answer, and whether the client was told to send its body.
+pub struct Answer {
+    pub response: Response,
+    /// The engine asked for the body (and a client that sent `Expect: 100-continue` was told
+    /// to go on): what the engine left unread is still coming.
+    pub body_wanted: bool,
 }
 
 /// The engine's answer to `request` (headers already as the engine expects them from the
@@ -64,11 +69,14 @@ pub async fn ask_engine(
     api: &Api,
     request: &RequestHeader,
     session: &mut Session,
-) -> Result<Response> {
+) -> Result<Answer> {
     if request.method == Method::GET {
         // A download: no body to pump, and nothing to gain from a task of its own.
         let request = http::Request::from_parts(request.as_owned_parts(), Empty::<Bytes>::new());
-        return Ok(api.handle(request).await);
+        return Ok(Answer {
+            response: api.handle(request).await,
+            body_wanted: false,
+        });
     }
     // The room bounds the bytes; the channel only needs to hold as many chunks as fit in it.
     let (chunks, queue) = mpsc::channel(BODY_QUEUE_UNITS);
@@ -83,7 +91,8 @@ pub async fn ask_engine(
     // receiving from the client (TLS) and the engine's hashing and writing use both cores.
     let api = api.clone();
     let mut handler = tokio::spawn(async move { api.handle(request).await });
-    let pump = pump_body(session, chunks, asked);
+    let body_wanted = AtomicBool::new(false);
+    let pump = pump_body(session, chunks, asked, &body_wanted);
     tokio::pin!(pump);
     let mut pumped = None;
     let answer = loop {
@@ -97,7 +106,10 @@ pub async fn ask_engine(
         // The client went quiet or away mid-body: the engine kept what arrived (the upload can
         // be resumed) and the edge answers as it does for a proxied request (`fail_to_proxy`).
         Some(Err(e)) => Err(e),
-        _ => Ok(answer),
+        _ => Ok(Answer {
+            response: answer,
+            body_wanted: body_wanted.load(Ordering::Relaxed),
+        }),
     }
 }
 
@@ -115,12 +127,14 @@ async fn pump_body(
     session: &mut Session,
     chunks: mpsc::Sender<Piece>,
     asked: oneshot::Receiver<()>,
+    body_wanted: &AtomicBool,
 ) -> Result<()> {
     if asked.await.is_err() {
         // The engine answered without reading the body.
         return Ok(());
     }
-    if expects_continue(session.req_header()) {
+    body_wanted.store(true, Ordering::Relaxed);
+    if linger::expects_continue(session) {
         session
             .write_continue_response()
             .await
@@ -159,13 +173,6 @@ async fn pump_body(
             }
         }
     }
-}
-
-fn expects_continue(request: &RequestHeader) -> bool {
-    request
-        .headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The request body as the engine reads it; its first read tells the pump to start.
@@ -211,17 +218,6 @@ impl Body for ClientBody {
 
     fn is_end_stream(&self) -> bool {
         self.ended
-    }
-}
-
-/// After an answer given before the request body ended (the engine refused the request, or the
-/// client went quiet): reads and drops the rest of the body for up to [`LINGER`] before the
-/// stream is closed. Closing at once resets it, and over h2 the reset also discards whatever of
-/// the answer is still queued for the client, who then sees no answer at all (nginx lingers on
-/// HTTP/1.1 connections for the same reason).
-pub async fn linger(session: &mut Session) {
-    if !session.is_body_done() {
-        let _ = tokio::time::timeout(LINGER, session.drain_request_body()).await;
     }
 }
 

@@ -31,6 +31,7 @@ mod drain;
 mod engine_service;
 mod headers;
 mod in_process;
+mod linger;
 mod proxy;
 mod redirect;
 

@@ -25,6 +25,7 @@ use pingora::proxy::FailToProxy;
 use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
 use super::in_process;
+use super::linger;
 use crate::access::Access;
 use arc_swap::ArcSwap;
 
@@ -189,7 +190,7 @@ impl EdgeProxy {
         let mut upstream = session.req_header().clone();
         self.engine_request_headers(session.req_header(), &mut upstream, ctx)?;
         let answer = in_process::ask_engine(&self.engine_api, &upstream, session).await?;
-        let (parts, mut body) = answer.into_parts();
+        let (parts, mut body) = answer.response.into_parts();
         let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 4))?;
         for (name, value) in &parts.headers {
             response.append_header(name.clone(), value.clone())?;
@@ -212,7 +213,7 @@ impl EdgeProxy {
             }
             session.write_response_body(None, true).await?;
         }
-        in_process::linger(session).await;
+        linger::drain_unwanted_body(session, answer.body_wanted).await;
         Ok(true)
     }
 
@@ -250,6 +251,23 @@ impl EdgeProxy {
             response.insert_header(name.clone(), value.as_str())?;
         }
         self.answer(session, response, body).await
+    }
+
+    /// Refuses a request before its body was read, then lingers over what the client still
+    /// sends of it (`linger`), so a client that writes the whole body first sees the answer.
+    async fn refuse_unread(
+        &self,
+        session: &mut Session,
+        ctx: &RequestContext,
+        status: StatusCode,
+        code: Code,
+        detail: &str,
+        extra: &[(header::HeaderName, String)],
+    ) -> Result<bool> {
+        self.refuse(session, &ctx.request_id, status, code, detail, extra)
+            .await?;
+        linger::drain_unwanted_body(session, false).await;
+        Ok(true)
     }
 }
 
@@ -291,9 +309,9 @@ impl ProxyHttp for EdgeProxy {
         if !self.allowed(ctx.client) {
             let detail = "this address is not in edge.allow";
             return self
-                .refuse(
+                .refuse_unread(
                     session,
-                    &ctx.request_id,
+                    ctx,
                     StatusCode::FORBIDDEN,
                     Code::Denied,
                     detail,
@@ -335,10 +353,11 @@ impl ProxyHttp for EdgeProxy {
                     ("authentication required", "missing")
                 };
                 self.metrics.auth.failure(reason);
-                self.refuse(
+                let status = StatusCode::UNAUTHORIZED;
+                self.refuse_unread(
                     session,
-                    &ctx.request_id,
-                    StatusCode::UNAUTHORIZED,
+                    ctx,
+                    status,
                     Code::Unauthorized,
                     detail,
                     &[challenge],
@@ -349,10 +368,11 @@ impl ProxyHttp for EdgeProxy {
                 self.metrics.auth.rate_limited();
                 let detail = "too many failed logins from this address";
                 let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
-                self.refuse(
+                let status = StatusCode::TOO_MANY_REQUESTS;
+                self.refuse_unread(
                     session,
-                    &ctx.request_id,
-                    StatusCode::TOO_MANY_REQUESTS,
+                    ctx,
+                    status,
                     Code::TooManyRequests,
                     detail,
                     &[retry],

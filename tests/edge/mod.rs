@@ -13,6 +13,7 @@ use crate::util::process::ServerProcess;
 
 mod access;
 mod auth;
+mod linger;
 mod proxy;
 mod tls;
 
@@ -228,6 +229,21 @@ pub fn curl_with_ca(ca: &Path, args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("curl runs (apt-get install curl)")
+}
+
+/// Opens an upload session through the edge; returns its (relative) Location.
+pub fn start_upload(edge: &EdgeServer, repo: &str) -> String {
+    let creds = format!("{USER}:{PASSWORD}");
+    let url = format!("{}/v2/{repo}/blobs/uploads/", edge.url());
+    let (status, text) = edge.curl(&["-u", &creds, "-X", "POST", &url]);
+    assert_eq!(status, 202, "{text}");
+    text.lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with("location:")
+                .then(|| l[9..].trim().to_owned())
+        })
+        .expect("a Location header")
 }
 
 /// What a client offering a 1 GiB PATCH body got back.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
 
-use super::{offer_a_1_gib_upload, peak_rss_kib, EdgeServer, Tls, PASSWORD, USER};
+use super::{offer_a_1_gib_upload, peak_rss_kib, start_upload, EdgeServer, Tls, PASSWORD, USER};
 use crate::util::images::small_image;
 
 fn skopeo(args: &[&str]) -> Vec<u8> {
@@ -353,21 +353,6 @@ fn sigterm_lets_an_upload_in_flight_finish_then_exits() {
         std::thread::sleep(Duration::from_millis(50));
     }
     eprintln!("exited {:?} after SIGTERM", signalled.elapsed());
-}
-
-/// Opens an upload session through the edge; returns its (relative) Location.
-fn start_upload(edge: &EdgeServer, repo: &str) -> String {
-    let creds = format!("{USER}:{PASSWORD}");
-    let url = format!("{}/v2/{repo}/blobs/uploads/", edge.url());
-    let (status, text) = edge.curl(&["-u", &creds, "-X", "POST", &url]);
-    assert_eq!(status, 202, "{text}");
-    text.lines()
-        .find_map(|l| {
-            l.to_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_owned())
-        })
-        .expect("a Location header")
 }
 
 /// `edge.idle_timeout` (2 s here): an upload whose client goes quiet for longer, connection

@@ -36,6 +36,18 @@ pub fn eventually(within: Duration, what: &str, mut check: impl FnMut() -> bool)
     }
 }
 
+/// The Python that has the tests' PyPI clients (`tests/requirements.txt`, installed into
+/// `target/test-venv` by `tests/run-all.sh`).
+pub fn python() -> std::path::PathBuf {
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run tests/run-all.sh once (it installs tests/requirements.txt)",
+        python.display()
+    );
+    python
+}
+
 /// An `Authorization: Basic` value, as clients send it.
 pub fn basic_auth(user: &str, password: &str) -> String {
     use base64::Engine as _;
