@@ -157,7 +157,7 @@ fn serve_with_edge(
         metrics,
         metrics_allow,
     }
-    .run();
+    .run()?;
     Ok(())
 }
 

@@ -56,6 +56,12 @@ pub struct EngineSettings {
 /// nginx's `client_body_timeout` and `send_timeout` are 60 s: a stalled upload or a client that
 /// stopped reading is let go after a minute, while a slow but moving multi-GB push never is.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A real client finishes its TLS handshake in a few round trips; one that sends nothing for
+/// this long is a scanner or an attack (pingora's own deadline is 60 s).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Enough for a CI runner behind NAT pushing with many jobs at once; a flood from one address
+/// stops here long before it reaches `max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeSettings {
@@ -69,6 +75,13 @@ pub struct EdgeSettings {
     pub shutdown_grace: Duration,
     /// How long a client may send or take nothing before its connection is closed.
     pub idle_timeout: Duration,
+    /// How long a new connection has to finish its TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Connections held at once; `None`: as many as the descriptor limit allows, keeping a
+    /// reserve.
+    pub max_connections: Option<usize>,
+    /// Connections one client (an IPv4 address, an IPv6 /64) may hold at once.
+    pub max_connections_per_client: usize,
     pub tls: TlsSettings,
     pub auth: AuthSettings,
 }
@@ -185,6 +198,9 @@ impl Settings {
                 allow: Vec::new(),
                 shutdown_grace: Duration::from_secs(5),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+                max_connections: None,
+                max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
                 tls: TlsSettings::SelfSigned {
                     state_dir: root.join("tls"),
                 },
@@ -216,6 +232,24 @@ fn edge_settings(
             Some("hostname"),
             "the edge needs the name clients use",
         ));
+    }
+    if edge.handshake_timeout.is_some_and(|d| d.0.is_zero()) {
+        errors.push(locator.error(
+            "edge",
+            Some("handshake_timeout"),
+            "a handshake needs some time: give at least \"1s\"",
+        ));
+    }
+    for (key, value) in [
+        ("max_connections", edge.max_connections),
+        (
+            "max_connections_per_client",
+            edge.max_connections_per_client,
+        ),
+    ] {
+        if value == Some(0) {
+            errors.push(locator.error("edge", Some(key), "0 would let nobody in"));
+        }
     }
     let tls = match tls.mode.unwrap_or(raw::RawTlsMode::Files) {
         raw::RawTlsMode::Files => TlsSettings::Files {
@@ -257,6 +291,13 @@ fn edge_settings(
         allow: edge.allow.unwrap_or_default(),
         shutdown_grace: edge.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
         idle_timeout: edge.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
+        handshake_timeout: edge
+            .handshake_timeout
+            .map_or(DEFAULT_HANDSHAKE_TIMEOUT, |d| d.0),
+        max_connections: edge.max_connections,
+        max_connections_per_client: edge
+            .max_connections_per_client
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_CLIENT),
         tls,
         auth: AuthSettings {
             htpasswd: auth
@@ -312,6 +353,16 @@ impl fmt::Display for Settings {
         writeln!(f, "edge.allow = {:?}", edge.allow)?;
         writeln!(f, "edge.shutdown_grace = {:?}", edge.shutdown_grace)?;
         writeln!(f, "edge.idle_timeout = {:?}", edge.idle_timeout)?;
+        writeln!(f, "edge.handshake_timeout = {:?}", edge.handshake_timeout)?;
+        match edge.max_connections {
+            Some(max) => writeln!(f, "edge.max_connections = {max}")?,
+            None => writeln!(f, "edge.max_connections = (the descriptor limit's)")?,
+        }
+        writeln!(
+            f,
+            "edge.max_connections_per_client = {}",
+            edge.max_connections_per_client
+        )?;
         match &edge.tls {
             TlsSettings::Files {
                 cert_file,

@@ -54,6 +54,9 @@ pub(super) struct RawEdge {
     pub allow: Option<Vec<ipnet::IpNet>>,
     pub shutdown_grace: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
+    pub handshake_timeout: Option<HumanDuration>,
+    pub max_connections: Option<usize>,
+    pub max_connections_per_client: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

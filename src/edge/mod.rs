@@ -6,16 +6,17 @@
 //! htpasswd files or PEM files itself, and the engine never learns about the edge beyond the
 //! front token it must see on every request.
 
-use std::net::TcpListener as StdListener;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::listeners::tls::TlsSettings as PingoraTls;
-use pingora::prelude::{background_service, http_proxy_service, Server};
+use pingora::listeners::tls::Acceptor;
+use pingora::prelude::{background_service, Server};
 use pingora::protocols::http::v2::server::default_h2_options;
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
-use pingora::services::listening::Service;
 
 use crate::access::Access;
 use arc_swap::ArcSwap;
@@ -27,18 +28,24 @@ use crate::config::{EdgeSettings, IpNet};
 use crate::metrics::Metrics;
 use crate::registry::api::Api;
 
+mod connections;
 mod drain;
 mod engine_service;
 mod headers;
 mod in_process;
 mod linger;
+mod listener;
 mod proxy;
 mod redirect;
+mod tally;
 
+use connections::{Connections, Limits};
 use drain::InFlight;
 use engine_service::EngineService;
+use listener::{Gate, Listener, Upkeep};
 use proxy::EdgeProxy;
 use redirect::RedirectToHttps;
+use tally::Tally;
 
 /// h2 flow-control windows: the 64 KiB default caps an upload at one window per round trip;
 /// with these an h2 push is not slower than HTTP/1.1. What a client sends ahead waits in the h2
@@ -75,13 +82,26 @@ pub struct Edge {
 }
 
 impl Edge {
-    /// Runs until SIGTERM (drains for `shutdown_grace`) or SIGINT (fast).
-    pub fn run(self) {
+    /// Runs until SIGTERM (drains for `shutdown_grace`) or SIGINT (fast). Fails at once if
+    /// :443 or :80 cannot be bound.
+    pub fn run(self) -> io::Result<()> {
         let settings = self.settings;
         let engine_addr = self
             .engine_listener
             .local_addr()
             .expect("a bound listener has an address");
+        let https_socket = bind(settings.https_listen)?;
+        let http_socket = bind(settings.http_listen)?;
+        let gate = Arc::new(Gate {
+            connections: Connections::new(connection_limits(&settings)?),
+            handshake_timeout: settings.handshake_timeout,
+            metrics: self.metrics.edge.clone(),
+            tally: Tally::default(),
+        });
+        self.metrics.on_scrape({
+            let gate = gate.clone();
+            move |metrics| metrics.edge.set_open(gate.connections.open())
+        });
         let conf = ServerConf {
             threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
@@ -102,7 +122,7 @@ impl Edge {
             EngineService::new(self.engine_listener, self.engine_api.clone()),
         );
 
-        let mut https = http_proxy_service(
+        let mut proxy = http_proxy(
             &conf,
             EdgeProxy {
                 engine: engine_addr,
@@ -119,32 +139,27 @@ impl Edge {
                 engine_api: self.engine_api,
             },
         );
-        let mut tls = PingoraTls::intermediate("", "").expect("TLS settings without files");
-        tls.set_cert_resolver(self.resolver);
-        tls.enable_h2();
-        https.add_tls_with_settings(&settings.https_listen.to_string(), None, tls);
-        if let Some(proxy) = https.app_logic_mut() {
-            // pingora's bounded defaults (concurrent streams, header list size) plus our windows.
-            let mut h2 = default_h2_options();
-            h2.initial_window_size(H2_STREAM_WINDOW);
-            h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
-            h2.max_frame_size(H2_MAX_FRAME);
-            proxy.h2_options = Some(h2);
-        }
+        // pingora's bounded defaults (concurrent streams, header list size) plus our windows.
+        let mut h2 = default_h2_options();
+        h2.initial_window_size(H2_STREAM_WINDOW);
+        h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
+        h2.max_frame_size(H2_MAX_FRAME);
+        h2.max_header_list_size(proxy::H2_HEADER_LIST_BYTES);
+        proxy.h2_options = Some(h2);
+        let tls = Arc::new(Acceptor::from_server_config(tls_config(self.resolver)));
+        let https = Listener::new("https", https_socket, Some(tls), proxy, gate.clone());
 
-        let mut http = Service::new(
-            "http redirect".to_owned(),
-            RedirectToHttps::new(
-                &settings.hostname,
-                settings.https_listen.port(),
-                self.challenges,
-            ),
+        let redirect = RedirectToHttps::new(
+            &settings.hostname,
+            settings.https_listen.port(),
+            self.challenges,
         );
-        http.add_tcp(&settings.http_listen.to_string());
+        let http = Listener::new("http redirect", http_socket, None, redirect, gate.clone());
 
         let engine = server.add_service(engine);
         let https = server.add_service(https);
         let http = server.add_service(http);
+        server.add_service(background_service("edge upkeep", Upkeep(gate)));
         https.add_dependency(&engine);
         http.add_dependency(&engine);
         tracing::info!(
@@ -159,7 +174,65 @@ impl Edge {
                 grace: settings.shutdown_grace,
             }),
         });
+        Ok(())
     }
+}
+
+/// Connections the kernel completes before the accept loop takes them (as pingora's own
+/// listener asks; the kernel caps it at `net.core.somaxconn`). std's 128 dropped SYNs under a
+/// burst, and each dropped SYN costs its client a second or more.
+const BACKLOG: libc::c_int = 65_535;
+
+fn bind(address: SocketAddr) -> io::Result<StdListener> {
+    use std::os::fd::AsRawFd;
+    let listener = StdListener::bind(address)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))?;
+    // SAFETY: listen() on a socket this function owns; a second call only changes the backlog.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// `[edge]`'s caps, `max_connections` kept within what the descriptor limit allows.
+fn connection_limits(settings: &EdgeSettings) -> io::Result<Limits> {
+    let budget = connections::descriptor_budget()?;
+    let total = match settings.max_connections {
+        Some(wanted) if wanted > budget => {
+            tracing::warn!(
+                wanted,
+                allowed = budget,
+                "edge.max_connections is more than the descriptor limit (LimitNOFILE) allows \
+                 with a reserve; using the lower number"
+            );
+            budget
+        }
+        Some(wanted) => wanted,
+        None => budget,
+    };
+    tracing::info!(
+        max_connections = total,
+        max_connections_per_client = settings.max_connections_per_client,
+        "connection limits"
+    );
+    Ok(Limits {
+        per_client: settings.max_connections_per_client,
+        total,
+    })
+}
+
+/// TLS 1.2 and 1.3 with ring (as pingora's own listener), the certificate from the resolver,
+/// h2 preferred over HTTP/1.1.
+fn tls_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// SIGTERM drains (systemd's stop) and exits once requests in flight are done, SIGINT stops at

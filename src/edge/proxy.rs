@@ -197,21 +197,34 @@ impl EdgeProxy {
         }
         self.client_response_headers(session.req_header().uri.path(), &mut response, ctx)?;
         let bodiless = body.is_end_stream();
+        // A failed write is the client's doing (gone, or a cancelled h2 stream): marked as
+        // such, it is not logged as the server's error (`suppress_error_log`).
         session
             .write_response_header(Box::new(response), bodiless)
-            .await?;
+            .await
+            .map_err(|e| e.into_down())?;
         if !bodiless {
             if session.is_http2() {
                 let mut chunks = in_process::read_ahead(body);
                 while let Some(chunk) = chunks.recv().await {
-                    session.write_response_body(Some(chunk?), false).await?;
+                    let chunk = chunk?;
+                    session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .map_err(|e| e.into_down())?;
                 }
             } else {
                 while let Some(chunk) = in_process::next_chunk(&mut body).await? {
-                    session.write_response_body(Some(chunk), false).await?;
+                    session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .map_err(|e| e.into_down())?;
                 }
             }
-            session.write_response_body(None, true).await?;
+            session
+                .write_response_body(None, true)
+                .await
+                .map_err(|e| e.into_down())?;
         }
         linger::drain_unwanted_body(session, answer.body_wanted).await;
         Ok(true)
@@ -271,6 +284,26 @@ impl EdgeProxy {
     }
 }
 
+/// The largest request header the edge takes, over HTTP/1.1 and HTTP/2 alike: 431 above it.
+/// (A registry request's header is a few hundred bytes; a Bearer token a few KiB.) The h2
+/// layer decodes up to [`H2_HEADER_LIST_BYTES`] so that this limit, not a connection error,
+/// answers a large one; pingora reads at most 1 MiB of an HTTP/1.1 header and drops a larger
+/// one with 400.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// What the h2 layer decodes before it gives up on the whole connection.
+pub const H2_HEADER_LIST_BYTES: u32 = 1024 * 1024;
+
+/// The request line and header fields, counted as HTTP/2's header list size counts them
+/// (names and values, plus 32 bytes of overhead each).
+fn header_bytes(request: &RequestHeader) -> usize {
+    let fields: usize = request
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    fields + request.uri.to_string().len() + request.method.as_str().len()
+}
+
 fn client_ip(session: &Session) -> Option<IpAddr> {
     session
         .client_addr()
@@ -303,6 +336,16 @@ impl ProxyHttp for EdgeProxy {
         // default has no write timeout (a client that stops reading would be held forever).
         session.set_read_timeout(Some(self.idle_timeout));
         session.set_write_timeout(Some(self.idle_timeout));
+        let header_bytes = header_bytes(session.req_header());
+        if header_bytes > MAX_HEADER_BYTES {
+            let detail = format!(
+                "the request's header has {header_bytes} bytes; the registry reads at most {MAX_HEADER_BYTES}"
+            );
+            let status = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+            return self
+                .refuse_unread(session, ctx, status, Code::Unsupported, &detail, &[])
+                .await;
+        }
         if session.req_header().uri.path() == "/metrics" && self.metrics_allowed(ctx.client) {
             return self.serve_metrics(session, ctx).await;
         }
@@ -389,8 +432,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<Box<HttpPeer>> {
         let mut peer = HttpPeer::new(self.engine, false, String::new());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
-        // Pooled connections to the engine that sit unused are closed after a minute.
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // Pooled connections to the engine that sit unused are closed before the engine's own
+        // header timeout would close them under a request.
+        peer.options.idle_timeout = Some(Duration::from_secs(5));
         // No read timeout towards the engine: it is local and answers a push only after the
         // last byte of a possibly multi-GB body; idle clients are cut by the downstream timeout.
         Ok(Box::new(peer))
@@ -476,6 +520,17 @@ impl ProxyHttp for EdgeProxy {
             error_code: status.as_u16(),
             can_reuse_downstream: false,
         }
+    }
+
+    /// What a client did (went away, reset a stream, sent garbage, went quiet) is not the
+    /// server's error: the access log line records it, with no ERROR line beside it.
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestContext,
+        e: &pingora::Error,
+    ) -> bool {
+        *e.esource() == pingora::ErrorSource::Downstream
     }
 
     async fn logging(

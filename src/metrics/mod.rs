@@ -15,11 +15,13 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod edge;
 mod engine;
 mod gc;
 pub mod health;
 pub mod server;
 
+pub use edge::EdgeMetrics;
 pub use engine::{EngineMetrics, RouteClass};
 pub use gc::GcMetrics;
 
@@ -32,6 +34,7 @@ pub struct Metrics {
     registry: Registry,
     pub engine: EngineMetrics,
     pub auth: AuthMetrics,
+    pub edge: EdgeMetrics,
     pub tls: TlsMetrics,
     pub gc: GcMetrics,
     refreshers: Arc<Mutex<Vec<Refresher>>>,
@@ -73,6 +76,7 @@ impl Metrics {
         Metrics {
             engine: EngineMetrics::register(&registry),
             auth: AuthMetrics::register(&registry),
+            edge: EdgeMetrics::register(&registry),
             tls: TlsMetrics::register(&registry),
             gc: GcMetrics::register(&registry),
             registry,

@@ -13,6 +13,7 @@ use crate::util::process::ServerProcess;
 
 mod access;
 mod auth;
+mod hostile;
 mod linger;
 mod proxy;
 mod tls;

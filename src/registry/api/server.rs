@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -19,6 +19,11 @@ use super::Api;
 /// an upload holds. hyper's default (~408 KiB) took 8 concurrent pushes to 32–38 MiB of RSS;
 /// 256 KiB kept them at 17–21 MiB for the same CPU per GiB (128 KiB cost ~20% more CPU).
 const READ_BUFFER_MAX: usize = 256 * 1024;
+/// How long a connection may take to send a request's header: from its start (a connection that
+/// sends nothing) or, on a kept-alive one, from the end of the last answer. Without it, a
+/// connection that sent nothing or part of a header stayed open for good. The edge's pooled
+/// connections to the engine idle for less (`edge::proxy`).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets open requests finish for
 /// up to `drain`.
@@ -29,7 +34,11 @@ pub async fn serve(
     drain: Duration,
 ) -> io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().max_buf_size(READ_BUFFER_MAX);
+    builder
+        .http1()
+        .max_buf_size(READ_BUFFER_MAX)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -51,12 +60,20 @@ pub async fn serve(
             let api = api.clone();
             async move { Ok::<_, Infallible>(api.handle(request).await) }
         });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // hyper's header timeout starts once it knows the protocol, which takes the first
+            // bytes: a connection that sends none is let go here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
