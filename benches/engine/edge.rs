@@ -70,6 +70,11 @@ fn accepts(port: u16) -> bool {
 /// regapp with `[edge]`, `[tls] mode = "self-signed"` and `[auth]`; clients go through
 /// `https://localhost:PORT` trusting the CA regapp writes.
 pub fn start_regapp(dir: &Path, regapp: &Path) -> BenchResult<Server> {
+    start_regapp_with(dir, regapp, "")
+}
+
+/// [`start_regapp`] with more `[edge]` keys.
+pub fn start_regapp_with(dir: &Path, regapp: &Path, edge_keys: &str) -> BenchResult<Server> {
     let root = dir.join("data");
     let tls = dir.join("tls");
     fs::create_dir_all(&root)?;
@@ -81,7 +86,7 @@ pub fn start_regapp(dir: &Path, regapp: &Path) -> BenchResult<Server> {
         "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:{engine}\"\n\n\
          [metrics]\nlisten = \"127.0.0.1:0\"\n\n\
          [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https}\"\n\
-         http_listen = \"127.0.0.1:{http}\"\nshutdown_grace = \"1s\"\n\n\
+         http_listen = \"127.0.0.1:{http}\"\nshutdown_grace = \"1s\"\n{edge_keys}\n\
          [tls]\nmode = \"self-signed\"\nstate_dir = {}\n\n\
          [auth]\nhtpasswd = {}\nrealm = \"bench\"\n",
         toml_string(path_str(&root)?),

@@ -195,21 +195,32 @@ fn bind(address: SocketAddr) -> io::Result<StdListener> {
     Ok(listener)
 }
 
-/// `[edge]`'s caps, `max_connections` kept within what the descriptor limit allows.
+/// `[edge]`'s caps. Unset, `max_connections` is what the descriptor limit allows with every
+/// connection busy; set, it may count on idle ones (one descriptor each), never on more.
 fn connection_limits(settings: &EdgeSettings) -> io::Result<Limits> {
     let budget = connections::descriptor_budget()?;
     let total = match settings.max_connections {
-        Some(wanted) if wanted > budget => {
+        Some(wanted) if wanted > budget.idle => {
             tracing::warn!(
                 wanted,
-                allowed = budget,
-                "edge.max_connections is more than the descriptor limit (LimitNOFILE) allows \
+                allowed = budget.idle,
+                "edge.max_connections is more than the descriptor limit (LimitNOFILE) holds \
                  with a reserve; using the lower number"
             );
-            budget
+            budget.idle
         }
-        Some(wanted) => wanted,
-        None => budget,
+        Some(wanted) => {
+            if wanted > budget.busy {
+                tracing::warn!(
+                    max_connections = wanted,
+                    all_busy = budget.busy,
+                    "edge.max_connections counts on idle connections: with all of them busy \
+                     (3 descriptors each) the descriptor limit would run out first"
+                );
+            }
+            wanted
+        }
+        None => budget.busy,
     };
     tracing::info!(
         max_connections = total,
