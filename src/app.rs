@@ -29,10 +29,41 @@ const ENGINE_DRAIN: Duration = Duration::from_secs(30);
 /// A self-signed certificate lives this long; it is regenerated well before it ends.
 const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
+/// `regapp check-config`: whether `serve` would start with the file (exit status 0 only then),
+/// and what it would warn about: users of the htpasswd file it would skip.
+pub fn check_config(path: &Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let settings = match Settings::load(path) {
+        Ok(settings) => settings,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(edge) = &settings.edge {
+        let htpasswd = &edge.auth.htpasswd;
+        match crate::auth::users::inspect(htpasswd) {
+            Ok(refused) => {
+                for user in refused {
+                    eprintln!("warning: htpasswd {}, {user}", htpasswd.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    println!("{}: ok\n{settings}", path.display());
+    ExitCode::SUCCESS
+}
+
 /// Runs regapp until it is told to stop: the edge in front of the engine when the settings
 /// have an `[edge]`, else the engine alone on `engine.listen`. `config` is the file SIGHUP
 /// reads again (`None` with `--dev`: nothing to reload).
 pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), AppError> {
+    let root = &settings.storage.root;
+    FsDriver::prepare_root(root).map_err(|e| format!("storage root {}: {e}", root.display()))?;
     let service = Service::prepare(&settings, config)?;
     match settings.edge.clone() {
         Some(edge) => serve_with_edge(&settings, edge, service),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::auth::password::MAX_BCRYPT_COST;
 use clap::{Args, Parser, Subcommand};
 
 pub const DEFAULT_CONFIG: &str = "/etc/regapp/regapp.toml";
@@ -107,8 +108,8 @@ pub struct NewPassword {
     /// Hash with argon2id instead of bcrypt (Apache's `htpasswd -v` cannot verify argon2).
     #[arg(long, conflicts_with = "cost")]
     pub argon2: bool,
-    /// bcrypt cost (4 to 31); each step doubles the time a login takes.
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=31))]
+    /// bcrypt cost (4 to 14, regapp's maximum); each step doubles the time a login takes.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(4..=MAX_BCRYPT_COST as i64))]
     pub cost: u32,
 }
 

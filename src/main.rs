@@ -26,16 +26,7 @@ fn main() -> ExitCode {
         }
         // Exit status 0 only for a file `serve` would start with: what ExecStartPre and
         // ExecReload call before a (re)start.
-        Command::CheckConfig(arg) => match Settings::load(&arg.config) {
-            Ok(settings) => {
-                println!("{}: ok\n{settings}", arg.config.display());
-                ExitCode::SUCCESS
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig(arg) => regapp::app::check_config(&arg.config),
         Command::Serve(args) => {
             let settings = if args.dev {
                 Settings::dev()

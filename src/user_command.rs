@@ -101,7 +101,7 @@ fn list(file: &HtpasswdFile) {
             for refused in parsed.refused() {
                 println!(
                     "{}\trefused: {} (line {}; set a new password with `regapp user passwd`)",
-                    refused.user, refused.scheme, refused.line
+                    refused.user, refused.reason, refused.line
                 );
             }
         }

@@ -2,14 +2,16 @@
 //! [`AuthDecision`]. It puts the parts together in this order, each step for a reason:
 //!
 //! 1. no or malformed `Authorization: Basic` → `MissingCredentials` (nothing to limit or verify);
-//! 2. the client's failure bucket is empty → `Limited`, before the cache, so a limited client
-//!    cannot keep guessing against the cache;
+//! 2. the failure bucket of this user name from this address, or the address's own (a much
+//!    larger one, across user names), is empty → `Limited`, before the cache, so a limited
+//!    client cannot keep guessing against the cache;
 //! 3. the pair is in the current set's cache → `Allowed`, no bcrypt;
 //! 4. wait for a verification slot (as many as CPU cores: more would only queue on the blocking
 //!    pool), then look at steps 2 and 3 again, since other requests may have failed or verified
 //!    meanwhile — this keeps a flood of parallel guesses from one address within its burst;
 //! 5. verify on a blocking thread; a success is cached, a failure takes a token.
 
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::basic::parse_basic;
-use super::limiter::FailureLimiter;
+use super::limiter::{self, client_key, FailureLimiter};
 use super::users::{LoadError, Reloaded, Users, Verification};
 use crate::watch::{watch_files, WatchError, WatchGuard};
 
@@ -32,9 +34,13 @@ pub enum AuthDecision {
     MissingCredentials,
     /// Unknown user or wrong password: 401.
     Denied,
-    /// Too many failures from this address: 429 with `Retry-After`. Whole seconds, rounded up,
-    /// at least one, so `retry_after.as_secs()` is the header value.
-    Limited { retry_after: Duration },
+    /// Too many failures for this user name from this address, or from this address for any
+    /// (`address_wide`): 429 with `Retry-After`. Whole seconds, rounded up, at least one, so
+    /// `retry_after.as_secs()` is the header value.
+    Limited {
+        retry_after: Duration,
+        address_wide: bool,
+    },
 }
 
 /// A snapshot of the counters, for metrics and tests.
@@ -65,7 +71,7 @@ pub struct Authenticator {
 
 struct Inner {
     users: Arc<Users>,
-    limiter: FailureLimiter,
+    limits: Limits,
     verify_slots: Semaphore,
     verifications: AtomicU64,
     cache_hits: AtomicU64,
@@ -77,19 +83,11 @@ impl Authenticator {
     /// Loads the htpasswd file; fails if it is missing or does not parse. Blocking (file I/O and
     /// one dummy hash at the file's highest cost): call it at startup.
     pub fn load(htpasswd: impl Into<PathBuf>) -> Result<Self, LoadError> {
-        Self::with_limiter(htpasswd, FailureLimiter::default())
-    }
-
-    /// [`load`](Self::load) with a limiter of other parameters.
-    pub fn with_limiter(
-        htpasswd: impl Into<PathBuf>,
-        limiter: FailureLimiter,
-    ) -> Result<Self, LoadError> {
         let slots = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             inner: Arc::new(Inner {
                 users: Arc::new(Users::load(htpasswd)?),
-                limiter,
+                limits: Limits::default(),
                 verify_slots: Semaphore::new(slots),
                 verifications: AtomicU64::new(0),
                 cache_hits: AtomicU64::new(0),
@@ -108,12 +106,11 @@ impl Authenticator {
         let inner = &self.inner;
         let set = inner.users.current();
         let key = set.cache().key(&credentials.user, &credentials.password);
+        let keys = inner.limits.keys(client, &credentials.user);
         let quick = || -> Option<AuthDecision> {
-            if let Err(wait) = inner.limiter.check(client, Instant::now()) {
+            if let Some(limited) = inner.limits.check(keys, Instant::now()) {
                 inner.limited.fetch_add(1, Ordering::Relaxed);
-                return Some(AuthDecision::Limited {
-                    retry_after: whole_seconds(wait),
-                });
+                return Some(limited);
             }
             if set.cache().contains(&key) {
                 inner.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -147,7 +144,7 @@ impl Authenticator {
                 AuthDecision::Allowed { user }
             }
             Ok(Verification::WrongPassword | Verification::UnknownUser) => {
-                inner.limiter.record_failure(client, Instant::now());
+                inner.limits.record_failure(keys, Instant::now());
                 inner.denied.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(%client, %user, "authentication failed");
                 AuthDecision::Denied
@@ -174,7 +171,7 @@ impl Authenticator {
         let path = users.path();
         let guard = watch_files("htpasswd", &[&path], HTPASSWD_QUIET, move || {
             // Errors are logged and counted by reload itself; the last good set stays.
-            let _ = users.reload();
+            reload_until_settled(&users);
         })?;
         // Catches a change made between the first load and the start of the watch.
         let _ = self.reload();
@@ -206,6 +203,82 @@ impl Authenticator {
             denied: inner.denied.load(Ordering::Relaxed),
             limited: inner.limited.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The two failure limiters and how a request is keyed in them.
+struct Limits {
+    per_user: FailureLimiter<(IpAddr, u64)>,
+    per_address: FailureLimiter<IpAddr>,
+    /// Keys user names by a hash with this process's random seed: attacker-chosen names
+    /// cost 8 bytes each in the table, whatever their length.
+    names: std::collections::hash_map::RandomState,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_user: FailureLimiter::new(
+                limiter::BURST,
+                limiter::REFILL_EVERY,
+                limiter::MAX_CLIENTS,
+            ),
+            per_address: FailureLimiter::new(
+                limiter::ADDRESS_BURST,
+                limiter::ADDRESS_REFILL_EVERY,
+                limiter::MAX_CLIENTS,
+            ),
+            names: Default::default(),
+        }
+    }
+}
+
+/// A request's keys in the two limiters: (address, user name) and the address.
+#[derive(Clone, Copy)]
+struct LimitKeys {
+    user: (IpAddr, u64),
+    address: IpAddr,
+}
+
+impl Limits {
+    fn keys(&self, client: IpAddr, user: &str) -> LimitKeys {
+        let address = client_key(client);
+        LimitKeys {
+            user: (address, self.names.hash_one(user)),
+            address,
+        }
+    }
+
+    fn check(&self, keys: LimitKeys, now: Instant) -> Option<AuthDecision> {
+        let limited = |wait, address_wide| AuthDecision::Limited {
+            retry_after: whole_seconds(wait),
+            address_wide,
+        };
+        if let Err(wait) = self.per_address.check(keys.address, now) {
+            return Some(limited(wait, true));
+        }
+        self.per_user
+            .check(keys.user, now)
+            .err()
+            .map(|wait| limited(wait, false))
+    }
+
+    fn record_failure(&self, keys: LimitKeys, now: Instant) {
+        self.per_user.record_failure(keys.user, now);
+        self.per_address.record_failure(keys.address, now);
+    }
+}
+
+/// Reloads, and once more after the grace an empty file gets (on a thread of its own, so the
+/// watcher goes on seeing changes): a file that stays empty applies then, one that was written
+/// meanwhile has reloaded through its own change already.
+fn reload_until_settled(users: &Arc<Users>) {
+    if let Ok(Reloaded::Deferred { recheck_in }) = users.reload() {
+        let users = Arc::clone(users);
+        std::thread::spawn(move || {
+            std::thread::sleep(recheck_in);
+            reload_until_settled(&users);
+        });
     }
 }
 

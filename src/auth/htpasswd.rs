@@ -3,9 +3,10 @@
 //! logging and reloading belong to `users.rs`.
 //!
 //! Two kinds of problems, treated differently on purpose:
-//! - a line in a scheme regapp refuses (`{SHA}`, `$apr1$`, crypt, plain text) is skipped and
-//!   reported as a [`Refused`] entry: the file may hold users from an nginx setup, and the others
-//!   should keep working;
+//! - a line in a scheme regapp refuses (`{SHA}`, `$apr1$`, crypt, plain text), or whose cost is
+//!   above regapp's bounds (`password::MAX_BCRYPT_COST`, …), is skipped and reported as a
+//!   [`Refused`] entry: the file may hold users from an nginx setup, and the others should keep
+//!   working;
 //! - a line that is not an htpasswd line at all (no colon, empty or repeated user, a bcrypt or
 //!   argon2 hash that does not parse) fails the whole file with the line number, because a file
 //!   that is being half-written or was mangled must not silently lose users.
@@ -23,23 +24,44 @@ pub struct Htpasswd {
     users: HashMap<String, PasswordHash>,
     refused: Vec<Refused>,
     digest: [u8; 32],
+    blank: bool,
 }
 
-/// A user skipped because of the scheme of its hash.
+/// A user skipped because of its hash: its scheme, or its cost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused {
     /// 1-based line number.
     pub line: usize,
     pub user: String,
-    pub scheme: UnsupportedScheme,
+    pub reason: Refusal,
+}
+
+/// Why a user's hash is not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Scheme(UnsupportedScheme),
+    /// Verifying it would cost more than regapp allows; says which bound.
+    TooCostly(String),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Scheme(scheme) => write!(
+                f,
+                "scheme {scheme} is not supported (use bcrypt: htpasswd -B)"
+            ),
+            Refusal::TooCostly(why) => f.write_str(why),
+        }
+    }
 }
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "line {}: user {:?} refused: scheme {} is not supported (use bcrypt: htpasswd -B)",
-            self.line, self.user, self.scheme
+            "line {}: user {:?} refused: {}",
+            self.line, self.user, self.reason
         )
     }
 }
@@ -101,7 +123,12 @@ impl Htpasswd {
                 Err(HashError::Unsupported(scheme)) => refused.push(Refused {
                     line,
                     user: user.to_owned(),
-                    scheme,
+                    reason: Refusal::Scheme(scheme),
+                }),
+                Err(HashError::TooCostly(why)) => refused.push(Refused {
+                    line,
+                    user: user.to_owned(),
+                    reason: Refusal::TooCostly(why),
                 }),
                 Err(error) => {
                     return Err(fail(LineProblem::InvalidHash {
@@ -115,6 +142,7 @@ impl Htpasswd {
             users,
             refused,
             digest: Sha256::digest(content).into(),
+            blank: content.iter().all(u8::is_ascii_whitespace),
         })
     }
 
@@ -123,9 +151,14 @@ impl Htpasswd {
         &self.users
     }
 
-    /// The users skipped for their scheme, in file order.
+    /// The users skipped for their scheme or cost, in file order.
     pub fn refused(&self) -> &[Refused] {
         &self.refused
+    }
+
+    /// Nothing but whitespace: what a file looks like between being truncated and written.
+    pub fn is_blank(&self) -> bool {
+        self.blank
     }
 
     /// SHA-256 of the file's bytes: tells a reload whether anything changed.
@@ -176,14 +209,18 @@ mod tests {
         let refused: Vec<_> = file
             .refused()
             .iter()
-            .map(|r| (r.line, r.user.as_str(), r.scheme))
+            .map(|r| (r.line, r.user.as_str(), r.reason.clone()))
             .collect();
         assert_eq!(
             refused,
             [
-                (1, "sha", UnsupportedScheme::Sha1),
-                (3, "md5", UnsupportedScheme::Apr1Md5),
-                (4, "plain", UnsupportedScheme::PlainOrUnknown),
+                (1, "sha", Refusal::Scheme(UnsupportedScheme::Sha1)),
+                (3, "md5", Refusal::Scheme(UnsupportedScheme::Apr1Md5)),
+                (
+                    4,
+                    "plain",
+                    Refusal::Scheme(UnsupportedScheme::PlainOrUnknown)
+                ),
             ]
         );
         let message = file.refused()[2].to_string();
@@ -194,6 +231,30 @@ mod tests {
         assert!(
             !message.contains("pw"),
             "the plain-text password must not be echoed: {message}"
+        );
+    }
+
+    /// A bcrypt cost of 31 (days per verification) or an argon2 of 4 GiB would stall every
+    /// login and reload: such a line is refused like a weak scheme, and the others still work.
+    #[test]
+    fn hashes_above_the_cost_bounds_are_refused_with_user_and_line() {
+        let costly_bcrypt = BCRYPT.replace("$2y$04$", "$2y$31$");
+        let argon2 =
+            "$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+        let text = format!("alice:{BCRYPT}\nbob:{costly_bcrypt}\ncarol:{argon2}\n");
+        let file = parse(&text).expect("refused lines do not fail the file");
+        assert_eq!(file.users().len(), 1);
+        let refused: Vec<String> = file.refused().iter().map(ToString::to_string).collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert!(
+            refused[0].starts_with("line 2: user \"bob\" refused: bcrypt cost 31 is above")
+                && refused[0].contains("maximum of 14"),
+            "{refused:?}"
+        );
+        assert!(
+            refused[1].starts_with("line 3: user \"carol\" refused: argon2 memory m=4194304")
+                && refused[1].contains("maximum of 65536"),
+            "{refused:?}"
         );
     }
 

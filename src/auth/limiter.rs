@@ -1,6 +1,9 @@
-//! The failed-login limiter: a token bucket of failures per client address, so a password cannot be
-//! guessed at line rate. Only failures take tokens; a correct password never does, and a limited
-//! client is answered without verifying anything.
+//! The failed-login limiter: token buckets of failures, so a password cannot be guessed at line
+//! rate. Only failures take tokens; a correct password never does, and a limited client is
+//! answered without verifying anything. The authenticator keeps two: one per (address, user
+//! name), so a client guessing bob's password (or a CI job with a stale one) does not lock alice
+//! out from the same address or NAT, and one per address across user names with a much higher
+//! ceiling, against trying one password on many users (password spraying).
 //!
 //! The bucket is kept as one instant per client (GCRA): `full_at`, when the bucket would be full
 //! again. Tokens left at `now` = burst − (full_at − now) / refill interval. A client whose bucket is
@@ -8,38 +11,42 @@
 //! [`MAX_CLIENTS`] of them. Time is passed in (`now`), so tests drive the arithmetic directly.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Failures allowed in a row before limiting. Enough for someone fumbling a password or a client
-/// retrying a stale credential a few times, far too few for guessing.
+/// Failures allowed in a row for one user name from one address before limiting. Enough for
+/// someone fumbling a password or a client retrying a stale credential a few times, far too few
+/// for guessing.
 pub const BURST: u32 = 10;
 
 /// One more failure is allowed every 6 s once the burst is spent: 10 a minute, 14,400 a day per
-/// address, against passwords that `htpasswd -B` users pick. A legitimate user who mistyped waits
-/// seconds, not minutes.
+/// user and address, against passwords that `htpasswd -B` users pick. A legitimate user who
+/// mistyped waits seconds, not minutes.
 pub const REFILL_EVERY: Duration = Duration::from_secs(6);
+
+/// Failures allowed in a row from one address whatever the user names: ten users' worth, so an
+/// office behind one NAT is not locked out by a few misconfigured clients, while spraying one
+/// password over a user list stops after 100 names.
+pub const ADDRESS_BURST: u32 = 100;
+
+/// Then one more failure per address every second: 3,600 an hour.
+pub const ADDRESS_REFILL_EVERY: Duration = Duration::from_secs(1);
 
 /// Clients tracked at once. Each entry is a few dozen bytes; 10,000 is under a megabyte, and an
 /// attacker with more addresses than that meets the eviction policy in [`FailureLimiter`].
 pub const MAX_CLIENTS: usize = 10_000;
 
-/// Per-address token buckets of allowed failures.
-pub struct FailureLimiter {
+/// Token buckets of allowed failures, one per key (an address, or an address and a user name).
+pub struct FailureLimiter<K = IpAddr> {
     burst: u32,
     refill_every: Duration,
     max_clients: usize,
-    full_at: Mutex<HashMap<IpAddr, Instant>>,
+    full_at: Mutex<HashMap<K, Instant>>,
 }
 
-impl Default for FailureLimiter {
-    fn default() -> Self {
-        Self::new(BURST, REFILL_EVERY, MAX_CLIENTS)
-    }
-}
-
-impl FailureLimiter {
+impl<K: Hash + Eq + Copy> FailureLimiter<K> {
     /// `burst` failures in a row (at least 1), then one per `refill_every`.
     pub fn new(burst: u32, refill_every: Duration, max_clients: usize) -> Self {
         Self {
@@ -51,8 +58,8 @@ impl FailureLimiter {
     }
 
     /// `Ok` if `client` may try a password now, else how long until it may.
-    pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Duration> {
-        let full_at = self.lock().get(&client_key(client)).copied();
+    pub fn check(&self, client: K, now: Instant) -> Result<(), Duration> {
+        let full_at = self.lock().get(&client).copied();
         let debt = full_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
         // Trying needs one token: the debt may be at most (burst − 1) intervals.
         let allowance = self.refill_every * (self.burst - 1);
@@ -63,8 +70,7 @@ impl FailureLimiter {
     }
 
     /// Takes one token from `client` for a failed attempt.
-    pub fn record_failure(&self, client: IpAddr, now: Instant) {
-        let key = client_key(client);
+    pub fn record_failure(&self, key: K, now: Instant) {
         let mut buckets = self.lock();
         if !buckets.contains_key(&key) && buckets.len() >= self.max_clients {
             make_room(&mut buckets, now);
@@ -78,7 +84,7 @@ impl FailureLimiter {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Instant>> {
         // Each update is one insert or assignment: a panic elsewhere cannot leave a torn entry.
         self.full_at.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -86,7 +92,7 @@ impl FailureLimiter {
 
 /// Frees at least one entry: first every client whose bucket has refilled (they are the same as
 /// absent), and if none has, the client closest to full, which loses the least protection.
-fn make_room(buckets: &mut HashMap<IpAddr, Instant>, now: Instant) {
+fn make_room<K: Hash + Eq + Copy>(buckets: &mut HashMap<K, Instant>, now: Instant) {
     let before = buckets.len();
     buckets.retain(|_, full_at| *full_at > now);
     if buckets.len() < before {
@@ -101,9 +107,10 @@ fn make_room(buckets: &mut HashMap<IpAddr, Instant>, now: Instant) {
     }
 }
 
-/// The address a bucket belongs to: IPv4 as is (IPv4-mapped IPv6 counts as IPv4), IPv6 by its
-/// /64, since one host usually owns a whole /64 and could otherwise rotate through it.
-fn client_key(ip: IpAddr) -> IpAddr {
+/// The address a client is counted by (its failures here, its connections at the edge): IPv4
+/// as is (IPv4-mapped IPv6 counts as IPv4), IPv6 by its /64, since one host usually owns a
+/// whole /64 and could otherwise rotate through it.
+pub fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -130,7 +137,7 @@ mod tests {
 
     #[test]
     fn the_burst_is_allowed_then_one_per_interval() {
-        let limiter = FailureLimiter::default();
+        let limiter = FailureLimiter::new(BURST, REFILL_EVERY, MAX_CLIENTS);
         let t0 = Instant::now();
         for i in 0..BURST {
             assert_eq!(
@@ -183,20 +190,11 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_clients_share_a_bucket_per_64_and_mapped_ipv4_is_ipv4() {
-        let limiter = FailureLimiter::new(1, secs(60), 100);
-        let t0 = Instant::now();
-        limiter.record_failure("2001:db8:1:2::1".parse().expect("valid"), t0);
-        assert!(limiter
-            .check("2001:db8:1:2:ffff::9".parse().expect("valid"), t0)
-            .is_err());
-        assert!(limiter
-            .check("2001:db8:1:3::1".parse().expect("valid"), t0)
-            .is_ok());
-        limiter.record_failure(A, t0);
-        assert!(limiter
-            .check("::ffff:192.0.2.1".parse().expect("valid"), t0)
-            .is_err());
+    fn ipv6_clients_are_their_64_and_mapped_ipv4_is_ipv4() {
+        let key = |text: &str| client_key(text.parse().expect("valid"));
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.1"), A);
     }
 
     #[test]

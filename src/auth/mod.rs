@@ -30,5 +30,4 @@ pub mod users;
 
 pub use crate::watch::{WatchError, WatchGuard};
 pub use authenticator::{AuthDecision, AuthStats, Authenticator};
-pub use limiter::FailureLimiter;
 pub use users::{LoadError, Reloaded};

@@ -11,10 +11,22 @@ use std::fmt;
 use argon2::password_hash::{PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 
+/// The costliest bcrypt regapp verifies. Every failed login and every unknown user costs one
+/// verification at the file's highest cost, and a reload makes one dummy hash at it, so one
+/// line above this could stall logins and reloads (cost 17, Apache's maximum, takes ~8 s here;
+/// cost 31, days). Cost 12 takes ~0.25 s and each step doubles it.
+pub const MAX_BCRYPT_COST: u32 = 14;
+/// The costliest argon2 regapp verifies: 64 MiB of memory per verification (an `m=4194304`
+/// line would take 4 GiB each), 10 passes and 8 lanes, above OWASP's recommendations (19–46
+/// MiB, 1–5 passes, 1 lane).
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+pub const MAX_ARGON2_PASSES: u32 = 10;
+pub const MAX_ARGON2_LANES: u32 = 8;
+
 /// A password hash of a supported scheme, checked for syntax when parsed.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PasswordHash {
-    /// `$2y$`, `$2a$` or `$2b$`, cost 4 to 31: what `htpasswd -B` writes.
+    /// `$2y$`, `$2a$` or `$2b$`, cost 4 to [`MAX_BCRYPT_COST`]: what `htpasswd -B` writes.
     Bcrypt { text: String, cost: u32 },
     /// A PHC string `$argon2id$v=19$m=…,t=…,p=…$salt$hash` (also argon2i, argon2d).
     Argon2 {
@@ -37,6 +49,9 @@ pub enum HashError {
         scheme: &'static str,
         reason: String,
     },
+    /// A valid hash whose verification would cost more than regapp allows.
+    #[error("{0}")]
+    TooCostly(String),
 }
 
 /// Schemes found in htpasswd files that regapp refuses. Named so an operator knows what to replace.
@@ -122,6 +137,7 @@ impl PasswordHash {
     /// A new bcrypt hash of `password` with a random salt, written `$2y$` as Apache's
     /// `htpasswd -B` writes it (so `htpasswd -v` verifies it). Blocking: cost 12 takes ~250 ms.
     pub fn new_bcrypt(password: &str, cost: u32) -> Result<Self, HashError> {
+        check_bcrypt_cost(cost)?;
         let parts = bcrypt::hash_with_result(password, cost).map_err(|e| HashError::Invalid {
             scheme: "bcrypt",
             reason: e.to_string(),
@@ -196,6 +212,7 @@ fn parse_bcrypt(text: &str, rest: &str) -> Result<PasswordHash, HashError> {
             "salt and hash must be 53 characters of bcrypt's base64",
         ));
     }
+    check_bcrypt_cost(cost)?;
     Ok(PasswordHash::Bcrypt {
         text: text.to_owned(),
         cost,
@@ -218,12 +235,34 @@ fn parse_argon2(text: &str) -> Result<PasswordHash, HashError> {
     if salt_len == 0 || phc.hash.is_none() {
         return Err(invalid("a salt and a hash are required".to_owned()));
     }
+    for (what, value, max) in [
+        ("memory m", params.m_cost(), MAX_ARGON2_MEMORY_KIB),
+        ("passes t", params.t_cost(), MAX_ARGON2_PASSES),
+        ("lanes p", params.p_cost(), MAX_ARGON2_LANES),
+    ] {
+        if value > max {
+            return Err(HashError::TooCostly(format!(
+                "argon2 {what}={value} is above regapp's maximum of {max} \
+                 (regapp user passwd --argon2 writes m=19456,t=2,p=1)"
+            )));
+        }
+    }
     Ok(PasswordHash::Argon2 {
         text: text.to_owned(),
         algorithm,
         version,
         params,
     })
+}
+
+fn check_bcrypt_cost(cost: u32) -> Result<(), HashError> {
+    if cost > MAX_BCRYPT_COST {
+        return Err(HashError::TooCostly(format!(
+            "bcrypt cost {cost} is above regapp's maximum of {MAX_BCRYPT_COST} \
+             (each step doubles a login's time; htpasswd -B -C 12 is plenty)"
+        )));
+    }
+    Ok(())
 }
 
 fn unsupported_scheme(text: &str) -> UnsupportedScheme {

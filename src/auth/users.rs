@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -48,7 +49,15 @@ pub enum Reloaded {
     Changed { users: usize },
     /// Same bytes as the current set: nothing swapped, the cache is kept.
     Unchanged,
+    /// The file is empty where users were: most likely an editor or a tool that truncates the
+    /// file before it writes it again. Nothing is swapped yet; reload again after `recheck_in`
+    /// (the file's own next change reloads it earlier).
+    Deferred { recheck_in: Duration },
 }
+
+/// How long an empty file must stay empty before it replaces a set with users: far longer than
+/// any editor takes between truncating a file and writing it.
+pub const EMPTY_FILE_GRACE: Duration = Duration::from_secs(5);
 
 /// The outcome of verifying one (user, password) pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,8 +136,9 @@ pub struct Users {
     /// Changed only by [`Users::switch_to`] (a SIGHUP with a new `auth.htpasswd`).
     path: Mutex<PathBuf>,
     current: ArcSwap<UserSet>,
-    /// Serialises reloads, so an older read can never be swapped in over a newer one.
-    reloading: Mutex<()>,
+    /// Serialises reloads, so an older read can never be swapped in over a newer one. Holds
+    /// since when the file has been seen empty while the set had users.
+    reloading: Mutex<Option<Instant>>,
     reloads_ok: AtomicU64,
     reload_errors: AtomicU64,
 }
@@ -143,7 +153,7 @@ impl Users {
         Ok(Self {
             path: Mutex::new(path),
             current: ArcSwap::from_pointee(set),
-            reloading: Mutex::new(()),
+            reloading: Mutex::new(None),
             reloads_ok: AtomicU64::new(0),
             reload_errors: AtomicU64::new(0),
         })
@@ -153,8 +163,8 @@ impl Users {
     /// cache); on failure the last good set stays, the error is logged and counted. Blocking
     /// (file I/O, and a new dummy hash when the highest cost changed).
     pub fn reload(&self) -> Result<Reloaded, LoadError> {
-        // The guarded value is `()`: a panic in another reload leaves nothing inconsistent.
-        let _one_at_a_time = self
+        // The guarded value is an instant: a panic in another reload leaves nothing torn.
+        let mut empty_since = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -162,18 +172,44 @@ impl Users {
         let path = self.path();
         let outcome = read_file(&path).and_then(|file| {
             if file.digest() == current.digest {
-                Ok(None)
-            } else {
-                build_set(&path, file, Some(&current)).map(Some)
+                *empty_since = None;
+                return Ok(None);
             }
+            if file.is_blank() && !current.is_empty() {
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                let waited = since.elapsed();
+                if waited < EMPTY_FILE_GRACE {
+                    return Ok(Some(Err(EMPTY_FILE_GRACE - waited)));
+                }
+            } else {
+                *empty_since = None;
+            }
+            build_set(&path, file, Some(&current)).map(|set| Some(Ok(set)))
         });
         match outcome {
             Ok(None) => {
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 Ok(Reloaded::Unchanged)
             }
-            Ok(Some(set)) => {
+            Ok(Some(Err(recheck_in))) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    users = current.len(),
+                    "the htpasswd file is empty; keeping its users until it has stayed empty \
+                     for {}s (a tool may be writing it)",
+                    EMPTY_FILE_GRACE.as_secs()
+                );
+                Ok(Reloaded::Deferred { recheck_in })
+            }
+            Ok(Some(Ok(set))) => {
                 let users = set.len();
+                if users == 0 && !current.is_empty() {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "the htpasswd file has no users any more: nobody can log in"
+                    );
+                }
+                *empty_since = None;
                 self.current.store(Arc::new(set));
                 self.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(path = %path.display(), users, "htpasswd reloaded");
@@ -207,10 +243,11 @@ impl Users {
     /// later reloads read it. If it does not load, the current file and set stay (counted as a
     /// failed reload, like any other).
     pub fn switch_to(&self, path: &Path) -> Result<Reloaded, LoadError> {
-        let _one_at_a_time = self
+        let mut empty_since = self
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        *empty_since = None;
         let current = self.current.load_full();
         match read_file(path).and_then(|file| build_set(path, file, Some(&current))) {
             Ok(set) => {
@@ -240,6 +277,12 @@ impl Users {
     }
 }
 
+/// Reads and parses the file as a load would, without making a user set: the users a load
+/// would skip (`regapp check-config`), or why it would fail.
+pub fn inspect(path: &Path) -> Result<Vec<super::htpasswd::Refused>, LoadError> {
+    read_file(path).map(|file| file.refused().to_vec())
+}
+
 fn read_file(path: &Path) -> Result<Htpasswd, LoadError> {
     let content = std::fs::read(path).map_err(|source| LoadError::Read {
         path: path.to_owned(),
@@ -262,8 +305,8 @@ fn build_set(
             path = %path.display(),
             line = refused.line,
             user = %refused.user,
-            scheme = %refused.scheme,
-            "htpasswd user refused: its hash scheme is not supported (use bcrypt: htpasswd -B)"
+            reason = %refused.reason,
+            "htpasswd user refused"
         );
     }
     UserSet::build(file, previous).map_err(|source| LoadError::Dummy {

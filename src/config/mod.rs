@@ -140,19 +140,43 @@ impl Settings {
             None => Ok(None),
             Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
         };
+        let mut problems = Vec::new();
+        if raw
+            .storage
+            .root
+            .as_ref()
+            .is_some_and(|r| r.as_os_str().is_empty())
+        {
+            problems.push(locator.error(
+                "storage",
+                Some("root"),
+                "an empty path would put the store (and gc.sock, gc.lock) in whatever directory \
+                 regapp starts in; name a directory",
+            ));
+        }
+        if raw.engine.max_manifest_bytes == Some(0) {
+            problems.push(locator.error(
+                "engine",
+                Some("max_manifest_bytes"),
+                "0 would refuse every manifest; registry:2's limit is 4194304",
+            ));
+        }
         // Every problem at once, not the first section's only.
         let (log, edge, access, gc) = match (log, edge, access, gc) {
-            (Ok(log), Ok(edge), Ok(access), Ok(gc)) => (log, edge, access, gc),
+            (Ok(log), Ok(edge), Ok(access), Ok(gc)) if problems.is_empty() => {
+                (log, edge, access, gc)
+            }
             (log, edge, access, gc) => {
                 let mut errors = log.err().into_iter().collect::<Vec<_>>();
                 errors.extend(edge.err().into_iter().flat_map(|e| e.0));
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(gc.err().unwrap_or_default());
+                errors.extend(problems);
                 errors.sort_by_key(|e| e.line);
                 return Err(ConfigErrors(errors));
             }
         };
-        Ok(Settings {
+        let settings = Settings {
             storage: StorageSettings {
                 root: raw
                     .storage
@@ -175,7 +199,46 @@ impl Settings {
             log,
             access,
             gc,
-        })
+        };
+        let clashes = settings.listen_clashes(&locator);
+        if !clashes.is_empty() {
+            return Err(ConfigErrors(clashes));
+        }
+        Ok(settings)
+    }
+
+    /// Two listeners on one address (or one port, where one of them is on every address): the
+    /// second would fail at start with "Address already in use".
+    fn listen_clashes(&self, locator: &diagnostics::Locator<'_>) -> Vec<ConfigError> {
+        let mut listeners = vec![
+            ("engine", "listen", self.engine.listen),
+            ("metrics", "listen", self.metrics.listen),
+        ];
+        if let Some(edge) = &self.edge {
+            listeners.push(("edge", "https_listen", edge.https_listen));
+            listeners.push(("edge", "http_listen", edge.http_listen));
+        }
+        let mut errors = Vec::new();
+        for (n, (section, key, address)) in listeners.iter().enumerate() {
+            let earlier = listeners[..n].iter().find(|(_, _, other)| {
+                address.port() != 0
+                    && other.port() == address.port()
+                    && (other.ip() == address.ip()
+                        || other.ip().is_unspecified()
+                        || address.ip().is_unspecified())
+            });
+            if let Some((other_section, other_key, other)) = earlier {
+                errors.push(locator.error(
+                    section,
+                    Some(key),
+                    format!(
+                        "{address} clashes with {other_section}.{other_key} = {other}: both \
+                         cannot listen there"
+                    ),
+                ));
+            }
+        }
+        errors
     }
 
     /// `regapp serve --dev`: data in `./regapp-data`, the edge with a self-signed certificate
@@ -231,6 +294,22 @@ fn edge_settings(
             "edge",
             Some("hostname"),
             "the edge needs the name clients use",
+        ));
+    } else if !is_host_name(&hostname) {
+        errors.push(locator.error(
+            "edge",
+            Some("hostname"),
+            format!(
+                "{hostname:?} is not a DNS name or IP address (letters, digits, '-' and '.'; \
+                 no scheme, port or path)"
+            ),
+        ));
+    }
+    if edge.idle_timeout.is_some_and(|d| d.0.is_zero()) {
+        errors.push(locator.error(
+            "edge",
+            Some("idle_timeout"),
+            "0 would cut every request at once: give at least \"1s\" (nginx uses 60s)",
         ));
     }
     if edge.handshake_timeout.is_some_and(|d| d.0.is_zero()) {
@@ -306,6 +385,23 @@ fn edge_settings(
             realm: auth.realm.unwrap_or_else(|| "regapp".to_owned()),
         },
     })
+}
+
+/// A DNS name (labels of letters, digits and inner hyphens, or `_` as some internal names use)
+/// or an IP address: what a redirect's `Location` and a certificate can carry.
+fn is_host_name(name: &str) -> bool {
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    name.len() <= 253 && name.trim_end_matches('.').split('.').all(label)
 }
 
 impl fmt::Display for Settings {

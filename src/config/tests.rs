@@ -353,3 +353,46 @@ fn access_mistakes_are_reported_with_key_and_line() {
         .to_string()
         .starts_with("f:2: auth.anonymous_pull: "));
 }
+
+/// Values `serve` could not use are errors with their line and key, not surprises at start:
+/// an empty storage root (the store would land in the working directory), a manifest limit
+/// of 0, a hostname that is no host name, zero timeouts and caps, two listeners on one address.
+#[test]
+fn values_serve_cannot_use_are_errors_with_line_and_key() {
+    let text = "[storage]\nroot = \"\"\n\
+                [engine]\nlisten = \"127.0.0.1:7000\"\nmax_manifest_bytes = 0\n\
+                [edge]\nhostname = \"a b/c\"\nidle_timeout = \"0s\"\nhandshake_timeout = \"0s\"\n\
+                max_connections = 0\nmax_connections_per_client = 0\n\
+                [tls]\nmode = \"self-signed\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    let keys: Vec<_> = errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            (Some(2), "storage.root".to_owned()),
+            (Some(5), "engine.max_manifest_bytes".to_owned()),
+            (Some(7), "edge.hostname".to_owned()),
+            (Some(8), "edge.idle_timeout".to_owned()),
+            (Some(9), "edge.handshake_timeout".to_owned()),
+            (Some(10), "edge.max_connections".to_owned()),
+            (Some(11), "edge.max_connections_per_client".to_owned()),
+        ],
+        "{errors:?}"
+    );
+    let clash = "[engine]\nlisten = \"127.0.0.1:7000\"\n[metrics]\nlisten = \"127.0.0.1:7000\"\n";
+    let errors = Settings::parse(clash, "f").unwrap_err().0;
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].line, Some(4));
+    assert_eq!(errors[0].key.as_deref(), Some("metrics.listen"));
+    assert!(errors[0].message.contains("engine.listen"), "{errors:?}");
+    // One listener on every address clashes with one on loopback at the same port.
+    let wildcard = "[engine]\nlisten = \"0.0.0.0:7001\"\n[metrics]\nlisten = \"127.0.0.1:7001\"\n";
+    assert!(Settings::parse(wildcard, "f").is_err());
+    // Port 0 (pick one) never clashes; names with digits, hyphens and dots are host names.
+    let fine = "[engine]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
+                [edge]\nhostname = \"registry-1.example.com\"\n[tls]\nmode = \"self-signed\"\n";
+    Settings::parse(fine, "f").unwrap();
+}

@@ -2,12 +2,14 @@
 //! address never locks out another and the process never runs out of descriptors.
 //!
 //! A client is its IPv4 address, or its IPv6 /64 (one host usually holds a whole /64, so
-//! counting single IPv6 addresses would cap nothing).
+//! counting single IPv6 addresses would cap nothing), as the failed-login limiter counts it.
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::auth::limiter::client_key;
 
 /// Descriptors kept out of the connection budget: blob files, the engine's loopback
 /// connections, watchers, the control sockets, the log.
@@ -54,22 +56,13 @@ struct Open {
     peak: usize,
 }
 
-/// A client as the caps count it.
+/// A client as the caps count it: an IPv4 address or an IPv6 /64 (`auth::limiter::client_key`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Client(IpAddr);
 
 impl Client {
     fn of(ip: IpAddr) -> Client {
-        match ip {
-            IpAddr::V4(_) => Client(ip),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Client(IpAddr::V4(v4)),
-                None => {
-                    let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                    Client(IpAddr::V6(Ipv6Addr::from(prefix)))
-                }
-            },
-        }
+        Client(client_key(ip))
     }
 }
 
@@ -140,10 +133,19 @@ impl Drop for Slot {
     }
 }
 
+/// How many connections fit in the descriptor limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Every connection busy at once, with the reserve kept: the default cap.
+    pub busy: usize,
+    /// Every connection idle (one descriptor each), with the reserve kept: no cap goes higher.
+    pub idle: usize,
+}
+
 /// Raises the soft descriptor limit to the hard one (as nginx's `worker_rlimit_nofile` does;
-/// a shell's soft limit is often 1024 while systemd's unit allows 65536) and returns how many
-/// connections fit in it with the reserve kept.
-pub fn descriptor_budget() -> io::Result<usize> {
+/// a shell's soft limit is often 1024 while systemd's unit allows 65536) and says how many
+/// connections fit in it.
+pub fn descriptor_budget() -> io::Result<Budget> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -166,6 +168,15 @@ pub fn descriptor_budget() -> io::Result<usize> {
     Ok(budget_for(limit.rlim_cur))
 }
 
+fn budget_for(descriptors: u64) -> Budget {
+    let free = descriptors.saturating_sub(RESERVED_DESCRIPTORS);
+    let count = |n: u64| usize::try_from(n.max(64)).unwrap_or(usize::MAX);
+    Budget {
+        busy: count(free / DESCRIPTORS_PER_CONNECTION),
+        idle: count(free),
+    }
+}
+
 /// After this many connections ended, the allocator is asked to give their memory back.
 const TRIM_AFTER_CLOSED: usize = 256;
 
@@ -183,11 +194,6 @@ pub fn give_back_memory_after_floods(connections: &Connections, peak_before: &mu
         }
         *peak_before = open;
     }
-}
-
-fn budget_for(descriptors: u64) -> usize {
-    let budget = descriptors.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION;
-    usize::try_from(budget.max(64)).unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
@@ -268,10 +274,12 @@ mod tests {
     }
 
     #[test]
-    fn the_budget_keeps_the_reserve_and_three_descriptors_a_connection() {
-        assert_eq!(budget_for(65_536), (65_536 - 1024) / 3);
-        assert_eq!(budget_for(20_000), (20_000 - 1024) / 3);
+    fn the_budget_keeps_the_reserve_and_three_descriptors_a_busy_connection() {
+        let budget = budget_for(65_536);
+        assert_eq!(budget.busy, (65_536 - 1024) / 3);
+        assert_eq!(budget.idle, 65_536 - 1024);
+        assert_eq!(budget_for(20_000).busy, (20_000 - 1024) / 3);
         // A tiny limit still lets a few clients in.
-        assert_eq!(budget_for(1024), 64);
+        assert_eq!(budget_for(1024).busy, 64);
     }
 }

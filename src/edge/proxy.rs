@@ -407,9 +407,16 @@ impl ProxyHttp for EdgeProxy {
                 )
                 .await
             }
-            AuthDecision::Limited { retry_after } => {
+            AuthDecision::Limited {
+                retry_after,
+                address_wide,
+            } => {
                 self.metrics.auth.rate_limited();
-                let detail = "too many failed logins from this address";
+                let detail = if address_wide {
+                    "too many failed logins from this address"
+                } else {
+                    "too many failed logins for this user from this address"
+                };
                 let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
                 let status = StatusCode::TOO_MANY_REQUESTS;
                 self.refuse_unread(

@@ -92,10 +92,18 @@ impl Fixture {
     }
 
     async fn index(&self, repo: &str, reference: &str, children: &[&Digest]) -> Digest {
-        let manifests: Vec<String> = children
-            .iter()
-            .map(|d| format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1}}"#))
-            .collect();
+        let mut manifests = Vec::new();
+        for d in children {
+            let child = Reference::Digest((*d).clone());
+            let size = self
+                .store
+                .manifest_get(&name(repo), &child)
+                .await
+                .unwrap()
+                .body
+                .len();
+            manifests.push(format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":{size}}}"#));
+        }
         let body = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
             manifests.join(",")

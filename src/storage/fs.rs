@@ -44,6 +44,23 @@ impl FsDriver {
         FsDriver { root, trash }
     }
 
+    /// Makes sure `root` can hold a store before anything else uses it: creates it if missing
+    /// and writes and removes a file in it, so a root that is a file or on a read-only mount is
+    /// reported as the storage root's problem (and not, later, as `gc.sock`'s).
+    pub fn prepare_root(root: &Path) -> io::Result<()> {
+        let not_a_directory = || io::Error::other("it exists and is not a directory");
+        match fs::metadata(root) {
+            Ok(meta) if !meta.is_dir() => return Err(not_a_directory()),
+            Ok(_) => {}
+            Err(_) => fs::create_dir_all(root)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot create it: {e}")))?,
+        }
+        let probe = root.join(format!(".regapp-probe-{}", uuid::Uuid::new_v4().simple()));
+        let written = fs::write(&probe, b"");
+        let _ = fs::remove_file(&probe);
+        written.map_err(|e| io::Error::new(e.kind(), format!("cannot write in it: {e}")))
+    }
+
     fn path(&self, key: &str) -> StorageResult<PathBuf> {
         let relative = Path::new(key);
         let plain = !key.is_empty()

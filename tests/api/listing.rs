@@ -36,6 +36,17 @@ async fn tags_are_lexical_and_paginated_with_a_relative_link() {
     assert_eq!(last.json()["tags"], json!(["c"]));
     assert!(last.headers.get("link").is_none());
     assert_eq!(e.get("/v2/a/tags/list?n=0").await.json()["tags"], json!([]));
+    // A huge n is clamped: every tag, no wrap-around to an empty page (n + 1 overflowed).
+    for huge in ["999999999", "18446744073709551615"] {
+        let page = e.get(&format!("/v2/a/tags/list?n={huge}")).await;
+        assert_eq!(
+            page.json()["tags"],
+            json!(["10", "9", "a", "b", "c"]),
+            "n={huge}"
+        );
+        let page = e.get(&format!("/v2/_catalog?n={huge}")).await;
+        assert_eq!(page.json()["repositories"], json!(["a"]), "n={huge}");
+    }
 }
 
 #[tokio::test]

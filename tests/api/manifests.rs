@@ -254,3 +254,51 @@ async fn malformed_references_are_404_on_reads_and_400_on_writes() {
         (StatusCode::BAD_REQUEST, "MANIFEST_INVALID".into())
     );
 }
+
+/// A descriptor whose size is not the blob's (17 bytes stored, 99 declared) is refused with
+/// `MANIFEST_INVALID` naming the digest: stored, it would fail every pull later (containerd
+/// checks the bytes against it). The same holds for an index's child manifest.
+#[tokio::test]
+async fn a_descriptor_with_the_wrong_size_is_manifest_invalid() {
+    let e = Engine::new();
+    let config = e.push_blob("s", b"{}").await;
+    let layer = e.push_blob("s", b"seventeen bytes!!").await;
+    let manifest = |size: usize| {
+        Bytes::from(
+            json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer, "size": size}]})
+            .to_string(),
+        )
+    };
+    let r = put(&e, "s", "wrong", OCI_MANIFEST, manifest(99)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.error_code(), "MANIFEST_INVALID");
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        text.contains(&layer) && text.contains("99") && text.contains("17"),
+        "{text}"
+    );
+    assert_eq!(
+        e.get("/v2/s/manifests/wrong").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let image = put(&e, "s", "right", OCI_MANIFEST, manifest(17)).await;
+    assert_eq!(image.status, StatusCode::CREATED);
+    let child = image.header("docker-content-digest").to_owned();
+    let index = |size: usize| {
+        Bytes::from(
+            json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                "manifests": [{"mediaType": OCI_MANIFEST, "digest": child, "size": size}]})
+            .to_string(),
+        )
+    };
+    let r = put(&e, "s", "index", OCI_INDEX, index(1)).await;
+    assert_eq!(r.error_code(), "MANIFEST_INVALID");
+    let size = manifest(17).len();
+    assert_eq!(
+        put(&e, "s", "index", OCI_INDEX, index(size)).await.status,
+        StatusCode::CREATED
+    );
+}

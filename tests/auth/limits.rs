@@ -63,6 +63,7 @@ async fn failures_are_limited_per_address_after_the_burst() {
     let verifications = auth.stats().verifications;
     let limited = AuthDecision::Limited {
         retry_after: regapp::auth::limiter::REFILL_EVERY,
+        address_wide: false,
     };
     assert_eq!(auth.check(Some(&wrong), attacker).await, limited);
     // Limited means not even the right password is looked at, and nothing is verified.
@@ -75,4 +76,57 @@ async fn failures_are_limited_per_address_after_the_burst() {
     for _ in 0..20 {
         assert_eq!(auth.check(Some(&right), other).await, allowed("alice"));
     }
+}
+
+/// Guessing bob's password (or a CI job with bob's stale one) limits bob from that address, not
+/// alice behind the same address or NAT.
+#[tokio::test]
+async fn a_guessed_user_does_not_lock_out_another_from_the_same_address() {
+    let (_dir, path) = bcrypt_file("alice", "secret");
+    htpasswd(&["-bB", "-C", "4", path_str(&path), "bob", "builder"]);
+    let auth = Authenticator::load(&path).expect("loads");
+    let office = fresh_client();
+    let guess = basic_auth("bob", "guess");
+    for _ in 0..regapp::auth::limiter::BURST {
+        assert_eq!(auth.check(Some(&guess), office).await, AuthDecision::Denied);
+    }
+    assert!(matches!(
+        auth.check(Some(&basic_auth("bob", "builder")), office)
+            .await,
+        AuthDecision::Limited {
+            address_wide: false,
+            ..
+        }
+    ));
+    let alice = basic_auth("alice", "secret");
+    assert_eq!(auth.check(Some(&alice), office).await, allowed("alice"));
+}
+
+/// One password tried on many user names (spraying) meets the address's own, much higher
+/// ceiling, which then limits every name from that address.
+#[tokio::test]
+async fn spraying_user_names_from_one_address_meets_the_address_ceiling() {
+    let (_dir, path) = bcrypt_file("alice", "secret");
+    let auth = Authenticator::load(&path).expect("loads");
+    let sprayer = fresh_client();
+    for n in 0..regapp::auth::limiter::ADDRESS_BURST {
+        let header = basic_auth(&format!("user{n}"), "Summer2026!");
+        assert_eq!(
+            auth.check(Some(&header), sprayer).await,
+            AuthDecision::Denied,
+            "name {n} is within the address's burst"
+        );
+    }
+    let alice = basic_auth("alice", "secret");
+    assert!(matches!(
+        auth.check(Some(&alice), sprayer).await,
+        AuthDecision::Limited {
+            address_wide: true,
+            ..
+        }
+    ));
+    assert_eq!(
+        auth.check(Some(&alice), fresh_client()).await,
+        allowed("alice")
+    );
 }

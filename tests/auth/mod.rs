@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use regapp::auth::htpasswd::Htpasswd;
+use regapp::auth::htpasswd::{Htpasswd, Refusal};
 use regapp::auth::password::UnsupportedScheme;
 use regapp::auth::{AuthDecision, Authenticator};
 
@@ -145,16 +145,17 @@ async fn other_schemes_are_refused_naming_user_and_line() {
     let refused: Vec<_> = parsed
         .refused()
         .iter()
-        .map(|r| (r.line, r.user.as_str(), r.scheme))
+        .map(|r| (r.line, r.user.as_str(), r.reason.clone()))
         .collect();
+    let scheme = Refusal::Scheme;
     assert_eq!(
         refused,
         [
-            (2, "sha", UnsupportedScheme::Sha1),
-            (3, "md5", UnsupportedScheme::Apr1Md5),
-            (4, "crypt", UnsupportedScheme::Crypt),
-            (5, "sha512", UnsupportedScheme::Crypt),
-            (6, "plain", UnsupportedScheme::PlainOrUnknown),
+            (2, "sha", scheme(UnsupportedScheme::Sha1)),
+            (3, "md5", scheme(UnsupportedScheme::Apr1Md5)),
+            (4, "crypt", scheme(UnsupportedScheme::Crypt)),
+            (5, "sha512", scheme(UnsupportedScheme::Crypt)),
+            (6, "plain", scheme(UnsupportedScheme::PlainOrUnknown)),
         ]
     );
     let warning = parsed.refused()[0].to_string();

@@ -112,6 +112,45 @@ fn htpasswd_changes_apply_without_a_restart_and_a_broken_file_keeps_the_users() 
     eventually_200(&edge, "carol:singer");
 }
 
+/// An editor that truncates the file and writes it a moment later never locks users out; a file
+/// that stays empty applies after its grace (5 s), with a warning.
+#[test]
+fn an_emptied_htpasswd_file_applies_only_once_it_stays_empty() {
+    let edge = EdgeServer::start();
+    let file = edge.htpasswd_file();
+    let content = std::fs::read(&file).unwrap();
+    let creds = format!("{USER}:{PASSWORD}");
+    let url = format!("{}/v2/", edge.url());
+    std::fs::write(&file, "").unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        edge.curl(&["-u", &creds, &url]).0,
+        200,
+        "still in while empty"
+    );
+    std::fs::write(&file, &content).unwrap();
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        edge.curl(&["-u", &creds, &url]).0,
+        200,
+        "written again in time"
+    );
+
+    std::fs::write(&file, "").unwrap();
+    eventually(Duration::from_secs(15), "the empty file applied", || {
+        edge.curl(&["-u", &creds, &url]).0 == 401
+    });
+    let log = edge.process.log();
+    assert!(
+        log.contains("the htpasswd file is empty; keeping its users"),
+        "{log}"
+    );
+    assert!(
+        log.contains("the htpasswd file has no users any more"),
+        "{log}"
+    );
+}
+
 #[test]
 fn sighup_reloads_instead_of_killing_the_process() {
     let mut edge = EdgeServer::start();

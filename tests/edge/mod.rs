@@ -83,7 +83,12 @@ impl EdgeServer {
     /// With more htpasswd users and `auth_tail` appended to the config after `[auth]`'s keys
     /// (more `[auth]` keys, then `[[auth.groups]]` and `[[access]]` tables).
     pub fn start_with_rules(users: &[(&str, &str)], auth_tail: &str) -> EdgeServer {
-        EdgeServer::start_full(Tls::SelfSigned, "", users, auth_tail, "", |_| {})
+        EdgeServer::start_full(Tls::SelfSigned, "", users, "", auth_tail, "", |_| {})
+    }
+
+    /// With `lines` appended to the htpasswd file before the server starts.
+    pub fn start_with_htpasswd_lines(lines: &str) -> EdgeServer {
+        EdgeServer::start_full(Tls::SelfSigned, "", &[], lines, "", "", |_| {})
     }
 
     /// `extra_sections` is appended after `[auth]` (`[log]`, or keys of `[metrics]` after its
@@ -94,13 +99,14 @@ impl EdgeServer {
         extra_sections: &str,
         customize: impl FnOnce(&mut Command),
     ) -> EdgeServer {
-        EdgeServer::start_full(tls, extra_edge, &[], "", extra_sections, customize)
+        EdgeServer::start_full(tls, extra_edge, &[], "", "", extra_sections, customize)
     }
 
     fn start_full(
         tls: Tls,
         extra_edge: &str,
         users: &[(&str, &str)],
+        htpasswd_lines: &str,
         auth_tail: &str,
         extra_sections: &str,
         customize: impl FnOnce(&mut Command),
@@ -121,6 +127,12 @@ impl EdgeServer {
             let file = htpasswd_file.to_str().unwrap();
             htpasswd(&["-B", "-C", "4", "-b", file, user, password]);
         }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&htpasswd_file)
+            .unwrap()
+            .write_all(htpasswd_lines.as_bytes())
+            .unwrap();
         let (https_port, http_port, engine_port) = (free_port(), free_port(), free_port());
         let metrics_port = free_port();
         let tls = match tls {

@@ -127,3 +127,33 @@ fn the_engine_alone_is_ready_when_it_answers_and_its_storage_takes_writes() {
     assert_eq!(super::sample(&scrape, series), 1.0, "{scrape}");
     process.stop();
 }
+
+/// A storage root that is a file is reported as the storage root's problem at start, before
+/// anything tries to put `gc.sock` in it.
+#[test]
+fn a_storage_root_that_is_a_file_is_named_as_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("not-a-directory");
+    std::fs::write(&root, "x").unwrap();
+    let config = dir.path().join("regapp.toml");
+    std::fs::write(
+        &config,
+        format!("[storage]\nroot = {root:?}\n[engine]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regapp"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "storage root {}: it exists and is not a directory",
+            root.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("gc.sock"), "{stderr}");
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::edge::{htpasswd, EdgeServer};
+use crate::edge::{htpasswd, EdgeServer, PASSWORD, USER};
 
 /// Runs `regapp user ARGS`, the password (if any) on standard input.
 fn regapp_user(args: &[&str], stdin: Option<&str>) -> Output {
@@ -137,7 +137,8 @@ fn what_apache_htpasswd_wrote_regapp_edits_keeping_other_lines() {
     assert_eq!(
         listed,
         "alice\tbcrypt (cost 4)\ncarol\tbcrypt (cost 12)\ndave\tbcrypt (cost 4)\n\
-         legacy\trefused: {SHA} (unsalted SHA-1) (line 2; set a new password with `regapp user passwd`)\n"
+         legacy\trefused: scheme {SHA} (unsalted SHA-1) is not supported (use bcrypt: htpasswd -B) \
+         (line 2; set a new password with `regapp user passwd`)\n"
     );
 
     ok(&regapp_user(&["--file", s(&file), "del", "alice"], None));
@@ -152,7 +153,7 @@ fn mistakes_change_nothing_and_say_why() {
     htpasswd(&["-bcB", "-C", "4", s(&file), "alice", "a-pass"]);
     let before = std::fs::read(&file).expect("read");
 
-    let cases: [(&[&str], Option<&str>, &str); 6] = [
+    let cases: [(&[&str], Option<&str>, &str); 7] = [
         (
             &["add", "al:ice", "--password-stdin"],
             Some("x"),
@@ -178,6 +179,11 @@ fn mistakes_change_nothing_and_say_why() {
             &["add", "bob", "--password-stdin"],
             Some("\n"),
             "password is empty",
+        ),
+        (
+            &["add", "bob", "--password-stdin", "--cost", "31"],
+            Some("x"),
+            "4..=14",
         ),
     ];
     for (args, stdin, expected) in cases {
@@ -206,6 +212,83 @@ fn mistakes_change_nothing_and_say_why() {
         std::fs::read(&file).expect("read"),
         before,
         "file unchanged"
+    );
+}
+
+/// A bcrypt of cost 31 (days per verification) and an argon2 of 4 GiB are refused where the file
+/// is read: `regapp user list` and `regapp check-config` name them with their line, and a
+/// server starts at once and lets the other users in (it hung at start before).
+#[test]
+fn costly_hashes_are_refused_by_list_check_config_and_the_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("htpasswd");
+    htpasswd(&["-bcB", "-C", "4", s(&file), "alice", "a-pass"]);
+    htpasswd(&["-bB", "-C", "5", s(&file), "bob", "b-pass"]);
+    let text = std::fs::read_to_string(&file).expect("read");
+    let argon2 =
+        "carol:$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+    std::fs::write(
+        &file,
+        format!("{}{argon2}\n", text.replace("$2y$05$", "$2y$31$")),
+    )
+    .expect("write");
+
+    let listed = ok(&regapp_user(&["list", "--file", s(&file)], None));
+    assert!(listed.starts_with("alice\tbcrypt (cost 4)\n"), "{listed}");
+    assert!(
+        listed.contains("bob\trefused: bcrypt cost 31 is above regapp's maximum of 14")
+            && listed.contains("(line 2;"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("carol\trefused: argon2 memory m=4194304 is above"),
+        "{listed}"
+    );
+
+    let config = dir.path().join("regapp.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\nroot = {:?}\n[edge]\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
+             [auth]\nhtpasswd = {file:?}\n",
+            dir.path().join("data")
+        ),
+    )
+    .expect("write config");
+    let checked = Command::new(env!("CARGO_BIN_EXE_regapp"))
+        .args(["check-config", "--config", s(&config)])
+        .output()
+        .expect("check-config runs");
+    let warnings = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{warnings}");
+    assert!(
+        warnings.contains(&format!(
+            "warning: htpasswd {}, line 2: user \"bob\" refused: bcrypt cost 31",
+            file.display()
+        )),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("line 3: user \"carol\" refused"),
+        "{warnings}"
+    );
+
+    let costly: String = std::fs::read_to_string(&file)
+        .expect("read")
+        .lines()
+        .filter(|line| !line.starts_with("alice:"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let edge = EdgeServer::start_with_htpasswd_lines(&costly);
+    let url = format!("{}/v2/", edge.url());
+    let (status, _) = edge.curl(&["-u", &format!("{USER}:{PASSWORD}"), &url]);
+    assert_eq!(status, 200);
+    let (status, _) = edge.curl(&["-u", "bob:b-pass", &url]);
+    assert_eq!(status, 401, "bob's line is refused");
+    let log = edge.process.log();
+    assert!(
+        log.contains("htpasswd user refused") && log.contains("user=bob"),
+        "{log}"
     );
 }
 

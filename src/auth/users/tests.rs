@@ -92,3 +92,31 @@ fn load_fails_on_a_missing_or_broken_file_naming_it() {
         "{err}"
     );
 }
+
+/// An editor that truncates the file before writing it must not lock everyone out: an empty
+/// file where users were is deferred, and applies only once it stayed empty for the grace.
+#[test]
+fn an_emptied_file_applies_only_after_the_grace() {
+    let file = file_with(ALICE);
+    let users = Users::load(file.path()).expect("valid file");
+    std::fs::write(file.path(), "").expect("truncate");
+    let Reloaded::Deferred { recheck_in } = users.reload().expect("deferred") else {
+        panic!("an emptied file must be deferred");
+    };
+    assert!(recheck_in <= EMPTY_FILE_GRACE);
+    assert_eq!(users.current().len(), 1, "alice stays meanwhile");
+    // Written again in time: the new content applies, the empty moment is forgotten.
+    std::fs::write(file.path(), format!("# rewritten\n{ALICE}")).expect("write");
+    assert_eq!(
+        users.reload().expect("valid"),
+        Reloaded::Changed { users: 1 }
+    );
+    std::fs::write(file.path(), "\n").expect("truncate again");
+    assert!(matches!(users.reload(), Ok(Reloaded::Deferred { .. })));
+    std::thread::sleep(EMPTY_FILE_GRACE);
+    assert_eq!(
+        users.reload().expect("applies"),
+        Reloaded::Changed { users: 0 }
+    );
+    assert!(users.current().is_empty());
+}

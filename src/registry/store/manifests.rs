@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::error::OrUnknown;
 use super::summaries::ManifestSummary;
 use super::{paths, Store, StoreError, StoreResult};
-use crate::registry::types::manifest::is_external;
+use crate::registry::types::manifest::{is_external, Descriptor, ManifestError};
 use crate::registry::types::{Digest, ParsedManifest, Reference, RepoName, Tag};
 use crate::storage::Publish;
 
@@ -177,28 +177,41 @@ impl Store {
         repo: &RepoName,
         manifest: &ParsedManifest,
     ) -> StoreResult<()> {
+        // A descriptor's size is what clients check the bytes against when they pull: a wrong
+        // one stored now would fail every pull later (containerd refuses the image).
+        let same_size = |descriptor: &Descriptor, actual: u64| {
+            if descriptor.size == actual {
+                Ok(())
+            } else {
+                Err(StoreError::ManifestInvalid(ManifestError::SizeMismatch {
+                    digest: descriptor.digest.clone(),
+                    declared: descriptor.size,
+                    actual,
+                }))
+            }
+        };
         for blob in manifest.referenced_blobs() {
             if is_external(blob) {
                 continue;
             }
             match self.blob_size(repo, &blob.digest).await {
-                Ok(_) => {}
+                Ok(size) => same_size(blob, size)?,
                 Err(StoreError::BlobUnknown(d)) => return Err(StoreError::ManifestBlobUnknown(d)),
                 Err(e) => return Err(e),
             }
         }
         for child in &manifest.manifests {
-            match self
-                .driver
+            let unknown = || StoreError::ManifestBlobUnknown(child.digest.clone());
+            self.driver
                 .stat(&paths::revision_link(repo, &child.digest))
                 .await
-            {
-                Ok(_) => {}
-                Err(e) if e.is_not_found() => {
-                    return Err(StoreError::ManifestBlobUnknown(child.digest.clone()))
-                }
-                Err(e) => return Err(e.into()),
-            }
+                .or_unknown(unknown)?;
+            let stored = self
+                .driver
+                .stat(&paths::blob_data(&child.digest))
+                .await
+                .or_unknown(unknown)?;
+            same_size(child, stored.size)?;
         }
         Ok(())
     }

@@ -103,6 +103,12 @@ pub enum ManifestError {
     UnknownKind,
     #[error("{0} manifest needs a {1:?} field")]
     MissingField(&'static str, &'static str),
+    #[error("the descriptor of {digest} says {declared} bytes, but the registry holds {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        declared: u64,
+        actual: u64,
+    },
 }
 
 impl ParsedManifest {

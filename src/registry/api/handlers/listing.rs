@@ -15,7 +15,8 @@ use crate::registry::types::{Digest, RepoName};
 
 /// Catalog pages are bounded even when the client names no `n` (registry:2 uses 100).
 const CATALOG_DEFAULT_PAGE: usize = 1000;
-const CATALOG_MAX_PAGE: usize = 10_000;
+/// The largest page of either list: a larger `n` gets this many and a `Link` to the rest.
+const MAX_PAGE: usize = 10_000;
 
 /// Lists only repositories the caller may pull; `n` and `last` count what is listed, so pages
 /// stay full and `last` stays a name the caller has seen.
@@ -24,9 +25,7 @@ pub(super) async fn catalog(
     req: &Request,
     permissions: &Permissions,
 ) -> Result<Response, ApiError> {
-    let n = page_size(req)?
-        .unwrap_or(CATALOG_DEFAULT_PAGE)
-        .min(CATALOG_MAX_PAGE);
+    let n = page_size(req)?.unwrap_or(CATALOG_DEFAULT_PAGE);
     let last = req.query("last");
     let mut names = store
         .catalog_where(last, Some(n + 1), |name| {
@@ -92,10 +91,13 @@ pub(super) async fn referrers(
     Ok(response)
 }
 
+/// `n`, at most [`MAX_PAGE`] (so `n + 1`, the one-more that tells whether a next page exists,
+/// cannot overflow whatever the client asks).
 fn page_size(req: &Request) -> Result<Option<usize>, ApiError> {
     req.query("n")
         .map(|n| {
-            n.parse()
+            n.parse::<usize>()
+                .map(|n| n.min(MAX_PAGE))
                 .map_err(|_| ApiError::PaginationInvalid(n.to_owned()))
         })
         .transpose()
