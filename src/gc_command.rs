@@ -27,13 +27,33 @@ pub fn gc(args: GcArgs) -> ExitCode {
         collector.reclaim().await?;
         Ok(report.summary())
     });
+    let file_settings = crate::app::gc_policy(&settings.gc).settings_line();
     finish("gc", answer, |answer| match answer {
-        Answer::Server(report) => print!("collected by the running server\n{report}"),
+        Answer::Server(report) => {
+            print!("collected by the running server, with its own settings\n{report}");
+            warn_if_the_server_differs(&args.config.config, &file_settings, &report);
+        }
         Answer::Alone(report) => print!(
-            "collected without a server (none answers on {})\n{report}",
-            socket.display()
+            "collected without a server (none answers on {}), with the settings of {}\n{report}",
+            socket.display(),
+            args.config.config.display()
         ),
     })
+}
+
+/// The server collects with the settings it loaded (at start or its last SIGHUP), not with
+/// the file given here: says so when the two differ.
+fn warn_if_the_server_differs(file: &std::path::Path, file_settings: &str, report: &str) {
+    let server = report
+        .lines()
+        .find_map(|line| line.strip_prefix(crate::gc::SETTINGS_PREFIX));
+    if server.is_some_and(|server| server != file_settings) {
+        eprintln!(
+            "warning: {} says {file_settings}; the running server collected with its own \
+             settings above. Reload it (systemctl reload regapp, or SIGHUP) to apply the file.",
+            file.display()
+        );
+    }
 }
 
 pub fn du(arg: ConfigArg) -> ExitCode {

@@ -21,6 +21,7 @@ mod crash;
 mod edge;
 mod gc;
 mod ops;
+mod readme;
 mod skopeo;
 mod user;
 mod util;

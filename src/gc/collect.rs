@@ -19,6 +19,8 @@ use crate::registry::types::{Digest, RepoName};
 
 /// Revision unlinks in flight at once (each a hop to a blocking thread).
 const REVISION_CONCURRENCY: usize = 16;
+/// Directories looked into for leftovers in one hop to a blocking thread.
+const LEFTOVER_DIRS_PER_HOP: usize = 256;
 
 pub(super) async fn collect(
     store: &Store,
@@ -99,6 +101,7 @@ async fn run(
     }
     // A revision a push holds is spared, and then everything it references is kept too.
     let mut spared: HashSet<(usize, Digest)> = HashSet::new();
+    let mut unlinked: HashSet<(usize, Digest)> = HashSet::new();
     let total = unkept.len();
     let (sweeper_ref, repos_ref) = (&sweeper, &repos);
     let mut unlinking = futures_util::stream::iter(unkept)
@@ -113,6 +116,7 @@ async fn run(
         progress.update("manifests", done, Some(total));
         if removed? {
             report.manifests_removed += 1;
+            unlinked.insert((index, digest));
         } else {
             spared.insert((index, digest));
         }
@@ -158,6 +162,33 @@ async fn run(
     tracing::debug!(
         seconds = began.elapsed().as_secs_f64(),
         "gc: layer links swept"
+    );
+
+    // What writes that died before their rename left: in directories that lack their link
+    // or data, and beside each tag's current link (a tag move).
+    let mut leftover_dirs = blobs.dataless.clone();
+    for (index, repo) in repos.iter().enumerate() {
+        let has_manifest = |digest: &Digest| {
+            repo.revisions.contains_key(digest) && !unlinked.contains(&(index, digest.clone()))
+        };
+        let (removed, linkless) = sweeper
+            .tag_history(&repo.name, &repo.tag_names, has_manifest)
+            .await?;
+        report.tag_history_removed += removed;
+        leftover_dirs.extend(linkless);
+        leftover_dirs.extend(repo.linkless.iter().cloned());
+        leftover_dirs.extend(
+            repo.tag_names
+                .iter()
+                .map(|tag| crate::registry::store::paths::tag_current_dir(&repo.name, tag)),
+        );
+    }
+    for dirs in leftover_dirs.chunks(LEFTOVER_DIRS_PER_HOP) {
+        report.leftovers_removed += sweeper.leftovers(dirs).await?;
+    }
+    tracing::debug!(
+        seconds = began.elapsed().as_secs_f64(),
+        "gc: tag histories and leftovers swept"
     );
 
     let stale_before = start

@@ -38,7 +38,12 @@ pub struct RepoState {
     pub revisions: HashMap<Digest, Revision>,
     /// Tag → (target, push time).
     pub tags: HashMap<String, (Digest, SystemTime)>,
+    /// Every tag directory, with a current link or without (its history stays in `index`).
+    pub tag_names: Vec<Tag>,
     pub layer_links: Vec<Digest>,
+    /// Revision directories without their link: a push that died before its rename left
+    /// them (and a temporary file in them).
+    pub linkless: Vec<String>,
 }
 
 /// Every repository: loaded concurrently (a few at a time), in name order.
@@ -71,6 +76,7 @@ const LOOKUPS_PER_HOP: usize = 256;
 /// Reads a repository's revisions (and their manifests), tags and layer links.
 pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<RepoState> {
     let mut revisions = HashMap::new();
+    let mut linkless = Vec::new();
     for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
         let digests =
             digests_under(driver, &paths::revisions_dir(&name, algorithm), algorithm).await?;
@@ -80,10 +86,14 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
                 .map(|digest| paths::revision_link(&name, digest))
                 .collect();
             let mut linked = Vec::with_capacity(digests.len());
-            for (digest, info) in digests.iter().zip(driver.stat_each(&links).await) {
+            for ((digest, link), info) in digests
+                .iter()
+                .zip(&links)
+                .zip(driver.stat_each(&links).await)
+            {
                 match info {
                     Ok(info) => linked.push((digest, info.modified)),
-                    Err(e) if e.is_not_found() => continue,
+                    Err(e) if e.is_not_found() => linkless.push(paths::link_dir(link).to_owned()),
                     Err(e) => return Err(e),
                 }
             }
@@ -139,7 +149,9 @@ pub async fn load(driver: &dyn StorageDriver, name: RepoName) -> StorageResult<R
         name,
         revisions,
         tags,
+        tag_names: names,
         layer_links,
+        linkless,
     })
 }
 

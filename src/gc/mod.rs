@@ -62,6 +62,23 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(86_400);
 pub const DEFAULT_UPLOAD_MAX_AGE: Duration = Duration::from_secs(86_400);
 
+/// How a report's settings line starts: `regapp gc` finds it there to compare with its file.
+pub const SETTINGS_PREFIX: &str = "settings: ";
+
+impl GcPolicy {
+    /// What a collection goes by, in one line: compared between `regapp gc --config FILE`
+    /// and the running server that collects for it.
+    pub fn settings_line(&self) -> String {
+        format!(
+            "grace {}, delete_untagged {}, upload_max_age {}, {} retention rule(s)",
+            humantime::format_duration(self.grace),
+            self.delete_untagged,
+            humantime::format_duration(self.upload_max_age),
+            self.retention.len()
+        )
+    }
+}
+
 impl Default for GcPolicy {
     fn default() -> Self {
         GcPolicy {
@@ -100,6 +117,12 @@ pub struct GcReport {
     pub bytes_removed: u64,
     pub layer_links_removed: u64,
     pub uploads_removed: u64,
+    /// Links of tags' histories to manifests that are gone.
+    pub tag_history_removed: u64,
+    /// What writes that died before their rename left (the filesystem's `*.tmp` files).
+    pub leftovers_removed: u64,
+    /// The policy the run used, as [`GcPolicy::settings_line`] says it.
+    pub settings: String,
 }
 
 impl GcReport {
@@ -111,18 +134,22 @@ impl GcReport {
             "removed"
         };
         let mut out = String::new();
+        let _ = writeln!(out, "{SETTINGS_PREFIX}{}", self.settings);
         for (repo, tag) in &self.tags_removed {
             let _ = writeln!(out, "tag {repo}:{tag} ({verb} by retention)");
         }
         let _ = writeln!(
             out,
-            "{verb}: {} blobs ({} bytes), {} manifests, {} tags, {} layer links, {} upload sessions",
+            "{verb}: {} blobs ({} bytes), {} manifests, {} tags, {} layer links, {} upload sessions, \
+             {} tag history links, {} leftover temporary files",
             self.blobs_removed,
             self.bytes_removed,
             self.manifests_removed,
             self.tags_removed.len(),
             self.layer_links_removed,
-            self.uploads_removed
+            self.uploads_removed,
+            self.tag_history_removed,
+            self.leftovers_removed
         );
         let _ = writeln!(
             out,
@@ -272,7 +299,8 @@ impl Collector {
             // Also after a failure: what was retired before it is garbage all the same.
             self.store.driver().reclaim_in_background();
         }
-        let (report, usage) = collected?;
+        let (mut report, usage) = collected?;
+        report.settings = policy.settings_line();
         progress.finish();
         tracing::info!(
             dry_run = report.dry_run,

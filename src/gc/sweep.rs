@@ -14,8 +14,12 @@ use futures_util::StreamExt;
 use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
 use crate::registry::store::{paths, Pins};
-use crate::registry::types::{Algorithm, Digest, RepoName, UploadId};
+use crate::registry::types::{Algorithm, Digest, RepoName, Tag, UploadId};
 use crate::storage::{StorageDriver, StorageResult};
+
+/// A write renames its temporary file within milliseconds (a manifest is at most a few MiB):
+/// one this old belongs to a process that died.
+pub const LEFTOVER_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub struct Sweeper<'a> {
     pub driver: &'a dyn StorageDriver,
@@ -38,6 +42,8 @@ pub struct BlobSweep {
     /// Digests whose blob went in this sweep, and their `_layers` links with it: none of
     /// their links is left for [`Sweeper::dangling_links`].
     pub unlinked: HashSet<Digest>,
+    /// Blob directories without their `data`: a write that died before its rename left them.
+    pub dataless: Vec<String>,
 }
 
 /// What one directory's batch came to.
@@ -178,7 +184,7 @@ impl Sweeper<'_> {
                         sweep.spared += 1;
                         sweep.present.insert(digest);
                     }
-                    BlobOutcome::Gone => {}
+                    BlobOutcome::Gone => sweep.dataless.push(paths::blob_dir(&digest)),
                 }
             }
             progress.update("unreferenced blobs", done, Some(total));
@@ -298,6 +304,58 @@ impl Sweeper<'_> {
             Some(e) => Err(e),
             None => Ok(removed),
         }
+    }
+
+    /// Removes the links of a tag's history (`index`) to manifests the repository no longer
+    /// has, as registry:2 removes them with a manifest; a link written after the cutoff stays
+    /// (a push after the load made it). Returns how many went, and the history directories
+    /// that have no link (a write that died before its rename).
+    pub async fn tag_history(
+        &self,
+        repo: &RepoName,
+        tags: &[Tag],
+        has_manifest: impl Fn(&Digest) -> bool,
+    ) -> StorageResult<(u64, Vec<String>)> {
+        let mut links = Vec::new();
+        for tag in tags {
+            for algorithm in [Algorithm::Sha256, Algorithm::Sha512] {
+                let dir = paths::tag_index_dir(repo, tag, algorithm);
+                for digest in digests_under(self.driver, &dir, algorithm).await? {
+                    if !has_manifest(&digest) {
+                        links.push(paths::tag_index_link(repo, tag, &digest));
+                    }
+                }
+            }
+        }
+        let mut old = Vec::new();
+        let mut linkless = Vec::new();
+        for (link, info) in links.iter().zip(self.driver.stat_each(&links).await) {
+            let dir = paths::link_dir(link).to_owned();
+            match info {
+                Ok(info) if info.modified <= self.cutoff => old.push(dir),
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => linkless.push(dir),
+                Err(e) => return Err(e),
+            }
+        }
+        if self.dry_run {
+            return Ok((old.len() as u64, linkless));
+        }
+        Ok((self.retire_counted(old).await?, linkless))
+    }
+
+    /// Removes what writes that died before their rename left in `dirs` (the filesystem
+    /// driver's `*.tmp` files), once older than the cutoff and [`LEFTOVER_MIN_AGE`]: with a
+    /// grace of 0 a write still going on could lose its file just before its rename. A dry run
+    /// counts nothing.
+    pub async fn leftovers(&self, dirs: &[String]) -> StorageResult<u64> {
+        if self.dry_run || dirs.is_empty() {
+            return Ok(0);
+        }
+        let older_than = SystemTime::now()
+            .checked_sub(LEFTOVER_MIN_AGE)
+            .map_or(self.cutoff, |floor| floor.min(self.cutoff));
+        self.driver.remove_leftovers(dirs, older_than).await
     }
 
     /// Removes `_layers` links whose blob is gone, other than those [`Sweeper::blobs`] removed

@@ -502,7 +502,9 @@ async fn a_dry_run_deletes_nothing_and_reports_what_would_go() {
         })
         .sum();
     assert_eq!(report.bytes_removed, sizes);
-    assert!(report.summary().starts_with("would remove: 4 blobs"));
+    let summary = report.summary();
+    assert!(summary.starts_with("settings: grace 0s"), "{summary}");
+    assert!(summary.contains("\nwould remove: 4 blobs"), "{summary}");
 }
 
 #[tokio::test]
@@ -672,7 +674,7 @@ async fn a_collection_and_du_show_progress_in_the_log_and_to_a_socket_client() {
         (ask("gc").await.unwrap(), ask("du").await.unwrap())
     };
     let (report, progress) = on_socket;
-    assert!(report.starts_with("removed: 0 blobs"), "{report}");
+    assert!(report.contains("\nremoved: 0 blobs"), "{report}");
     for shown in ["gc: repositories 3/3", "gc: blobs listed 9"] {
         assert!(progress.iter().any(|p| p == shown), "{shown}: {progress:?}");
     }
@@ -700,4 +702,78 @@ async fn a_collection_and_du_show_progress_in_the_log_and_to_a_socket_client() {
         "{log}"
     );
     assert!(shown("du", "repositories", 3, Some(3)), "{log}");
+}
+
+/// A tag's history (`index`) keeps a link to every manifest it pointed to; registry:2 removes
+/// the link with the manifest, and so does a collection. The current target's link stays.
+#[tokio::test]
+async fn tag_history_links_go_with_their_manifests() {
+    let f = Fixture::new();
+    let first = f.image("app", "latest", &["first"], None).await;
+    let second = f.image("app", "latest", &["second"], None).await;
+    let history = |digest: &Digest| {
+        let link = paths::tag_index_link(&name("app"), &"latest".parse().unwrap(), digest);
+        f.dir.path().join(link).exists()
+    };
+    assert!(history(&first) && history(&second));
+    let report = f.collect(true).await;
+    assert!(!f.has_revision("app", &first));
+    assert!(!history(&first), "the link to the removed manifest went");
+    assert!(history(&second), "the current target's link stays");
+    assert_eq!(report.tag_history_removed, 1);
+    assert!(
+        report.summary().contains("1 tag history links"),
+        "{}",
+        report.summary()
+    );
+}
+
+/// A kill -9 between writing a file and renaming it leaves `<name>.<uuid>.tmp` behind: beside a
+/// tag's current link (a tag move), in a revision directory without its link, in a blob
+/// directory without its data. A collection removes those older than the grace period.
+#[tokio::test]
+async fn temporary_files_a_crash_left_go_once_older_than_the_grace() {
+    let f = Fixture::new();
+    let image = f.image("app", "v1", &["layer"], None).await;
+    let tag = "v1".parse().unwrap();
+    let orphan = Digest::sha256_of(b"never published");
+    let leftovers = [
+        format!(
+            "{}/link.0b5c.tmp",
+            paths::tag_current_dir(&name("app"), &tag)
+        ),
+        format!("{}.0c6d.tmp", paths::revision_link(&name("app"), &orphan)),
+        format!("{}.1d7e.tmp", paths::blob_data(&orphan)),
+    ];
+    let write = |key: &str, age: Duration| {
+        let path = f.dir.path().join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let file = std::fs::File::create(&path).unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+        path
+    };
+    let hour = Duration::from_secs(3600);
+    let paths: Vec<_> = leftovers.iter().map(|key| write(key, 2 * hour)).collect();
+    let fresh = write(
+        &format!(
+            "{}/link.2e8f.tmp",
+            paths::tag_current_dir(&name("app"), &tag)
+        ),
+        Duration::ZERO,
+    );
+    let report = f
+        .collect_with(GcPolicy {
+            grace: hour,
+            ..GcPolicy::default()
+        })
+        .await;
+    assert_eq!(report.leftovers_removed, 3, "{}", report.summary());
+    for path in &paths {
+        assert!(!path.exists(), "{} is gone", path.display());
+    }
+    assert!(
+        fresh.exists(),
+        "a write younger than the grace may still be going on"
+    );
+    assert!(f.has_revision("app", &image));
 }

@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -355,6 +356,39 @@ impl StorageDriver for FsDriver {
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.path(key)?;
         blocking(key, move || remove(&path)).await
+    }
+
+    /// The `*.tmp` files `put` and `publish` write before their rename: one still there long
+    /// after it was written belongs to a process that died between the two.
+    async fn remove_leftovers(
+        &self,
+        dirs: &[String],
+        older_than: SystemTime,
+    ) -> StorageResult<u64> {
+        let paths = self.paths(dirs);
+        blocking("leftovers", move || {
+            let mut removed = 0;
+            for (_, dir) in paths {
+                let Ok(entries) = dir.map_err(io::Error::other).and_then(fs::read_dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let stale = entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.ends_with(".tmp"))
+                        && entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|modified| modified < older_than);
+                    if stale && fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            Ok(removed)
+        })
+        .await
     }
 
     async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {

@@ -125,6 +125,18 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn reclaim(&self) -> StorageResult<()> {
         Ok(())
     }
+    /// Removes what interrupted writes left in each of the directory-like `dirs` (a crash
+    /// between writing and publishing an object) if it was last written before `older_than`;
+    /// returns how many. A driver whose writes leave nothing behind (an object store's puts
+    /// are atomic) has nothing to do.
+    async fn remove_leftovers(
+        &self,
+        dirs: &[String],
+        older_than: SystemTime,
+    ) -> StorageResult<u64> {
+        let _ = (dirs, older_than);
+        Ok(0)
+    }
     /// Moves an object atomically and durably, replacing whatever is at `to`.
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;
     /// Writes a small object readers see at once (atomically, as `put` does) without waiting

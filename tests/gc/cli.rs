@@ -120,3 +120,32 @@ fn a_server_starting_during_a_command_line_collection_waits_for_it() {
         server.log()
     );
 }
+
+/// `regapp gc --config FILE` through a running server collects with the server's settings,
+/// not FILE's: it prints which settings the run used and warns when FILE says otherwise.
+#[test]
+fn a_collection_through_the_server_says_whose_settings_it_used() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let server = Regapp::start_with(&root, "[gc]\ngrace = \"1h\"\ninterval = \"\"\n");
+    let (_dir, other) = write_config(&root, "[gc]\ngrace = \"0s\"\ndelete_untagged = true\n");
+    let out = regapp(&["gc", "--dry-run"], &other);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("collected by the running server, with its own settings")
+            && stdout.contains("settings: grace 1h, delete_untagged false"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "warning: {} says grace 0s, delete_untagged true",
+            other.display()
+        )),
+        "{stderr}"
+    );
+    // The server's own file: the same settings, no warning.
+    let same = regapp(&["gc", "--dry-run"], &server.config());
+    assert!(String::from_utf8_lossy(&same.stderr).is_empty(), "{same:?}");
+}

@@ -93,6 +93,16 @@ pub fn tag_current_link(name: &RepoName, tag: &Tag) -> String {
     format!("{}/current/link", tag_dir(name, tag))
 }
 
+/// The tag's history: a link for every digest it ever pointed to.
+pub fn tag_index_dir(name: &RepoName, tag: &Tag, algorithm: Algorithm) -> String {
+    format!("{}/index/{}", tag_dir(name, tag), algorithm.as_str())
+}
+
+/// Where `put` and `publish` write the tag's current link before renaming it.
+pub fn tag_current_dir(name: &RepoName, tag: &Tag) -> String {
+    format!("{}/current", tag_dir(name, tag))
+}
+
 pub fn tag_index_link(name: &RepoName, tag: &Tag, digest: &Digest) -> String {
     format!(
         "{}/index/{}/{}/link",
