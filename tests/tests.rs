@@ -19,6 +19,7 @@ mod certs;
 mod compat;
 mod crash;
 mod edge;
+mod fuzz;
 mod gc;
 mod ops;
 mod readme;

@@ -63,7 +63,21 @@ pub(super) fn metrics_settings(raw: RawMetrics) -> MetricsSettings {
 
 pub(super) fn log_settings(raw: RawLog, locator: &Locator<'_>) -> Result<LogSettings, ConfigError> {
     let level = raw.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
-    if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&level) {
+    // tracing-subscriber 0.3's filter parser panics on some non-ASCII input (found by
+    // fuzzing, fuzz/regressions/config): targets, spans and levels are ASCII anyway.
+    if !level.is_ascii() {
+        return Err(locator.error(
+            "log",
+            Some("level"),
+            format!("{level:?} has characters that are not ASCII; levels and module paths are"),
+        ));
+    }
+    // As `ops::logging` reads it: field values as plain strings. As regular expressions, a
+    // 250-byte value took minutes to compile (found by fuzzing too).
+    let parsed = tracing_subscriber::EnvFilter::builder()
+        .with_regex(false)
+        .parse(&level);
+    if let Err(e) = parsed {
         return Err(locator.error(
             "log",
             Some("level"),

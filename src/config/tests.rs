@@ -294,6 +294,14 @@ fn bad_metrics_and_log_values_are_each_named_with_their_line() {
         .0;
     assert_eq!(errors[0].key.as_deref(), Some("log.level"), "{errors:?}");
     assert_eq!(errors[0].line, Some(2));
+    // Fuzzing found these: a non-ASCII filter made tracing-subscriber's parser panic, and a
+    // field value compiled as a regular expression took minutes. Both are errors, at once.
+    let errors = Settings::parse("[log]\nlevel = \"\u{74b}[x]{s=0}\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert!(errors[0].message.contains("not ASCII"), "{errors:?}");
+    let fields = "[log]\nlevel = \"info,[span{field=a.*b+c]}]\"\n";
+    let _ = Settings::parse(fields, "f");
 }
 
 #[test]

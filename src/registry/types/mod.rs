@@ -1,6 +1,7 @@
 //! Pure value types of the registry: parsed once at the HTTP boundary, trusted everywhere after.
 //! Nothing here does I/O.
 
+pub mod accept;
 pub mod digest;
 pub mod manifest;
 pub mod name;

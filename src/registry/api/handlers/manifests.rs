@@ -2,12 +2,13 @@
 
 use bytes::BytesMut;
 use futures_util::StreamExt;
-use http::{header, HeaderMap, Method, StatusCode};
+use http::{header, Method, StatusCode};
 
 use crate::registry::api::errors::{value, ApiError};
 use crate::registry::api::response::{self, Response, CONTENT_DIGEST, OCI_SUBJECT};
 use crate::registry::api::Request;
 use crate::registry::store::{Body, Store, StoreError};
+use crate::registry::types::accept::accepts;
 use crate::registry::types::{Reference, RepoName};
 
 pub(super) async fn get(
@@ -17,7 +18,12 @@ pub(super) async fn get(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let manifest = store.manifest_get(name, reference).await?;
-    if !accepts(&req.headers, manifest.media_type) {
+    let accept_lines = req
+        .headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .map(|v| v.as_bytes());
+    if !accepts(accept_lines, manifest.media_type) {
         return Err(ApiError::ManifestNotAcceptable {
             stored: manifest.media_type,
         });
@@ -85,40 +91,4 @@ async fn read_limited(mut body: Body, limit: usize) -> Result<bytes::Bytes, Stor
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
-}
-
-/// Whether the request's `Accept` header lines allow `media_type`. Clients such as skopeo send
-/// one media type per line, so every line counts. No Accept at all, or `*/*`, allows anything.
-fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
-    let mut any_line = false;
-    for line in headers.get_all(header::ACCEPT) {
-        any_line = true;
-        let Ok(line) = line.to_str() else { continue };
-        for item in line.split(',') {
-            let item = item.split(';').next().unwrap_or("").trim();
-            if item == media_type || item == "*/*" || item.is_empty() {
-                return true;
-            }
-        }
-    }
-    !any_line
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use http::HeaderValue;
-
-    #[test]
-    fn every_accept_line_counts() {
-        let mut h = HeaderMap::new();
-        assert!(accepts(&h, "a/b"));
-        h.append(header::ACCEPT, HeaderValue::from_static("x/y"));
-        assert!(!accepts(&h, "a/b"));
-        h.append(header::ACCEPT, HeaderValue::from_static("c/d, a/b;q=0.5"));
-        assert!(accepts(&h, "a/b"));
-        let mut w = HeaderMap::new();
-        w.append(header::ACCEPT, HeaderValue::from_static("*/*"));
-        assert!(accepts(&w, "a/b"));
-    }
 }
