@@ -204,6 +204,10 @@ fn a_flood_from_one_address_never_locks_out_another() {
     let held_of = |streams: &[TcpStream]| streams.iter().filter(|s| held(s)).count();
     assert_eq!(held_of(&flood), 4, "127.0.0.2 holds its 4");
     assert_eq!(status_of(&edge), 200, "127.0.0.1 still gets in");
+    // curl's connection holds its place until the edge has seen it close.
+    eventually(Duration::from_secs(5), "only the flood's 4 held", || {
+        sample(&scrape(&edge), "regapp_edge_connections_open") == 4.0
+    });
 
     let second: Vec<TcpStream> = (0..4)
         .map(|_| connect_from("127.0.0.3", edge.https_port))
