@@ -906,7 +906,7 @@ fn start_regapp(config: &Path, log: &Path) -> BenchResult<(Child, String)> {
     let mut child = Command::new(regapp_bin())
         .args(["serve", "--config"])
         .arg(config)
-        .env("REGAPP_LOG", "info,regapp::gc=debug")
+        .env("REGAPP_LOG", "info,regapp::registry::gc=debug")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(log)?)

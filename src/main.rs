@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use regapp::cli::{Cli, Command};
-use regapp::config::{LogSettings, Settings};
+use regapp::config::Settings;
+use regapp::ops::logging::LogSettings;
 
 fn main() -> ExitCode {
     tame_the_allocator();
@@ -12,21 +13,21 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Cert(command) => {
             regapp::ops::logging::init(&LogSettings::default());
-            regapp::cert_command::run(command)
+            regapp::cli::cert::run(command)
         }
-        Command::Access(command) => regapp::access_command::run(command),
-        Command::User(args) => regapp::user_command::run(args),
+        Command::Access(command) => regapp::cli::access::run(command),
+        Command::User(args) => regapp::cli::user::run(args),
         Command::Gc(args) => {
             regapp::ops::logging::init(&LogSettings::default());
-            regapp::gc_command::gc(args)
+            regapp::cli::gc::gc(args)
         }
         Command::Du(arg) => {
             regapp::ops::logging::init(&LogSettings::default());
-            regapp::gc_command::du(arg)
+            regapp::cli::gc::du(arg)
         }
         // Exit status 0 only for a file `serve` would start with: what ExecStartPre and
         // ExecReload call before a (re)start.
-        Command::CheckConfig(arg) => regapp::app::check_config(&arg.config),
+        Command::CheckConfig(arg) => regapp::cli::check::run(&arg.config),
         Command::Serve(args) => {
             let settings = if args.dev {
                 Settings::dev()

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use super::basic::parse_basic;
 use super::limiter::{self, client_key, FailureLimiter};
 use super::users::{LoadError, Reloaded, Users, Verification};
-use crate::watch::{watch_files, WatchError, WatchGuard};
+use crate::plumbing::watch::{watch_files, WatchError, WatchGuard};
 
 /// The answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //! | `htpasswd_file.rs` | editing the file for `regapp user`: set/remove lines, atomic save keeping mode and owner |
 //! | `password.rs` | bcrypt and argon2 hashes: parse, verify, the dummy hash for unknown users |
 //! | `users.rs` | the current user set in an `ArcSwap`, reload keeping the last good set |
-//! | (`crate::watch`) | reload on change of the file (watching its directory), debounced: shared with `certs` |
+//! | (`crate::plumbing::watch`) | reload on change of the file (watching its directory), debounced: shared with `certs` |
 //! | `cache.rs` | verified credentials, by salted SHA-256, per user-set generation |
 //! | `limiter.rs` | failed logins per client address, token bucket |
 //!
@@ -19,6 +19,7 @@
 //! user costs one verification like a wrong password; a limited client gets no verification and
 //! no cache lookup; a file that fails to parse never replaces a good one.
 
+pub mod access;
 mod authenticator;
 pub mod basic;
 pub mod cache;
@@ -28,6 +29,13 @@ pub mod limiter;
 pub mod password;
 pub mod users;
 
-pub use crate::watch::{WatchError, WatchGuard};
+pub use crate::plumbing::watch::{WatchError, WatchGuard};
 pub use authenticator::{AuthDecision, AuthStats, Authenticator};
 pub use users::{LoadError, Reloaded};
+
+/// `[auth]`: where the users are and the realm of the Basic challenge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthSettings {
+    pub htpasswd: std::path::PathBuf,
+    pub realm: String,
+}

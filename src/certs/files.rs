@@ -13,7 +13,7 @@ use super::error::CertError;
 use super::info::CertInfo;
 use super::pem;
 use super::resolver::CertResolver;
-use crate::watch::{watch_files, WatchError, WatchGuard};
+use crate::plumbing::watch::{watch_files, WatchError, WatchGuard};
 
 /// How long the files must be quiet before a watched change is loaded.
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(250);

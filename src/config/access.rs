@@ -4,7 +4,7 @@
 
 use super::diagnostics::{ConfigError, Locator};
 use super::raw::{RawAccessRule, RawGroup};
-use crate::access::{AccessPolicy, Place, PolicySpec, RuleSpec};
+use crate::auth::access::{AccessPolicy, Place, PolicySpec, RuleSpec};
 
 const RULES: &[&str] = &["access"];
 const GROUPS: &[&str] = &["auth", "groups"];

@@ -1,4 +1,4 @@
-//! `[acme]` → [`AcmeSettings`]: the CA's directory (with shortcuts), names, account binding and
+//! `[acme]` → the certificate manager's [`AcmeOptions`]: the CA's directory (with shortcuts), names, account binding and
 //! where the state lives. Every problem names its key and line.
 
 use std::path::PathBuf;
@@ -7,29 +7,9 @@ use base64::Engine;
 
 use super::diagnostics::{ConfigError, Locator};
 use super::raw::RawAcme;
-
-pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
-pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
-pub const ZEROSSL: &str = "https://acme.zerossl.com/v2/DV90";
-pub const DEFAULT_ACME_STATE_DIR: &str = "/var/lib/regapp/acme";
-
-/// `tls.mode = "acme"`: certificates from an ACME v2 CA over HTTP-01, renewed while regapp runs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AcmeSettings {
-    /// The directory URL (shortcuts already expanded).
-    pub directory: String,
-    /// `mailto:` URIs for the account.
-    pub contact: Vec<String>,
-    /// The names on the certificate; `[edge.hostname]` unless set.
-    pub domains: Vec<String>,
-    /// A PEM root to trust for the CA's own HTTPS (a private ACME server); else the system's.
-    pub ca_root: Option<PathBuf>,
-    /// External Account Binding: key id and the decoded HMAC key.
-    pub eab: Option<(String, Vec<u8>)>,
-    pub profile: Option<String>,
-    /// Account, certificate and key (0700 directory, 0600 files) and the control socket.
-    pub state_dir: PathBuf,
-}
+use crate::certs::acme::{
+    AcmeOptions, DEFAULT_STATE_DIR, LETSENCRYPT, LETSENCRYPT_STAGING, ZEROSSL,
+};
 
 /// The directory URL a value names: a shortcut or an `https://` URL.
 fn directory_url(value: &str) -> Result<String, String> {
@@ -76,7 +56,7 @@ pub(super) fn acme_settings(
     raw: RawAcme,
     hostname: &str,
     locator: &Locator<'_>,
-) -> Result<AcmeSettings, Vec<ConfigError>> {
+) -> Result<AcmeOptions, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let error = |key, message: String| locator.error("acme", Some(key), message);
     let directory = match directory_url(raw.directory.as_deref().unwrap_or("")) {
@@ -144,7 +124,7 @@ pub(super) fn acme_settings(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(AcmeSettings {
+    Ok(AcmeOptions {
         directory,
         contact,
         domains,
@@ -154,6 +134,6 @@ pub(super) fn acme_settings(
         state_dir: raw
             .state_dir
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_ACME_STATE_DIR)),
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
     })
 }

@@ -1,14 +1,24 @@
-//! The configuration file: raw TOML → typed settings, with every problem reported by file, line
-//! and key. No other part imports this module's raw types; `app` hands each part its settings.
+//! The configuration file: raw TOML → each part's own settings type, deserialized and checked
+//! once, with every problem reported by file, line and key (`diagnostics.rs`). The parts own
+//! their settings types (`edge::EdgeSettings`, `registry::gc::GcPolicy`,
+//! `certs::acme::AcmeOptions`, …) and never import this module; `app` hands each its own.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-pub use ipnet::IpNet;
-
-use crate::access::AccessPolicy;
+use crate::auth::access::AccessPolicy;
+use crate::auth::AuthSettings;
+use crate::certs::TlsSettings;
+use crate::edge::{
+    EdgeSettings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
+};
+use crate::metrics::MetricsSettings;
+use crate::ops::logging::LogSettings;
+use crate::registry::gc::GcPolicy;
+use crate::registry::store::StoreOptions;
+use crate::registry::{EngineSettings, DEFAULT_LISTEN};
+use crate::storage::{StorageSettings, DEFAULT_ROOT};
 
 mod access;
 mod acme;
@@ -17,13 +27,9 @@ mod gc;
 mod ops;
 mod raw;
 
-pub use acme::{AcmeSettings, LETSENCRYPT, LETSENCRYPT_STAGING};
-pub use ops::{LogFormat, LogSettings, MetricsSettings, DEFAULT_METRICS_LISTEN};
-
 pub use diagnostics::{ConfigError, ConfigErrors};
-pub use gc::{GcSettings, RetentionSettings};
 
-/// Everything regapp runs with, checked and typed.
+/// Everything regapp runs with, checked and typed: one value of each part's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub storage: StorageSettings,
@@ -36,79 +42,8 @@ pub struct Settings {
     /// the engine behind the edge (without `[edge]` nobody is authenticated: not enforced).
     pub access: AccessPolicy,
     /// Garbage collection and retention (`[gc]`, `[[retention]]`).
-    pub gc: GcSettings,
+    pub gc: GcPolicy,
 }
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageSettings {
-    /// registry:2's layout lives under `<root>/docker/registry/v2`.
-    pub root: PathBuf,
-    pub delete_enabled: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineSettings {
-    /// The engine's plain-HTTP listener; loopback unless it is meant to be reached directly.
-    pub listen: SocketAddr,
-    pub max_manifest_bytes: usize,
-}
-
-/// nginx's `client_body_timeout` and `send_timeout` are 60 s: a stalled upload or a client that
-/// stopped reading is let go after a minute, while a slow but moving multi-GB push never is.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// A real client finishes its TLS handshake in a few round trips; one that sends nothing for
-/// this long is a scanner or an attack (pingora's own deadline is 60 s).
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Enough for a CI runner behind NAT pushing with many jobs at once; a flood from one address
-/// stops here long before it reaches `max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 256;
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct EdgeSettings {
-    /// The name clients use; redirects and certificates are for it.
-    pub hostname: String,
-    pub https_listen: SocketAddr,
-    pub http_listen: SocketAddr,
-    /// Client networks allowed in; empty means everyone.
-    pub allow: Vec<IpNet>,
-    /// How long SIGTERM waits for requests in flight.
-    pub shutdown_grace: Duration,
-    /// How long a client may send or take nothing before its connection is closed.
-    pub idle_timeout: Duration,
-    /// How long a new connection has to finish its TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Connections held at once; `None`: as many as the descriptor limit allows, keeping a
-    /// reserve.
-    pub max_connections: Option<usize>,
-    /// Connections one client (an IPv4 address, an IPv6 /64) may hold at once.
-    pub max_connections_per_client: usize,
-    pub tls: TlsSettings,
-    pub auth: AuthSettings,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum TlsSettings {
-    /// PEM files, reloaded when they change and on SIGHUP.
-    Files {
-        cert_file: PathBuf,
-        key_file: PathBuf,
-    },
-    /// A generated certificate for the hostname, localhost and 127.0.0.1, kept in `state_dir`
-    /// with `ca.crt` for clients to trust.
-    SelfSigned { state_dir: PathBuf },
-    /// Obtained and renewed from an ACME CA over HTTP-01 (`[acme]`).
-    Acme(AcmeSettings),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuthSettings {
-    pub htpasswd: PathBuf,
-    pub realm: String,
-}
-
-pub const DEFAULT_ROOT: &str = "/var/lib/regapp/registry";
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
-pub const DEFAULT_MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 impl Settings {
     /// Reads and checks a configuration file.
@@ -182,17 +117,22 @@ impl Settings {
                     .storage
                     .root
                     .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-                delete_enabled: raw.storage.delete_enabled.unwrap_or(true),
             },
             engine: EngineSettings {
                 listen: raw
                     .engine
                     .listen
                     .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default parses")),
-                max_manifest_bytes: raw
-                    .engine
-                    .max_manifest_bytes
-                    .unwrap_or(DEFAULT_MAX_MANIFEST_BYTES),
+                store: StoreOptions {
+                    delete_enabled: raw
+                        .storage
+                        .delete_enabled
+                        .unwrap_or(StoreOptions::default().delete_enabled),
+                    manifest_max_bytes: raw
+                        .engine
+                        .max_manifest_bytes
+                        .unwrap_or(StoreOptions::default().manifest_max_bytes),
+                },
             },
             edge,
             metrics: ops::metrics_settings(raw.metrics),
@@ -246,20 +186,17 @@ impl Settings {
     pub fn dev() -> Settings {
         let root = PathBuf::from("regapp-data");
         Settings {
-            storage: StorageSettings {
-                root: root.clone(),
-                delete_enabled: true,
-            },
+            storage: StorageSettings { root: root.clone() },
             engine: EngineSettings {
                 listen: DEFAULT_LISTEN.parse().expect("the default parses"),
-                max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+                store: StoreOptions::default(),
             },
             edge: Some(EdgeSettings {
                 hostname: "localhost".to_owned(),
                 https_listen: "127.0.0.1:5443".parse().expect("a literal address"),
                 http_listen: "127.0.0.1:5080".parse().expect("a literal address"),
                 allow: Vec::new(),
-                shutdown_grace: Duration::from_secs(5),
+                shutdown_grace: std::time::Duration::from_secs(5),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
                 max_connections: None,
@@ -275,7 +212,7 @@ impl Settings {
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
             access: AccessPolicy::default(),
-            gc: GcSettings::default(),
+            gc: GcPolicy::default(),
         }
     }
 }
@@ -368,7 +305,7 @@ fn edge_settings(
             .http_listen
             .unwrap_or_else(|| "0.0.0.0:80".parse().expect("a literal address")),
         allow: edge.allow.unwrap_or_default(),
-        shutdown_grace: edge.shutdown_grace.map_or(Duration::from_secs(30), |d| d.0),
+        shutdown_grace: edge.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
         idle_timeout: edge.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         handshake_timeout: edge
             .handshake_timeout
@@ -410,13 +347,13 @@ impl fmt::Display for Settings {
         writeln!(
             f,
             "storage.delete_enabled = {}",
-            self.storage.delete_enabled
+            self.engine.store.delete_enabled
         )?;
         writeln!(f, "engine.listen = {}", self.engine.listen)?;
         write!(
             f,
             "engine.max_manifest_bytes = {}",
-            self.engine.max_manifest_bytes
+            self.engine.store.manifest_max_bytes
         )?;
         write!(
             f,

@@ -1,57 +1,10 @@
 //! `[metrics]` and `[log]` → [`MetricsSettings`], [`LogSettings`]: where metrics and probes are
 //! served, and how regapp logs.
 
-use std::net::SocketAddr;
-
-use ipnet::IpNet;
-
 use super::diagnostics::{ConfigError, Locator};
 use super::raw::{RawLog, RawLogFormat, RawMetrics};
-
-pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9102";
-pub const DEFAULT_LOG_LEVEL: &str = "info";
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricsSettings {
-    /// `/metrics`, `/healthz` and `/readyz`, plain HTTP.
-    pub listen: SocketAddr,
-    /// Clients that may also read `/metrics` through the edge; empty = not on the edge.
-    pub allow: Vec<IpNet>,
-}
-
-impl Default for MetricsSettings {
-    fn default() -> Self {
-        MetricsSettings {
-            listen: DEFAULT_METRICS_LISTEN.parse().expect("the default parses"),
-            allow: Vec::new(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LogSettings {
-    /// A tracing filter: `"info"`, `"debug"`, or per module (`"info,regapp::access=warn"`).
-    /// `RUST_LOG` (or `REGAPP_LOG`) wins when set.
-    pub level: String,
-    pub format: LogFormat,
-}
-
-impl Default for LogSettings {
-    fn default() -> Self {
-        LogSettings {
-            level: DEFAULT_LOG_LEVEL.to_owned(),
-            format: LogFormat::Text,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One line per event; colours only on a terminal (journald gets plain lines).
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+use crate::metrics::MetricsSettings;
+use crate::ops::logging::{LogFormat, LogSettings, DEFAULT_LOG_LEVEL};
 
 pub(super) fn metrics_settings(raw: RawMetrics) -> MetricsSettings {
     let default = MetricsSettings::default();

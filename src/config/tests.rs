@@ -1,11 +1,19 @@
+use std::time::Duration;
+
 use super::*;
+use crate::certs::acme::{AcmeOptions, LETSENCRYPT, LETSENCRYPT_STAGING};
+use crate::metrics::DEFAULT_METRICS_LISTEN;
+use crate::ops::logging::LogFormat;
+use crate::registry::gc::RetentionRule;
+use crate::registry::store::DEFAULT_MANIFEST_MAX_BYTES;
+use ipnet::IpNet;
 
 #[test]
 fn the_shipped_config_is_valid() {
     let text = include_str!("../../conf/regapp.toml");
     let settings = Settings::parse(text, "conf/regapp.toml").unwrap();
     assert_eq!(settings.storage.root, PathBuf::from(DEFAULT_ROOT));
-    assert!(settings.storage.delete_enabled);
+    assert!(settings.engine.store.delete_enabled);
     assert_eq!(settings.engine.listen.to_string(), DEFAULT_LISTEN);
     let edge = settings.edge.expect("the shipped config runs the edge");
     assert_eq!(edge.hostname, "registry.example.com");
@@ -37,7 +45,7 @@ fn an_edge_needs_a_hostname() {
     assert_eq!(errors[0].key.as_deref(), Some("edge.shutdown_grace"));
 }
 
-fn acme_of(text: &str) -> AcmeSettings {
+fn acme_of(text: &str) -> AcmeOptions {
     let settings = Settings::parse(text, "f").unwrap();
     match settings.edge.unwrap().tls {
         TlsSettings::Acme(acme) => acme,
@@ -124,8 +132,8 @@ fn acme_mistakes_are_reported_with_key_and_line() {
 fn an_empty_file_means_defaults() {
     let settings = Settings::parse("", "x").unwrap();
     assert_eq!(
-        settings.engine.max_manifest_bytes,
-        DEFAULT_MAX_MANIFEST_BYTES
+        settings.engine.store.manifest_max_bytes,
+        DEFAULT_MANIFEST_MAX_BYTES
     );
 }
 
@@ -177,7 +185,7 @@ fn syntax_errors_name_the_line() {
 #[test]
 fn gc_defaults_and_every_key() {
     let defaults = Settings::parse("", "f").unwrap().gc;
-    assert_eq!(defaults, GcSettings::default());
+    assert_eq!(defaults, GcPolicy::default());
     assert_eq!(defaults.interval, Some(Duration::from_secs(86_400)));
     let text = r#"
 [gc]
@@ -203,12 +211,12 @@ older_than = "1h"
     assert_eq!(gc.upload_max_age, Duration::from_secs(2 * 86_400));
     assert_eq!(
         gc.retention[0],
-        RetentionSettings {
-            repositories: "ci/**".to_owned(),
-            keep_last: Some(10),
-            keep_tags: Some("^v[0-9]+".to_owned()),
-            older_than: Some(Duration::from_secs(30 * 86_400)),
-        }
+        RetentionRule::new(
+            "ci/**",
+            Some(10),
+            Some(regex::Regex::new("^v[0-9]+").unwrap()),
+            Some(Duration::from_secs(30 * 86_400)),
+        )
     );
     assert_eq!(gc.retention[1].older_than, Some(Duration::from_secs(3600)));
     assert_eq!(
@@ -264,7 +272,7 @@ fn metrics_and_log_have_working_defaults_and_typed_values() {
     assert_eq!(settings.log, LogSettings::default());
 
     let text = "[metrics]\nlisten = \"0.0.0.0:9200\"\nallow = [\"10.0.0.0/8\"]\n\
-                [log]\nlevel = \"info,regapp::access=warn\"\nformat = \"json\"\n";
+                [log]\nlevel = \"info,regapp::auth::access=warn\"\nformat = \"json\"\n";
     let settings = Settings::parse(text, "f").unwrap();
     assert_eq!(settings.metrics.listen.to_string(), "0.0.0.0:9200");
     assert_eq!(
@@ -312,7 +320,7 @@ fn access_rules_are_read_in_order_with_groups() {
                 [[access]]\nrepositories = \"**\"\nusers = [\"@ci\", \"anonymous\"]\n\
                 actions = [\"pull\", \"push\", \"delete\"]\n";
     let access = Settings::parse(text, "f").unwrap().access;
-    use crate::access::Action;
+    use crate::auth::access::Action;
     assert!(access.anonymous_pull());
     assert_eq!(access.rules().len(), 2);
     assert_eq!(access.rules()[0].origin, "f:8");

@@ -24,9 +24,9 @@ use pingora::{Error, ErrorType};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::linger;
-use crate::batcher::Batcher;
-use crate::byte_budget::ByteBudget;
 use crate::registry::api::{Api, Response, ResponseBody, Route};
+use crate::registry::store::batcher::Batcher;
+use crate::registry::store::byte_budget::ByteBudget;
 
 /// Bytes read from the client and not yet taken by the engine, per upload: lets reading from
 /// the client and the engine's stages overlap. Counted in bytes, not chunks, because a chunk is

@@ -18,15 +18,15 @@ use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
 
-use crate::access::Access;
+use crate::auth::access::Access;
 use arc_swap::ArcSwap;
 
-use crate::acme::ChallengeTokens;
 use crate::auth::Authenticator;
+use crate::certs::acme::ChallengeTokens;
 use crate::certs::CertResolver;
-use crate::config::{EdgeSettings, IpNet};
 use crate::metrics::Metrics;
 use crate::registry::api::Api;
+use ipnet::IpNet;
 
 mod connections;
 mod drain;
@@ -37,6 +37,7 @@ mod linger;
 mod listener;
 mod proxy;
 mod redirect;
+mod settings;
 mod tally;
 
 use connections::{Connections, Limits};
@@ -45,6 +46,7 @@ use engine_service::EngineService;
 use listener::{Gate, Listener, Upkeep};
 use proxy::EdgeProxy;
 use redirect::RedirectToHttps;
+pub use settings::*;
 use tally::Tally;
 
 /// h2 flow-control windows: the 64 KiB default caps an upload at one window per round trip;
@@ -79,6 +81,8 @@ pub struct Edge {
     pub metrics: Metrics,
     /// `[metrics] allow`, changed by SIGHUP; empty = `/metrics` is not served on the edge.
     pub metrics_allow: Arc<ArcSwap<Vec<IpNet>>>,
+    /// Called when SIGTERM starts the drain (systemd's STOPPING=1).
+    pub on_stopping: fn(),
 }
 
 impl Edge {
@@ -172,6 +176,7 @@ impl Edge {
             shutdown_signal: Box::new(TermIsGraceful {
                 in_flight,
                 grace: settings.shutdown_grace,
+                on_stopping: self.on_stopping,
             }),
         });
         Ok(())
@@ -253,6 +258,7 @@ fn tls_config(resolver: Arc<CertResolver>) -> Arc<rustls::ServerConfig> {
 struct TermIsGraceful {
     in_flight: InFlight,
     grace: std::time::Duration,
+    on_stopping: fn(),
 }
 
 #[async_trait]
@@ -264,7 +270,7 @@ impl ShutdownSignalWatch for TermIsGraceful {
         tokio::select! {
             _ = term.recv() => {
                 tracing::info!(in_flight = self.in_flight.count(), "SIGTERM: draining requests in flight");
-                crate::ops::notify::stopping();
+                (self.on_stopping)();
                 self.in_flight.clone().exit_when_idle(self.grace);
                 ShutdownSignal::GracefulTerminate
             }

@@ -26,16 +26,16 @@ use super::drain::{InFlight, Ticket};
 use super::headers::{HSTS, OWNED_BY_EDGE, SECURITY_HEADERS};
 use super::in_process;
 use super::linger;
-use crate::access::Access;
+use crate::auth::access::Access;
 use arc_swap::ArcSwap;
 
 use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
-use crate::config::IpNet;
 use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::registry::api::{
     error_body, Api, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
 };
+use ipnet::IpNet;
 
 /// How the edge reaches the engine and whom it lets in.
 pub struct EdgeProxy {
@@ -549,7 +549,7 @@ impl ProxyHttp for EdgeProxy {
         let request = session.req_header();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         tracing::info!(
-            target: "regapp::access",
+            target: "regapp::auth::access",
             request_id = %ctx.request_id,
             client = %ctx.client.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
             user = ctx.user.as_deref().unwrap_or("-"),

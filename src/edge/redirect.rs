@@ -8,7 +8,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use super::headers::SECURITY_HEADERS;
-use crate::acme::{ChallengeTokens, CHALLENGE_PREFIX};
+use crate::certs::acme::{ChallengeTokens, CHALLENGE_PREFIX};
 
 pub struct RedirectToHttps {
     /// `https://host` or `https://host:port`, never derived from the client's Host header.

@@ -25,6 +25,26 @@ pub use edge::EdgeMetrics;
 pub use engine::{EngineMetrics, RouteClass};
 pub use gc::GcMetrics;
 
+/// `[metrics]` (checked by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricsSettings {
+    /// `/metrics`, `/healthz` and `/readyz`, plain HTTP.
+    pub listen: std::net::SocketAddr,
+    /// Clients that may also read `/metrics` through the edge; empty = not on the edge.
+    pub allow: Vec<ipnet::IpNet>,
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9102";
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            listen: DEFAULT_METRICS_LISTEN.parse().expect("the default parses"),
+            allow: Vec::new(),
+        }
+    }
+}
+
 /// The content type of the text exposition format that `promtool check metrics` reads.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 

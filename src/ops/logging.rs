@@ -13,7 +13,33 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
-use crate::config::{LogFormat, LogSettings};
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// `[log]` (checked by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// A tracing filter: `"info"`, `"debug"`, or per module (`"info,regapp::auth::access=warn"`).
+    /// `RUST_LOG` (or `REGAPP_LOG`) wins when set.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event; colours only on a terminal (journald gets plain lines).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 type FilterHandle = reload::Handle<EnvFilter, Registry>;
 

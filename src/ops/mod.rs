@@ -8,7 +8,6 @@
 //! | `checks.rs` | readiness checks: engine answers, storage writable, certificate loaded, listening |
 //! | `notify.rs` | sd_notify over `$NOTIFY_SOCKET`, the watchdog interval |
 //! | `reload.rs` | [`Reloader`]: re-read, validate, apply reloadable parts, report restart-only keys |
-//! | `parts.rs` | the reloadable parts regapp has (log level, htpasswd, certificate files, metrics allow) |
 //! | `observe.rs` | scrape-time copies of what `auth` and `certs`/`acme` count themselves |
 //! | `logging.rs` | the tracing subscriber: text, journald or JSON; its level on SIGHUP |
 
@@ -16,7 +15,6 @@ pub mod checks;
 pub mod logging;
 pub mod notify;
 pub mod observe;
-pub mod parts;
 pub mod reload;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -28,7 +26,6 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::certs::CertResolver;
-use crate::config::Settings;
 use crate::metrics::health::Readiness;
 use crate::metrics::Metrics;
 pub use reload::Reloader;
@@ -38,34 +35,36 @@ const READY_POLL: Duration = Duration::from_millis(100);
 
 /// What the service thread runs. `app` prepares it first (binding the metrics port), adds the
 /// parts' readiness checks, reloadable parts and scrape-time observers, then starts it.
-pub struct Service {
+pub struct Service<S> {
     pub metrics: Metrics,
     /// `/readyz`: everything a request needs.
     pub readiness: Readiness,
-    pub reloader: Reloader,
+    pub reloader: Reloader<S>,
     /// What the watchdog ping vouches for: a wedged engine stops the pings and systemd
     /// restarts regapp.
     alive: Readiness,
     listener: StdListener,
 }
 
-impl Service {
-    /// Binds `[metrics] listen` now, so a busy port stops startup with a clear message, and
-    /// prints the line tests and scripts read to learn the port. `config` is the file SIGHUP
-    /// reads again (`None` with `--dev`).
-    pub fn prepare(settings: &Settings, config: Option<PathBuf>) -> Result<Service, String> {
-        let addr = settings.metrics.listen;
+impl<S: std::fmt::Display + Clone + Send + 'static> Service<S> {
+    /// Binds `[metrics] listen` (`addr`) now, so a busy port stops startup with a clear
+    /// message, and prints the line tests and scripts read to learn the port; checks that
+    /// `storage_root` takes a write for `/readyz`. `reloader` is what SIGHUP runs.
+    pub fn prepare(
+        addr: SocketAddr,
+        storage_root: PathBuf,
+        reloader: Reloader<S>,
+    ) -> Result<Service<S>, String> {
         let bound = StdListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
         let listener =
             bound.map_err(|e| format!("cannot listen on {addr} (metrics.listen): {e}"))?;
         if let Ok(local) = listener.local_addr() {
             println!("regapp metrics on http://{local}");
         }
-        let mut reloader = Reloader::new(config, settings.clone());
-        parts::log_level(&mut reloader);
         let mut readiness = Readiness::default();
-        let root = settings.storage.root.clone();
-        readiness.add("storage", move || checks::storage_writable(root.clone()));
+        readiness.add("storage", move || {
+            checks::storage_writable(storage_root.clone())
+        });
         Ok(Service {
             metrics: Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown")),
             readiness,
@@ -126,7 +125,11 @@ impl Service {
 /// The git commit, when the build was given one (`REGAPP_GIT_COMMIT=$(git rev-parse HEAD)`).
 const GIT_COMMIT: Option<&str> = option_env!("REGAPP_GIT_COMMIT");
 
-async fn run(service: Service, ready_when: Readiness, hangup: Signal) {
+async fn run<S: std::fmt::Display + Clone + Send + 'static>(
+    service: Service<S>,
+    ready_when: Readiness,
+    hangup: Signal,
+) {
     match tokio::net::TcpListener::from_std(service.listener) {
         Ok(listener) => {
             tokio::spawn(crate::metrics::server::serve(
@@ -168,7 +171,11 @@ async fn notify_when_ready(checks: Readiness, ready: Arc<AtomicBool>) {
     notify::ready();
 }
 
-async fn reload_on_hangup(mut hangup: Signal, reloader: Reloader, ready: Arc<AtomicBool>) {
+async fn reload_on_hangup<S: std::fmt::Display + Clone + Send + 'static>(
+    mut hangup: Signal,
+    reloader: Reloader<S>,
+    ready: Arc<AtomicBool>,
+) {
     let reloader = Arc::new(Mutex::new(reloader));
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP: reloading the configuration");

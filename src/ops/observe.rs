@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use crate::acme::AcmeManager;
 use crate::auth::Authenticator;
+use crate::certs::acme::AcmeManager;
 use crate::certs::{CertInfo, CertResolver};
 use crate::metrics::Metrics;
 
@@ -56,7 +56,7 @@ fn expiry_by_name(info: &CertInfo) -> Vec<(String, u64)> {
 
 /// Every collection and measurement of `collector` into the GC and storage metrics, as they
 /// happen (a run is an event: counting it at scrape time could miss or double one).
-pub fn garbage_collection(metrics: &Metrics, collector: &crate::gc::Collector) {
+pub fn garbage_collection(metrics: &Metrics, collector: &crate::registry::gc::Collector) {
     collector.set_observer(Arc::new(GcToMetrics {
         metrics: metrics.gc.clone(),
         reported: std::sync::Mutex::new(Vec::new()),
@@ -69,15 +69,15 @@ struct GcToMetrics {
     reported: std::sync::Mutex<Vec<String>>,
 }
 
-impl crate::gc::GcObserver for GcToMetrics {
-    fn on_report(&self, report: &crate::gc::GcReport) {
+impl crate::registry::gc::GcObserver for GcToMetrics {
+    fn on_report(&self, report: &crate::registry::gc::GcReport) {
         if !report.dry_run {
             self.metrics
                 .record_gc(report.duration, report.blobs_removed, report.bytes_removed);
         }
     }
 
-    fn on_usage(&self, usage: &crate::gc::Usage) {
+    fn on_usage(&self, usage: &crate::registry::gc::Usage) {
         let mut reported = self
             .reported
             .lock()
@@ -101,7 +101,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::gc::{GcObserver, GcReport, RepoUsage, Usage};
+    use crate::registry::gc::{GcObserver, GcReport, RepoUsage, Usage};
 
     #[test]
     fn collections_and_usage_reach_the_gc_metrics_and_gone_repositories_leave() {

@@ -1,33 +1,35 @@
-//! SIGHUP (`systemctl reload`): read regapp.toml again and apply what can change while running.
+//! SIGHUP (`systemctl reload`): read the configuration again and apply what can change while
+//! running.
 //!
 //! An invalid file changes nothing: every problem is logged and the running configuration
 //! stays. A valid one is handed to each registered reloadable part — a name, the keys it
-//! applies, and a closure taking the new `&Settings` — and every other key that differs from
-//! what the process started with is logged as needing a restart. Keys are compared through
-//! `Settings`' `Display` (one `key = value` line each), so a part added to the configuration
-//! shows up here without a change to this file.
+//! applies, and a closure taking the new settings — and every other key that differs from what
+//! the process started with is logged as needing a restart. Keys are compared through the
+//! settings' `Display` (one `key = value` line each), so a part added to the configuration
+//! shows up here without a change to this file. What the settings are, and how they load, is
+//! the wiring's business (`app` hands in `config::Settings` and its loader).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::fmt::Display;
 
-use crate::config::Settings;
+type Apply<S> = Box<dyn Fn(&S) -> Result<(), String> + Send + Sync>;
+/// Reads the configuration again: the settings, or every problem.
+pub type Load<S> = Box<dyn Fn() -> Result<S, Vec<String>> + Send + Sync>;
 
-type Apply = Box<dyn Fn(&Settings) -> Result<(), String> + Send + Sync>;
-
-struct Part {
+struct Part<S> {
     name: &'static str,
     /// Keys (or key prefixes ending in '.') this part applies at runtime.
     keys: &'static [&'static str],
-    apply: Apply,
+    apply: Apply<S>,
 }
 
 /// The reloadable parts, and the configuration the process started with.
-pub struct Reloader {
+pub struct Reloader<S> {
     /// `None` with `serve --dev`: built-in settings, no file to read again.
-    config: Option<PathBuf>,
-    started_with: Settings,
-    applied: Settings,
-    parts: Vec<Part>,
+    load: Option<Load<S>>,
+    started_with: S,
+    applied: S,
+    parts: Vec<Part<S>>,
 }
 
 /// What one reload did.
@@ -43,10 +45,10 @@ pub struct Outcome {
     pub failed: Vec<String>,
 }
 
-impl Reloader {
-    pub fn new(config: Option<PathBuf>, started_with: Settings) -> Reloader {
+impl<S: Display + Clone> Reloader<S> {
+    pub fn new(load: Option<Load<S>>, started_with: S) -> Reloader<S> {
         Reloader {
-            config,
+            load,
             applied: started_with.clone(),
             started_with,
             parts: Vec::new(),
@@ -59,7 +61,7 @@ impl Reloader {
         &mut self,
         name: &'static str,
         keys: &'static [&'static str],
-        apply: impl Fn(&Settings) -> Result<(), String> + Send + Sync + 'static,
+        apply: impl Fn(&S) -> Result<(), String> + Send + Sync + 'static,
     ) {
         self.parts.push(Part {
             name,
@@ -71,16 +73,16 @@ impl Reloader {
     /// Reads the file and applies it; logs every decision. Blocking (file I/O).
     pub fn reload(&mut self) -> Outcome {
         let mut outcome = Outcome::default();
-        let Some(config) = &self.config else {
+        let Some(load) = &self.load else {
             tracing::warn!("serve --dev runs built-in settings: there is no file to reload");
             return outcome;
         };
-        let new = match Settings::load(config) {
+        let new = match load() {
             Ok(new) => new,
             Err(errors) => {
-                for error in &errors.0 {
+                for error in errors {
                     tracing::error!(%error, "reload refused: the running configuration stays");
-                    outcome.invalid.push(error.to_string());
+                    outcome.invalid.push(error);
                 }
                 return outcome;
             }
@@ -126,7 +128,7 @@ fn covers(keys: &[&str], key: &str) -> bool {
 }
 
 /// Keys whose `Display` line differs between `old` and `new` (present in one only included).
-fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
+fn changed_keys(old: &impl Display, new: &impl Display) -> Vec<String> {
     let (old, new) = (lines_by_key(old), lines_by_key(new));
     let mut keys: Vec<String> = old
         .iter()
@@ -139,7 +141,7 @@ fn changed_keys(old: &Settings, new: &Settings) -> Vec<String> {
 
 /// `key = value` lines by key; a line of another shape (`tls: files …`) is keyed by what
 /// precedes its colon.
-fn lines_by_key(settings: &Settings) -> BTreeMap<String, String> {
+fn lines_by_key(settings: &impl Display) -> BTreeMap<String, String> {
     settings
         .to_string()
         .lines()
@@ -156,15 +158,34 @@ fn lines_by_key(settings: &Settings) -> BTreeMap<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
 
-    fn settings(text: &str) -> Settings {
-        Settings::parse(text, "test").expect("valid settings")
+    /// Settings as `key = value` lines, read from a shared "file".
+    #[derive(Clone)]
+    struct Lines(Vec<(String, String)>);
+
+    impl Display for Lines {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            for (key, value) in &self.0 {
+                writeln!(f, "{key} = {value}")?;
+            }
+            Ok(())
+        }
+    }
+
+    fn lines(pairs: &[(&str, &str)]) -> Lines {
+        Lines(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn keys_that_changed_are_found_by_their_lines() {
-        let old = settings("[engine]\nlisten = \"127.0.0.1:5000\"\n[log]\nlevel = \"info\"\n");
-        let new = settings("[engine]\nlisten = \"127.0.0.1:5001\"\n[log]\nlevel = \"debug\"\n");
+        let old = lines(&[("engine.listen", "127.0.0.1:5000"), ("log.level", "info")]);
+        let new = lines(&[("engine.listen", "127.0.0.1:5001"), ("log.level", "debug")]);
         assert_eq!(changed_keys(&old, &new), ["engine.listen", "log.level"]);
         assert!(changed_keys(&old, &old).is_empty());
     }
@@ -179,29 +200,28 @@ mod tests {
 
     #[test]
     fn a_reload_applies_parts_and_lists_what_needs_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("regapp.toml");
-        let start = "[engine]\nlisten = \"127.0.0.1:5000\"\n[log]\nlevel = \"info\"\n";
-        std::fs::write(&file, start).unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let mut reloader = Reloader::new(Some(file.clone()), settings(start));
+        let start = lines(&[("engine.listen", "127.0.0.1:5000"), ("log.level", "info")]);
+        let file: Arc<Mutex<Result<Lines, Vec<String>>>> = Arc::new(Mutex::new(Ok(start.clone())));
+        let read = file.clone();
+        let load: Load<Lines> = Box::new(move || read.lock().unwrap().clone());
+        let mut reloader = Reloader::new(Some(load), start);
+        let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
-        reloader.part("log", &["log.level"], move |s| {
-            record.lock().unwrap().push(s.log.level.clone());
+        reloader.part("log", &["log.level"], move |s: &Lines| {
+            record.lock().unwrap().push(s.0[1].1.clone());
             Ok(())
         });
 
-        std::fs::write(
-            &file,
-            "[engine]\nlisten = \"127.0.0.1:5001\"\n[log]\nlevel = \"debug\"\n",
-        )
-        .unwrap();
+        *file.lock().unwrap() = Ok(lines(&[
+            ("engine.listen", "127.0.0.1:5001"),
+            ("log.level", "debug"),
+        ]));
         let outcome = reloader.reload();
         assert_eq!(outcome.applied, ["log.level"]);
         assert_eq!(outcome.need_restart, ["engine.listen"]);
         assert_eq!(*seen.lock().unwrap(), ["debug"]);
 
-        std::fs::write(&file, "[engine]\nlisten = 5\n").unwrap();
+        *file.lock().unwrap() = Err(vec!["f:2: engine.listen: not an address".to_owned()]);
         let outcome = reloader.reload();
         assert_eq!(outcome.invalid.len(), 1, "{outcome:?}");
         assert!(outcome.invalid[0].contains("engine.listen"), "{outcome:?}");

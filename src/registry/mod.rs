@@ -5,5 +5,16 @@
 //! Architecture Invariant: nothing here imports pingora, rustls, the edge or authentication.
 
 pub mod api;
+pub mod gc;
 pub mod store;
 pub mod types;
+
+/// `[engine]` and the store's own keys of `[storage]` (checked by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    /// The engine's plain-HTTP listener; loopback unless it is meant to be reached directly.
+    pub listen: std::net::SocketAddr,
+    pub store: store::StoreOptions,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";

@@ -17,10 +17,23 @@ use futures_util::Stream;
 pub mod fs;
 mod fs_reader;
 #[cfg(test)]
-mod suite;
+pub(crate) mod suite;
 mod trash;
 
 pub use fs::FsDriver;
+
+/// `[storage] root`: registry:2's layout lives under `<root>/docker/registry/v2`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageSettings {
+    pub root: std::path::PathBuf,
+}
+
+pub const DEFAULT_ROOT: &str = "/var/lib/regapp/registry";
+
+/// The driver the settings name.
+pub fn driver(settings: &StorageSettings) -> std::sync::Arc<dyn StorageDriver> {
+    std::sync::Arc::new(FsDriver::new(&settings.root))
+}
 
 /// A stream of an object's bytes.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

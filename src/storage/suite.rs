@@ -212,7 +212,7 @@ async fn keys_cannot_escape_the_root(driver: &dyn StorageDriver) {
 async fn fs_driver_passes_the_suite() {
     let dir = tempfile::tempdir().unwrap();
     run_all(&super::FsDriver::new(dir.path())).await;
-    let left: Vec<String> = crate::registry::store::tests::files_under(dir.path())
+    let left: Vec<String> = files_under(dir.path())
         .into_iter()
         .filter(|path| path.ends_with(".tmp"))
         .collect();
@@ -221,4 +221,21 @@ async fn fs_driver_passes_the_suite() {
         !dir.path().join(super::trash::DIR).exists(),
         "reclaim left the trash behind"
     );
+}
+
+/// Every file below `dir`, relative to it, sorted (test stores and what they leave behind).
+pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                pending.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -217,7 +217,7 @@ fn spawn_purger(shared: Arc<Shared>) -> io::Result<SyncSender<()>> {
         .spawn(move || {
             // Whoever started it (the server at start, a collection), the purge is background
             // work: it gets the CPU when requests leave it.
-            crate::background::yield_cpu_to_requests();
+            crate::plumbing::background::yield_cpu_to_requests();
             while woken.recv().is_ok() {
                 if let Err(e) = shared.purge(Pace::Background) {
                     tracing::warn!(trash = %shared.dir.display(), error = %e, "trash purge stopped; it is tried again after the next collection");
@@ -405,7 +405,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let made_at = niceness();
         let trash = Arc::new(Trash::new(root.path()));
-        crate::background::yield_cpu_to_requests();
+        crate::plumbing::background::yield_cpu_to_requests();
         if made_at < 10 {
             assert_ne!(niceness(), made_at, "the caller stayed at its priority");
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use regapp::access::{Access, AccessPolicy, PolicySpec, RuleSpec};
+use regapp::auth::access::{Access, AccessPolicy, PolicySpec, RuleSpec};
 use regapp::registry::api::Api;
 use serde_json::json;
 

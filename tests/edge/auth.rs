@@ -51,7 +51,7 @@ fn requests_without_valid_credentials_get_401_with_the_spec_body() {
     }
     let log = edge.process.log();
     assert!(
-        log.contains("regapp::access"),
+        log.contains("regapp::auth::access"),
         "one access-log line per request: {log}"
     );
 }

@@ -39,7 +39,7 @@ fn json_format_writes_one_object_per_line_with_the_request_id() {
     eventually(Duration::from_secs(5), "the access log line", || {
         stderr_lines(&edge)
             .iter()
-            .any(|l| l.contains(&id) && l.contains("regapp::access"))
+            .any(|l| l.contains(&id) && l.contains("regapp::auth::access"))
     });
     let lines = stderr_lines(&edge);
     assert!(lines.len() > 3, "{lines:?}");
@@ -49,7 +49,7 @@ fn json_format_writes_one_object_per_line_with_the_request_id() {
         .collect();
     let access = objects
         .iter()
-        .find(|o| o["target"] == "regapp::access")
+        .find(|o| o["target"] == "regapp::auth::access")
         .unwrap();
     assert_eq!(access["fields"]["request_id"], id.as_str(), "{access}");
     assert_eq!(access["fields"]["status"], 404, "{access}");
@@ -70,7 +70,7 @@ fn text_format_off_a_terminal_has_no_colour_codes() {
     eventually(Duration::from_secs(5), "the access log line", || {
         stderr_lines(&edge)
             .iter()
-            .any(|l| l.contains("regapp::access"))
+            .any(|l| l.contains("regapp::auth::access"))
     });
     let lines = stderr_lines(&edge);
     assert!(lines.iter().all(|l| !l.contains('\u{1b}')), "{lines:?}");

@@ -150,7 +150,7 @@ fn a_request_id_travels_from_the_edge_to_the_engine_and_back() {
             edge.process
                 .log()
                 .lines()
-                .any(|l| l.contains("regapp::access") && l.contains(&id))
+                .any(|l| l.contains("regapp::auth::access") && l.contains(&id))
         },
     );
 }

@@ -40,13 +40,13 @@ pub enum ApiError {
     #[error("{action} on {repo} needs credentials")]
     AuthenticationRequired {
         repo: String,
-        action: crate::access::Action,
+        action: crate::auth::access::Action,
     },
     #[error("{user} may not {action} {repo}")]
     AccessDenied {
         user: String,
         repo: String,
-        action: crate::access::Action,
+        action: crate::auth::access::Action,
     },
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -13,7 +13,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use http_body_util::{BodyDataStream, BodyExt};
 use tracing::Instrument;
 
-use crate::access::Access;
+use crate::auth::access::Access;
 use crate::metrics::{EngineMetrics, RouteClass};
 use crate::registry::store::{Body, Store};
 

@@ -11,7 +11,7 @@ use http::Method;
 
 use super::errors::ApiError;
 use super::routes::Route;
-use crate::access::{AccessPolicy, Action};
+use crate::auth::access::{AccessPolicy, Action};
 use crate::registry::types::RepoName;
 
 /// The caller and the policy loaded for this request; or no enforcement at all.

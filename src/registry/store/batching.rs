@@ -1,5 +1,5 @@
 //! An upload body's chunks go to the hashing and writing threads in batches
-//! ([`crate::batcher::Batcher`]): every chunk handed to those threads costs a wake-up of each.
+//! ([`crate::registry::store::batcher::Batcher`]): every chunk handed to those threads costs a wake-up of each.
 //!
 //! Batches on their way to those threads are counted against one budget for the whole process
 //! ([`BatchBudget`]): one push alone gets queues deep enough to ride out a thread's turn off
@@ -8,7 +8,7 @@
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::byte_budget::ByteBudget;
+use crate::registry::store::byte_budget::ByteBudget;
 
 /// Bytes of upload batches held between the request tasks and the hashing and writing threads,
 /// summed over every upload in the process. One upload's queues hold at most ~2.5 MiB (see
@@ -57,7 +57,7 @@ impl AsRef<[u8]> for Held {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batcher::BATCH;
+    use crate::registry::store::batcher::BATCH;
 
     #[tokio::test]
     async fn a_held_batch_returns_its_share_of_the_budget_when_its_last_clone_goes() {

@@ -10,8 +10,10 @@ use std::sync::Arc;
 
 use crate::storage::{ByteStream, StorageDriver};
 
+pub mod batcher;
 mod batching;
 mod blobs;
+pub mod byte_budget;
 mod catalog;
 mod error;
 mod hashing;
@@ -32,19 +34,31 @@ use catalog::Catalog;
 use summaries::Summaries;
 use uploads::UploadSessions;
 
-/// How the store behaves; filled from the `[storage]` settings by the app.
-#[derive(Debug, Clone)]
+/// How the store behaves: `[storage] delete_enabled` and `[engine] max_manifest_bytes`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreOptions {
+    /// When false, DELETEs answer 405 `UNSUPPORTED`.
     pub delete_enabled: bool,
+    /// Larger manifests are refused with 413.
     pub manifest_max_bytes: usize,
 }
+
+/// registry:2's limit.
+pub const DEFAULT_MANIFEST_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             delete_enabled: true,
-            manifest_max_bytes: 4 * 1024 * 1024,
+            manifest_max_bytes: DEFAULT_MANIFEST_MAX_BYTES,
         }
+    }
+}
+
+impl Store {
+    /// The store the settings name: their storage driver, with the engine's store options.
+    pub fn open(storage: &crate::storage::StorageSettings, options: StoreOptions) -> Store {
+        Store::new(crate::storage::driver(storage), options)
     }
 }
 

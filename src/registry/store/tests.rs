@@ -7,6 +7,7 @@ use futures_util::StreamExt;
 
 use super::*;
 use crate::registry::types::{Digest, Reference, RepoName};
+use crate::storage::suite::files_under;
 use crate::storage::FsDriver;
 
 fn store_in(dir: &std::path::Path) -> Store {
@@ -22,22 +23,6 @@ fn name(s: &str) -> RepoName {
 }
 
 /// Every file below `dir`, as sorted relative paths (also used by the GC's tests).
-pub(crate) fn files_under(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                pending.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(dir).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 async fn push_blob(store: &Store, repo: &RepoName, content: &'static [u8]) -> Digest {
     let digest = Digest::sha256_of(content);
     store

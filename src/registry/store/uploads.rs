@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::error::OrUnknown;
 use super::hashing::StreamHasher;
 use super::{paths, Body, Store, StoreError, StoreResult};
-use crate::batcher::Batcher;
+use crate::registry::store::batcher::Batcher;
 use crate::registry::types::{Algorithm, Digest, Hasher, RepoName, UploadId};
 use crate::storage::{ObjectWriter, Publish};
 

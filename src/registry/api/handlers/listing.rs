@@ -4,7 +4,7 @@
 use http::{header, StatusCode};
 use serde_json::json;
 
-use crate::access::Action;
+use crate::auth::access::Action;
 use crate::registry::api::errors::{value, ApiError};
 use crate::registry::api::permissions::Permissions;
 use crate::registry::api::response::{self, json_response, Response, OCI_FILTERS_APPLIED};

@@ -7,7 +7,7 @@
 use http::{header, StatusCode};
 
 use super::parse_digest;
-use crate::access::Action;
+use crate::auth::access::Action;
 use crate::registry::api::errors::{upload_range, value, ApiError};
 use crate::registry::api::permissions::Permissions;
 use crate::registry::api::response::{self, Response, CONTENT_DIGEST, UPLOAD_UUID};

@@ -17,9 +17,11 @@ use crate::registry::store::{paths, Pins};
 use crate::registry::types::{Algorithm, Digest, RepoName, Tag, UploadId};
 use crate::storage::{StorageDriver, StorageResult};
 
-/// A write renames its temporary file within milliseconds (a manifest is at most a few MiB):
-/// one this old belongs to a process that died.
-pub const LEFTOVER_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+/// A push publishes its files within milliseconds (a manifest is at most a few MiB): a
+/// temporary file or a tag history link this old is no push in progress. Tag history links
+/// have no pins (they name no content), and a push's link keeps the time its temporary file
+/// was written, which may be before a collection with a grace of 0 starts.
+pub const WRITE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 
 pub struct Sweeper<'a> {
     pub driver: &'a dyn StorageDriver,
@@ -307,8 +309,8 @@ impl Sweeper<'_> {
     }
 
     /// Removes the links of a tag's history (`index`) to manifests the repository no longer
-    /// has, as registry:2 removes them with a manifest; a link written after the cutoff stays
-    /// (a push after the load made it). Returns how many went, and the history directories
+    /// has, as registry:2 removes them with a manifest; a link written after the cutoff or
+    /// within [`WRITE_MAX_AGE`] stays (a push after the load, or one still publishing). Returns how many went, and the history directories
     /// that have no link (a write that died before its rename).
     pub async fn tag_history(
         &self,
@@ -327,12 +329,13 @@ impl Sweeper<'_> {
                 }
             }
         }
+        let old_before = self.written_before();
         let mut old = Vec::new();
         let mut linkless = Vec::new();
         for (link, info) in links.iter().zip(self.driver.stat_each(&links).await) {
             let dir = paths::link_dir(link).to_owned();
             match info {
-                Ok(info) if info.modified <= self.cutoff => old.push(dir),
+                Ok(info) if info.modified < old_before => old.push(dir),
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => linkless.push(dir),
                 Err(e) => return Err(e),
@@ -345,17 +348,24 @@ impl Sweeper<'_> {
     }
 
     /// Removes what writes that died before their rename left in `dirs` (the filesystem
-    /// driver's `*.tmp` files), once older than the cutoff and [`LEFTOVER_MIN_AGE`]: with a
+    /// driver's `*.tmp` files), once older than the cutoff and [`WRITE_MAX_AGE`]: with a
     /// grace of 0 a write still going on could lose its file just before its rename. A dry run
     /// counts nothing.
     pub async fn leftovers(&self, dirs: &[String]) -> StorageResult<u64> {
         if self.dry_run || dirs.is_empty() {
             return Ok(0);
         }
-        let older_than = SystemTime::now()
-            .checked_sub(LEFTOVER_MIN_AGE)
-            .map_or(self.cutoff, |floor| floor.min(self.cutoff));
-        self.driver.remove_leftovers(dirs, older_than).await
+        self.driver
+            .remove_leftovers(dirs, self.written_before())
+            .await
+    }
+
+    /// What was written before this is no write in progress: the cutoff, and at least
+    /// [`WRITE_MAX_AGE`] ago.
+    fn written_before(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(WRITE_MAX_AGE)
+            .map_or(self.cutoff, |floor| floor.min(self.cutoff))
     }
 
     /// Removes `_layers` links whose blob is gone, other than those [`Sweeper::blobs`] removed

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use crate::cli::{ConfigArg, GcArgs};
 use crate::config::Settings;
-use crate::control_socket::ControlError;
-use crate::gc::control;
-use crate::gc::progress::TerminalLine;
-use crate::gc::{lock, Collector, RunOptions};
+use crate::plumbing::control_socket::ControlError;
+use crate::registry::gc::control;
+use crate::registry::gc::progress::TerminalLine;
+use crate::registry::gc::{lock, Collector, RunOptions};
 
 pub fn gc(args: GcArgs) -> ExitCode {
     let Some(settings) = load(&args.config) else {
@@ -27,7 +27,7 @@ pub fn gc(args: GcArgs) -> ExitCode {
         collector.reclaim().await?;
         Ok(report.summary())
     });
-    let file_settings = crate::app::gc_policy(&settings.gc).settings_line();
+    let file_settings = settings.gc.settings_line();
     finish("gc", answer, |answer| match answer {
         Answer::Server(report) => {
             print!("collected by the running server, with its own settings\n{report}");
@@ -46,7 +46,7 @@ pub fn gc(args: GcArgs) -> ExitCode {
 fn warn_if_the_server_differs(file: &std::path::Path, file_settings: &str, report: &str) {
     let server = report
         .lines()
-        .find_map(|line| line.strip_prefix(crate::gc::SETTINGS_PREFIX));
+        .find_map(|line| line.strip_prefix(crate::registry::gc::SETTINGS_PREFIX));
     if server.is_some_and(|server| server != file_settings) {
         eprintln!(
             "warning: {} says {file_settings}; the running server collected with its own \
@@ -86,7 +86,7 @@ fn ask_server_or_work_alone<F, Fut>(
 ) -> Result<Answer, String>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<String, crate::gc::GcError>>,
+    Fut: std::future::Future<Output = Result<String, crate::registry::gc::GcError>>,
 {
     // The server's progress, on this terminal as if the work ran here.
     let mut terminal = TerminalLine::on_stderr();
@@ -132,13 +132,11 @@ fn load(arg: &ConfigArg) -> Option<Settings> {
 }
 
 fn collector(settings: &Settings) -> Collector {
-    let store = Arc::new(crate::app::build_store(settings));
-    Collector::new(
-        store,
-        crate::app::gc_policy(&settings.gc),
-        &settings.storage.root,
-    )
-    .interactive()
+    let store = Arc::new(crate::registry::store::Store::open(
+        &settings.storage,
+        settings.engine.store.clone(),
+    ));
+    Collector::new(store, settings.gc.clone(), &settings.storage.root).interactive()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -21,7 +21,8 @@ pub fn run(command: AccessCommand) -> ExitCode {
                 eprintln!("regapp: {:?}: {e}", args.repository);
                 return ExitCode::FAILURE;
             }
-            let mut text = crate::access::explain(&settings.access, &args.user, &args.repository);
+            let mut text =
+                crate::auth::access::explain(&settings.access, &args.user, &args.repository);
             if settings.edge.is_none() {
                 text.push_str(&format!(
                     "(no [edge] in {}: nobody is authenticated, so the engine alone enforces no rules)\n",

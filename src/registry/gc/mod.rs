@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use crate::control_socket::Interim;
+use crate::plumbing::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
 use crate::storage::StorageError;
 
@@ -44,8 +44,9 @@ pub use usage::{RepoUsage, Usage};
 
 use progress::Progress;
 
-/// What a collection does and when; swapped whole at runtime by [`Collector::update`].
-#[derive(Debug, Clone)]
+/// What a collection does and when (`[gc]`, `[[retention]]`, checked by `config`); swapped
+/// whole at runtime by [`Collector::update`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct GcPolicy {
     /// Time between scheduled runs; `None` = no schedule (command line only).
     pub interval: Option<Duration>,

@@ -4,10 +4,11 @@
 
 use std::process::ExitCode;
 
-use crate::acme::{self, control};
+use crate::certs::acme::{self, control};
+use crate::certs::TlsSettings;
 use crate::cli::CertCommand;
-use crate::config::{Settings, TlsSettings};
-use crate::control_socket::ControlError;
+use crate::config::Settings;
+use crate::plumbing::control_socket::ControlError;
 
 pub fn run(command: CertCommand) -> ExitCode {
     let (config, renew) = match &command {
@@ -31,7 +32,7 @@ pub fn run(command: CertCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = crate::app::acme_options(acme);
+    let options = acme.clone();
     let socket = acme::StateDir::new(&options.state_dir, &options.directory).control_socket();
     if renew {
         println!("renewing through the running server (this takes one ACME order) …");

@@ -45,16 +45,27 @@ pub use renewal::Basis;
 pub use state::StateDir;
 pub use status::Status;
 
-/// What the manager runs with; `app` builds it from the `[acme]` settings.
-#[derive(Debug, Clone)]
+pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub const ZEROSSL: &str = "https://acme.zerossl.com/v2/DV90";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/regapp/acme";
+
+/// `tls.mode = "acme"` (`[acme]`, checked by `config`): certificates from an ACME v2 CA over
+/// HTTP-01, renewed while regapp runs.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AcmeOptions {
+    /// The directory URL (shortcuts already expanded).
     pub directory: String,
+    /// `mailto:` URIs for the account.
     pub contact: Vec<String>,
+    /// The names on the certificate; `[edge.hostname]` unless set.
     pub domains: Vec<String>,
+    /// A PEM root to trust for the CA's own HTTPS (a private ACME server); else the system's.
     pub ca_root: Option<PathBuf>,
     /// External Account Binding: key id and the decoded HMAC key.
     pub eab: Option<(String, Vec<u8>)>,
     pub profile: Option<String>,
+    /// Account, certificate and key (0700 directory, 0600 files) and the control socket.
     pub state_dir: PathBuf,
 }
 

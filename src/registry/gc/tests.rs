@@ -148,7 +148,7 @@ impl Fixture {
     }
 
     fn files(&self) -> Vec<String> {
-        crate::registry::store::tests::files_under(&self.dir.path().join("docker"))
+        crate::storage::suite::files_under(&self.dir.path().join("docker"))
     }
 
     fn tags(&self, repo: &str) -> BTreeSet<String> {
@@ -711,11 +711,22 @@ async fn tag_history_links_go_with_their_manifests() {
     let f = Fixture::new();
     let first = f.image("app", "latest", &["first"], None).await;
     let second = f.image("app", "latest", &["second"], None).await;
-    let history = |digest: &Digest| {
-        let link = paths::tag_index_link(&name("app"), &"latest".parse().unwrap(), digest);
-        f.dir.path().join(link).exists()
+    let link = |digest: &Digest| {
+        let key = paths::tag_index_link(&name("app"), &"latest".parse().unwrap(), digest);
+        f.dir.path().join(key)
     };
+    let history = |digest: &Digest| link(digest).exists();
     assert!(history(&first) && history(&second));
+    // Older than a push in progress could be (sweep::WRITE_MAX_AGE).
+    for digest in [&first, &second] {
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(link(digest))
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+    }
     let report = f.collect(true).await;
     assert!(!f.has_revision("app", &first));
     assert!(!history(&first), "the link to the removed manifest went");

@@ -22,6 +22,33 @@ pub struct RetentionRule {
     pub older_than: Option<Duration>,
 }
 
+/// Rules are equal when they read the same (a regex compares by its pattern).
+impl PartialEq for RetentionRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.repositories == other.repositories
+            && self.keep_last == other.keep_last
+            && self.keep_tags.as_ref().map(Regex::as_str)
+                == other.keep_tags.as_ref().map(Regex::as_str)
+            && self.older_than == other.older_than
+    }
+}
+
+impl std::fmt::Display for RetentionRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "repositories {:?}", self.repositories.as_str())?;
+        if let Some(n) = self.keep_last {
+            write!(f, ", keep_last {n}")?;
+        }
+        if let Some(pattern) = &self.keep_tags {
+            write!(f, ", keep_tags {:?}", pattern.as_str())?;
+        }
+        if let Some(age) = self.older_than {
+            write!(f, ", older_than {}", humantime::format_duration(age))?;
+        }
+        Ok(())
+    }
+}
+
 impl RetentionRule {
     pub fn new(
         repositories: &str,

@@ -5,22 +5,28 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use super::logging;
-use super::reload::Reloader;
-use crate::access::Access;
+use crate::auth::access::Access;
 use crate::auth::{Authenticator, WatchGuard};
 use crate::certs::FilesSource;
-use crate::config::{IpNet, Settings};
+use ipnet::IpNet;
+
+use crate::config::Settings;
+use crate::ops::logging;
+use crate::ops::Reloader;
 
 /// `log.level`.
-pub fn log_level(reloader: &mut Reloader) {
+pub fn log_level(reloader: &mut Reloader<Settings>) {
     reloader.part("log", &["log.level"], |s: &Settings| {
         logging::set_level(&s.log.level)
     });
 }
 
 /// `auth.htpasswd`: a new path is loaded (kept only if it loads) and watched instead of the old.
-pub fn htpasswd(reloader: &mut Reloader, authenticator: Authenticator, watch: WatchGuard) {
+pub fn htpasswd(
+    reloader: &mut Reloader<Settings>,
+    authenticator: Authenticator,
+    watch: WatchGuard,
+) {
     let watch = Mutex::new(watch);
     reloader.part("htpasswd", &["auth.htpasswd"], move |s: &Settings| {
         let Some(edge) = &s.edge else { return Ok(()) };
@@ -42,14 +48,14 @@ pub fn htpasswd(reloader: &mut Reloader, authenticator: Authenticator, watch: Wa
 }
 
 /// `tls.mode = "files"`: the files are read again (their paths need a restart).
-pub fn certificate_files(reloader: &mut Reloader, files: Arc<FilesSource>) {
+pub fn certificate_files(reloader: &mut Reloader<Settings>, files: Arc<FilesSource>) {
     reloader.part("certificates", &[], move |_: &Settings| {
         files.reload().map(|_| ()).map_err(|e| e.to_string())
     });
 }
 
 /// `metrics.allow`: who may read `/metrics` through the edge.
-pub fn metrics_allow(reloader: &mut Reloader, allow: Arc<ArcSwap<Vec<IpNet>>>) {
+pub fn metrics_allow(reloader: &mut Reloader<Settings>, allow: Arc<ArcSwap<Vec<IpNet>>>) {
     reloader.part("metrics", &["metrics.allow"], move |s: &Settings| {
         allow.store(Arc::new(s.metrics.allow.clone()));
         Ok(())
@@ -58,7 +64,7 @@ pub fn metrics_allow(reloader: &mut Reloader, allow: Arc<ArcSwap<Vec<IpNet>>>) {
 
 /// `auth.anonymous_pull`, `[[auth.groups]]` and `[[access]]`: the new rules (checked when the
 /// file loaded) decide from the next request on; requests already deciding keep the old ones.
-pub fn access_rules(reloader: &mut Reloader, access: Arc<Access>) {
+pub fn access_rules(reloader: &mut Reloader<Settings>, access: Arc<Access>) {
     let keys = &["auth.anonymous_pull", "auth.groups.", "access."];
     reloader.part("access rules", keys, move |s: &Settings| {
         access.update(s.access.clone());
@@ -67,18 +73,16 @@ pub fn access_rules(reloader: &mut Reloader, access: Arc<Access>) {
 }
 
 /// `[gc]` and `[[retention]]`: the schedule restarts its wait with the new interval; a run in
-/// progress finishes with the policy it started with. `policy` turns the settings into the
-/// collector's policy (`app::gc_policy`; `ops` does not import `app`).
+/// progress finishes with the policy it started with.
 pub fn gc_policy(
-    reloader: &mut Reloader,
-    collector: Arc<crate::gc::Collector>,
-    policy: fn(&crate::config::GcSettings) -> crate::gc::GcPolicy,
+    reloader: &mut Reloader<Settings>,
+    collector: Arc<crate::registry::gc::Collector>,
 ) {
     reloader.part(
         "garbage collection",
         &["gc.", "retention."],
         move |s: &Settings| {
-            collector.update(policy(&s.gc));
+            collector.update(s.gc.clone());
             Ok(())
         },
     );
@@ -103,13 +107,13 @@ mod tests {
             Arc::new(FsDriver::new(dir.path())),
             StoreOptions::default(),
         ));
-        let collector = Arc::new(crate::gc::Collector::new(
+        let collector = Arc::new(crate::registry::gc::Collector::new(
             store,
-            crate::app::gc_policy(&settings.gc),
+            settings.gc.clone(),
             dir.path(),
         ));
-        let mut reloader = Reloader::new(Some(file.clone()), settings);
-        gc_policy(&mut reloader, collector.clone(), crate::app::gc_policy);
+        let mut reloader = Reloader::new(Some(super::super::loader(file.clone())), settings);
+        gc_policy(&mut reloader, collector.clone());
 
         std::fs::write(
             &file,

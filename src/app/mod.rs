@@ -1,24 +1,24 @@
 //! Wiring: builds every part from the settings and runs them. The only module that knows them all.
 
+pub mod parts;
+
 use std::io::Write;
 use std::net::TcpListener as StdListener;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::Access;
-use crate::acme::{self, AcmeManager, AcmeOptions, ChallengeTokens};
+use crate::auth::access::Access;
 use crate::auth::Authenticator;
-use crate::background;
-use crate::certs::{selfsigned, CertResolver, FilesSource, DEFAULT_DEBOUNCE};
-use crate::config::{
-    AcmeSettings, EdgeSettings, GcSettings, Settings, TlsSettings, DEFAULT_IDLE_TIMEOUT,
-};
-use crate::edge::Edge;
-use crate::gc::{self, Collector, GcPolicy, RetentionRule};
-use crate::ops::{self, parts, Service};
+use crate::certs::acme::{self, AcmeManager, ChallengeTokens};
+use crate::certs::{selfsigned, CertResolver, FilesSource, TlsSettings, DEFAULT_DEBOUNCE};
+use crate::config::Settings;
+use crate::edge::{Edge, EdgeSettings, DEFAULT_IDLE_TIMEOUT};
+use crate::ops::{self, Reloader, Service};
+use crate::plumbing::background;
 use crate::registry::api::{server, Api};
-use crate::registry::store::{Store, StoreOptions};
+use crate::registry::gc::{self, Collector};
+use crate::registry::store::Store;
 use crate::storage::FsDriver;
 
 /// Errors that end the process: reported once, then regapp exits non-zero.
@@ -29,42 +29,19 @@ const ENGINE_DRAIN: Duration = Duration::from_secs(30);
 /// A self-signed certificate lives this long; it is regenerated well before it ends.
 const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
-/// `regapp check-config`: whether `serve` would start with the file (exit status 0 only then),
-/// and what it would warn about: users of the htpasswd file it would skip.
-pub fn check_config(path: &Path) -> std::process::ExitCode {
-    use std::process::ExitCode;
-    let settings = match Settings::load(path) {
-        Ok(settings) => settings,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let Some(edge) = &settings.edge {
-        let htpasswd = &edge.auth.htpasswd;
-        match crate::auth::users::inspect(htpasswd) {
-            Ok(refused) => {
-                for user in refused {
-                    eprintln!("warning: htpasswd {}, {user}", htpasswd.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        }
-    }
-    println!("{}: ok\n{settings}", path.display());
-    ExitCode::SUCCESS
-}
-
 /// Runs regapp until it is told to stop: the edge in front of the engine when the settings
 /// have an `[edge]`, else the engine alone on `engine.listen`. `config` is the file SIGHUP
 /// reads again (`None` with `--dev`: nothing to reload).
 pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(), AppError> {
     let root = &settings.storage.root;
     FsDriver::prepare_root(root).map_err(|e| format!("storage root {}: {e}", root.display()))?;
-    let service = Service::prepare(&settings, config)?;
+    let reloader = Reloader::new(config.map(loader), settings.clone());
+    let mut service = Service::prepare(
+        settings.metrics.listen,
+        settings.storage.root.clone(),
+        reloader,
+    )?;
+    parts::log_level(&mut service.reloader);
     match settings.edge.clone() {
         Some(edge) => serve_with_edge(&settings, edge, service),
         None => tokio::runtime::Builder::new_multi_thread()
@@ -74,8 +51,14 @@ pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(
     }
 }
 
-async fn serve_engine_alone(settings: Settings, mut service: Service) -> Result<(), AppError> {
-    let store = Arc::new(build_store(&settings));
+async fn serve_engine_alone(
+    settings: Settings,
+    mut service: Service<Settings>,
+) -> Result<(), AppError> {
+    let store = Arc::new(Store::open(
+        &settings.storage,
+        settings.engine.store.clone(),
+    ));
     start_gc(&settings, store.clone(), &mut service)?;
     let (listener, local) = server::bind(settings.engine.listen)
         .await
@@ -97,7 +80,7 @@ async fn serve_engine_alone(settings: Settings, mut service: Service) -> Result<
 fn serve_with_edge(
     settings: &Settings,
     edge: EdgeSettings,
-    mut service: Service,
+    mut service: Service<Settings>,
 ) -> Result<(), AppError> {
     let engine_listener = StdListener::bind(settings.engine.listen)
         .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
@@ -105,7 +88,10 @@ fn serve_with_edge(
     let engine_addr = engine_listener.local_addr()?;
     let front_token = random_token();
     let access = Arc::new(Access::new(settings.access.clone()));
-    let store = Arc::new(build_store(settings));
+    let store = Arc::new(Store::open(
+        &settings.storage,
+        settings.engine.store.clone(),
+    ));
     start_gc(settings, store.clone(), &mut service)?;
     let engine_api = Api::new(store)
         .require_front_token(front_token.clone())
@@ -142,7 +128,7 @@ fn serve_with_edge(
         }
         TlsSettings::Acme(settings) => {
             let manager = AcmeManager::new(
-                acme_options(settings),
+                settings.clone(),
                 resolver.clone(),
                 challenges.clone(),
                 acme::https_connector(settings.ca_root.clone()),
@@ -187,22 +173,10 @@ fn serve_with_edge(
         access,
         metrics,
         metrics_allow,
+        on_stopping: ops::notify::stopping,
     }
     .run()?;
     Ok(())
-}
-
-/// The certificate manager's options from `[acme]`.
-pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
-    AcmeOptions {
-        directory: settings.directory.clone(),
-        contact: settings.contact.clone(),
-        domains: settings.domains.clone(),
-        ca_root: settings.ca_root.clone(),
-        eab: settings.eab.clone(),
-        profile: settings.profile.clone(),
-        state_dir: settings.state_dir.clone(),
-    }
 }
 
 /// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
@@ -213,17 +187,17 @@ pub fn acme_options(settings: &AcmeSettings) -> AcmeOptions {
 fn start_gc(
     settings: &Settings,
     store: Arc<Store>,
-    service: &mut Service,
+    service: &mut Service<Settings>,
 ) -> Result<Arc<Collector>, AppError> {
     let state_dir = &settings.storage.root;
-    let collector = Arc::new(Collector::new(store, gc_policy(&settings.gc), state_dir));
+    let collector = Arc::new(Collector::new(store, settings.gc.clone(), state_dir));
     let socket = collector.socket_path();
     let control =
         gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;
     gc::lock::wait_for_offline_collection(state_dir)
         .map_err(|e| format!("gc lock in {}: {e}", state_dir.display()))?;
     ops::observe::garbage_collection(&service.metrics, &collector);
-    parts::gc_policy(&mut service.reloader, collector.clone(), gc_policy);
+    parts::gc_policy(&mut service.reloader, collector.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_start(background::yield_cpu_to_requests)
@@ -241,39 +215,11 @@ fn start_gc(
     Ok(collector)
 }
 
-/// The collector's policy from `[gc]` and `[[retention]]`.
-pub fn gc_policy(settings: &GcSettings) -> GcPolicy {
-    GcPolicy {
-        interval: settings.interval,
-        grace: settings.grace,
-        delete_untagged: settings.delete_untagged,
-        upload_max_age: settings.upload_max_age,
-        retention: settings
-            .retention
-            .iter()
-            .map(|rule| {
-                RetentionRule::new(
-                    &rule.repositories,
-                    rule.keep_last,
-                    rule.keep_tags.as_deref().map(|pattern| {
-                        regex::Regex::new(pattern).expect("config checked that it compiles")
-                    }),
-                    rule.older_than,
-                )
-            })
-            .collect(),
-    }
-}
-
-pub fn build_store(settings: &Settings) -> Store {
-    let driver = Arc::new(FsDriver::new(&settings.storage.root));
-    Store::new(
-        driver,
-        StoreOptions {
-            delete_enabled: settings.storage.delete_enabled,
-            manifest_max_bytes: settings.engine.max_manifest_bytes,
-        },
-    )
+/// How SIGHUP reads the configuration again.
+pub fn loader(path: std::path::PathBuf) -> ops::reload::Load<Settings> {
+    Box::new(move || {
+        Settings::load(&path).map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
+    })
 }
 
 /// A secret only this process knows (two random UUIDs: 244 random bits).

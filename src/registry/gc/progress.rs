@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::control_socket::Interim;
+use crate::plumbing::control_socket::Interim;
 
 /// How often a person watching sees the line move.
 const TERMINAL_TICK: Duration = Duration::from_millis(200);

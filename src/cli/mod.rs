@@ -2,8 +2,15 @@
 
 use std::path::PathBuf;
 
-use crate::auth::password::MAX_BCRYPT_COST;
 use clap::{Args, Parser, Subcommand};
+
+use crate::auth::password::MAX_BCRYPT_COST;
+
+pub mod access;
+pub mod cert;
+pub mod check;
+pub mod gc;
+pub mod user;
 
 pub const DEFAULT_CONFIG: &str = "/etc/regapp/regapp.toml";
 

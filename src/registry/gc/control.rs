@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{Collector, RunOptions};
-use crate::control_socket::{self, ControlError, Interim};
+use crate::plumbing::control_socket::{self, ControlError, Interim};
 
 /// Binds the socket, replacing a stale one left by a crash; refuses if a server answers on it.
 pub fn bind(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::manager::{AcmeManager, ATTEMPT_TIMEOUT};
-use crate::control_socket::{self, ControlError};
+use crate::plumbing::control_socket::{self, ControlError};
 
 /// Binds the control socket, replacing a stale one left by a crash; refuses if another process
 /// answers on it.
