@@ -55,7 +55,10 @@ digest=sha256:$(sha256sum /root/blob | cut -d' ' -f1)
 [ "$(curl -s --cacert "$ca" -u ci:pw-one "https://localhost/v2/unit/blobs/$digest")" = "regapp unit check" ] ||
   fail "blob download"
 [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9102/readyz)" = 200 ] || fail "/readyz"
-curl -s http://127.0.0.1:9102/metrics | grep -q '^regapp_build_info' || fail "/metrics"
+# Read whole before grep: `grep -q` stops at the first match, and under pipefail the curl it
+# leaves writing into a closed pipe would fail the check.
+metrics=$(curl -s http://127.0.0.1:9102/metrics)
+grep -q '^regapp_build_info' <<<"$metrics" || fail "/metrics"
 ok "login, blob upload and download under /var/lib/regapp, /readyz 200, /metrics"
 
 echo pw-two | regapp user add ci2 --password-stdin --cost 4 >/dev/null || fail "second user add"
@@ -84,7 +87,7 @@ start=$(date +%s%N)
 timeout 90 systemctl stop regapp || fail "stop"
 took=$((($(date +%s%N) - start) / 1000000))
 [ "$(systemctl show -p Result --value regapp)" = success ] || fail "stop result $(systemctl show -p Result --value regapp)"
-if journalctl -u regapp --no-pager | grep -qiE 'operation not permitted|permission denied|seccomp'; then
+if grep -qiE 'operation not permitted|permission denied|seccomp' <<<"$(journalctl -u regapp --no-pager)"; then
   fail "the journal shows a refused operation: $(journalctl -u regapp --no-pager | grep -iE 'operation not permitted|permission denied|seccomp' | head -n 3)"
 fi
 ok "stop drained and exited cleanly in ${took} ms; no refused operation in the journal"
