@@ -190,7 +190,13 @@ fn start_gc(
     service: &mut Service<Settings>,
 ) -> Result<Arc<Collector>, AppError> {
     let state_dir = &settings.storage.root;
-    let collector = Arc::new(Collector::new(store, settings.gc.clone(), state_dir));
+    let disposal = gc::disposal_for(&settings.storage);
+    let collector = Arc::new(Collector::new(
+        store,
+        disposal,
+        settings.gc.clone(),
+        state_dir,
+    ));
     let socket = collector.socket_path();
     let control =
         gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;

@@ -109,6 +109,9 @@ mod tests {
         ));
         let collector = Arc::new(crate::registry::gc::Collector::new(
             store,
+            Arc::new(crate::registry::gc::InPlace(Arc::new(FsDriver::new(
+                dir.path(),
+            )))),
             settings.gc.clone(),
             dir.path(),
         ));

@@ -136,7 +136,8 @@ fn collector(settings: &Settings) -> Collector {
         &settings.storage,
         settings.engine.store.clone(),
     ));
-    Collector::new(store, settings.gc.clone(), &settings.storage.root).interactive()
+    let disposal = crate::registry::gc::disposal_for(&settings.storage);
+    Collector::new(store, disposal, settings.gc.clone(), &settings.storage.root).interactive()
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -4,6 +4,7 @@
 
 use super::diagnostics::{ConfigError, Locator};
 use super::raw::{RawGc, RawRetention};
+use crate::auth::access::RepoGlob;
 use crate::registry::gc::{GcPolicy, RetentionRule};
 
 pub(super) fn gc_settings(
@@ -24,8 +25,14 @@ pub(super) fn gc_settings(
     for (index, rule) in retention.unwrap_or_default().into_iter().enumerate() {
         let error =
             |key: &str, message: String| locator.error_in_array("retention", index, key, message);
-        let repositories = match rule.repositories {
-            Some(glob) if !glob.is_empty() => glob,
+        let repositories = match rule.repositories.as_deref() {
+            Some(glob) if !glob.is_empty() => match RepoGlob::parse(glob) {
+                Ok(glob) => glob,
+                Err(e) => {
+                    errors.push(error("repositories", e.to_string()));
+                    continue;
+                }
+            },
             _ => {
                 errors.push(error(
                     "repositories",
@@ -49,7 +56,7 @@ pub(super) fn gc_settings(
             ));
         }
         rules.push(RetentionRule::new(
-            &repositories,
+            repositories,
             rule.keep_last,
             keep_tags,
             rule.older_than.map(|d| d.0),

@@ -212,7 +212,7 @@ older_than = "1h"
     assert_eq!(
         gc.retention[0],
         RetentionRule::new(
-            "ci/**",
+            crate::auth::access::RepoGlob::parse("ci/**").unwrap(),
             Some(10),
             Some(regex::Regex::new("^v[0-9]+").unwrap()),
             Some(Duration::from_secs(30 * 86_400)),

@@ -10,8 +10,6 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,7 +17,6 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::fs_reader::FileChunks;
-use super::trash::Trash;
 use super::{
     ByteStream, ObjectInfo, ObjectWriter, Publish, StorageDriver, StorageError, StorageResult,
 };
@@ -34,15 +31,11 @@ const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
 
 pub struct FsDriver {
     root: PathBuf,
-    /// Where `retire` moves garbage, purged in the background.
-    trash: Arc<Trash>,
 }
 
 impl FsDriver {
     pub fn new(root: impl Into<PathBuf>) -> FsDriver {
-        let root = root.into();
-        let trash = Arc::new(Trash::new(&root));
-        FsDriver { root, trash }
+        FsDriver { root: root.into() }
     }
 
     /// Makes sure `root` can hold a store before anything else uses it: creates it if missing
@@ -63,15 +56,7 @@ impl FsDriver {
     }
 
     fn path(&self, key: &str) -> StorageResult<PathBuf> {
-        let relative = Path::new(key);
-        let plain = !key.is_empty()
-            && relative
-                .components()
-                .all(|c| matches!(c, Component::Normal(_)));
-        if !plain {
-            return Err(StorageError::InvalidKey(key.to_owned()));
-        }
-        Ok(self.root.join(relative))
+        key_path(&self.root, key)
     }
 
     /// Each key with its path (or why it has none), for work on another thread.
@@ -131,6 +116,20 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| StorageError::from_io(key, e))
 }
 
+/// The path of `key` in the store at `root`: keys are relative paths that cannot climb out
+/// (no `..`, not absolute, not empty). Also what the collector's filesystem trash uses.
+pub fn key_path(root: &Path, key: &str) -> StorageResult<PathBuf> {
+    let relative = Path::new(key);
+    let plain = !key.is_empty()
+        && relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)));
+    if !plain {
+        return Err(StorageError::InvalidKey(key.to_owned()));
+    }
+    Ok(root.join(relative))
+}
+
 fn temp_path_for(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".{}.tmp", uuid::Uuid::new_v4()));
@@ -144,7 +143,7 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Removes a file, or a directory and everything in it. The cheap cases are tried first: a
 /// file is one `unlink` (Linux answers `EISDIR` for a directory), and an empty directory one
 /// `rmdir`.
-pub(super) fn remove(path: &Path) -> io::Result<()> {
+pub fn remove(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() == io::ErrorKind::IsADirectory => match fs::remove_dir(path) {
             Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => fs::remove_dir_all(path),
@@ -172,22 +171,14 @@ fn parent(path: &Path) -> &Path {
     path.parent().expect("a storage key always has a parent")
 }
 
-/// Whether a publish waits for the disk: every `put`, `rename` and `publish` does;
-/// `put_unsynced` (upload-session state) does not.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    Synced,
-    Unsynced,
-}
-
 /// Carries out publish steps: every new file is written under a temporary name, then all are
 /// synced, then everything is renamed into place in order, then each directory that gained a
-/// name is synced (the syncs only when `Synced`). On a journaled filesystem (ext4's default)
+/// name is synced. On a journaled filesystem (ext4's default)
 /// the first file sync and the first directory sync each commit the journal, and the syncs
 /// after them find nothing left to commit. Temporary files of a failed call are removed.
-fn publish_steps(steps: &[Step], durability: Durability) -> Result<(), (String, io::Error)> {
+fn publish_steps(steps: &[Step]) -> Result<(), (String, io::Error)> {
     let mut temps = Vec::new();
-    let result = write_sync_rename(steps, durability, &mut temps);
+    let result = write_sync_rename(steps, &mut temps);
     if result.is_err() {
         for temp in &temps {
             let _ = fs::remove_file(temp);
@@ -196,12 +187,7 @@ fn publish_steps(steps: &[Step], durability: Durability) -> Result<(), (String, 
     result
 }
 
-fn write_sync_rename(
-    steps: &[Step],
-    durability: Durability,
-    temps: &mut Vec<PathBuf>,
-) -> Result<(), (String, io::Error)> {
-    let synced = durability == Durability::Synced;
+fn write_sync_rename(steps: &[Step], temps: &mut Vec<PathBuf>) -> Result<(), (String, io::Error)> {
     let mut written = Vec::new();
     for step in steps {
         if let Step::Put { key, path, content } = step {
@@ -214,10 +200,8 @@ fn write_sync_rename(
             written.push((key, file));
         }
     }
-    if synced {
-        for (key, file) in &written {
-            file.sync_data().map_err(|e| ((*key).clone(), e))?;
-        }
+    for (key, file) in &written {
+        file.sync_data().map_err(|e| ((*key).clone(), e))?;
     }
     let mut temps_in_order = temps.iter();
     let mut dirs: Vec<(&String, &Path)> = Vec::new();
@@ -236,10 +220,8 @@ fn write_sync_rename(
             dirs.push((key, parent(to)));
         }
     }
-    if synced {
-        for (key, dir) in dirs {
-            sync_dir(dir).map_err(|e| (key.clone(), e))?;
-        }
+    for (key, dir) in dirs {
+        sync_dir(dir).map_err(|e| (key.clone(), e))?;
     }
     Ok(())
 }
@@ -261,12 +243,12 @@ impl FsDriver {
     }
 
     /// Resolves the steps' keys, then carries them out on one blocking thread.
-    async fn publish_as(&self, steps: Vec<Publish>, durability: Durability) -> StorageResult<()> {
+    async fn publish_steps(&self, steps: Vec<Publish>) -> StorageResult<()> {
         let steps = steps
             .into_iter()
             .map(|step| self.resolve(step))
             .collect::<StorageResult<Vec<Step>>>()?;
-        tokio::task::spawn_blocking(move || publish_steps(&steps, durability))
+        tokio::task::spawn_blocking(move || publish_steps(&steps))
             .await
             .map_err(|e| StorageError::from_io("(publish)", io::Error::other(e)))?
             .map_err(|(key, e)| StorageError::from_io(&key, e))
@@ -290,10 +272,27 @@ impl StorageDriver for FsDriver {
         self.publish(vec![Publish::Put { key, content }]).await
     }
 
-    async fn put_unsynced(&self, key: &str, content: Bytes) -> StorageResult<()> {
+    async fn put_if_absent(&self, key: &str, content: Bytes) -> StorageResult<bool> {
+        let path = self.path(key)?;
         let key = key.to_owned();
-        let steps = vec![Publish::Put { key, content }];
-        self.publish_as(steps, Durability::Unsynced).await
+        blocking(&key.clone(), move || {
+            // Written and synced aside, then linked in: a link fails if the name exists, so
+            // of two writers exactly one wins, and a reader never sees a partial file.
+            fs::create_dir_all(parent(&path))?;
+            let temp = temp_path_for(&path);
+            let written = File::create(&temp).and_then(|mut file| {
+                file.write_all(&content)?;
+                file.sync_data()
+            });
+            let linked = written.and_then(|()| fs::hard_link(&temp, &path));
+            let _ = fs::remove_file(&temp);
+            match linked {
+                Ok(()) => sync_dir(parent(&path)).map(|()| true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {
@@ -358,80 +357,13 @@ impl StorageDriver for FsDriver {
         blocking(key, move || remove(&path)).await
     }
 
-    /// The `*.tmp` files `put` and `publish` write before their rename: one still there long
-    /// after it was written belongs to a process that died between the two.
-    async fn remove_leftovers(
-        &self,
-        dirs: &[String],
-        older_than: SystemTime,
-    ) -> StorageResult<u64> {
-        let paths = self.paths(dirs);
-        blocking("leftovers", move || {
-            let mut removed = 0;
-            for (_, dir) in paths {
-                let Ok(entries) = dir.map_err(io::Error::other).and_then(fs::read_dir) else {
-                    continue;
-                };
-                for entry in entries.flatten() {
-                    let stale = entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|n| n.ends_with(".tmp"))
-                        && entry
-                            .metadata()
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|modified| modified < older_than);
-                    if stale && fs::remove_file(entry.path()).is_ok() {
-                        removed += 1;
-                    }
-                }
-            }
-            Ok(removed)
-        })
-        .await
-    }
-
-    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
-        let paths = self.paths(keys);
-        let trash = self.trash.clone();
-        let retiring = self.trash.renaming(move || {
-            paths
-                .into_iter()
-                .map(|(key, path)| {
-                    let retired = path.and_then(|path| {
-                        trash
-                            .retire(&path)
-                            .map_err(|e| StorageError::from_io(&key, e))
-                    });
-                    // Between two renames this thread holds no lock: the moment to give its
-                    // core to a request thread that woke meanwhile, rather than make it wait
-                    // out the rest of this thread's time slice (see `storage::trash`).
-                    std::thread::yield_now();
-                    retired
-                })
-                .collect::<Vec<StorageResult<()>>>()
-        });
-        retiring
-            .await
-            .unwrap_or_else(|e| each_failed(keys, &e.to_string()))
-    }
-
-    fn reclaim_in_background(&self) {
-        self.trash.purge_soon();
-    }
-
-    async fn reclaim(&self) -> StorageResult<()> {
-        let trash = self.trash.clone();
-        blocking(super::trash::DIR, move || trash.purge_now()).await
-    }
-
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()> {
         let (from, to) = (from.to_owned(), to.to_owned());
         self.publish(vec![Publish::Move { from, to }]).await
     }
 
     async fn publish(&self, steps: Vec<Publish>) -> StorageResult<()> {
-        self.publish_as(steps, Durability::Synced).await
+        self.publish_steps(steps).await
     }
 }
 

@@ -18,7 +18,6 @@ pub mod fs;
 mod fs_reader;
 #[cfg(test)]
 pub(crate) mod suite;
-mod trash;
 
 pub use fs::FsDriver;
 
@@ -85,6 +84,9 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn get(&self, key: &str) -> StorageResult<Bytes>;
     /// Writes a small object atomically and durably: readers see the old content or the new one.
     async fn put(&self, key: &str, content: Bytes) -> StorageResult<()>;
+    /// `put`, only if nothing is at `key` yet: `false` (and nothing written) if something is.
+    /// What several writers agree through (a lock, a lease) without any other coordination.
+    async fn put_if_absent(&self, key: &str, content: Bytes) -> StorageResult<bool>;
     /// Streams `len` bytes (or all) of an object from `offset`.
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream>;
     /// Opens a streaming writer. With `append` it continues an existing object (a resumed upload);
@@ -116,47 +118,8 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
     /// Deletes an object, or everything under a directory-like key.
     async fn delete(&self, key: &str) -> StorageResult<()>;
-    /// Deletes everything under each key for garbage collection, with one result per key, in
-    /// order. Each key is gone for `stat`, `list` and new readers when this returns, but the
-    /// driver may give the space back later: the filesystem driver moves each key aside with
-    /// one `rename` and purges them in the background (see `storage::trash`), because deleting
-    /// thousands of objects in place makes pushes wait for the disk. The caller says when to
-    /// give the space back: `reclaim_in_background` when it is done retiring, or `reclaim`,
-    /// which waits for it.
-    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
-        let mut results = Vec::with_capacity(keys.len());
-        for key in keys {
-            results.push(self.delete(key).await);
-        }
-        results
-    }
-    /// Starts giving back the space of everything retired so far, and returns at once (the
-    /// end of a collection in a serving process).
-    fn reclaim_in_background(&self) {}
-    /// Returns once the space of everything retired so far is given back (`regapp gc` without
-    /// a server waits for this before it exits).
-    async fn reclaim(&self) -> StorageResult<()> {
-        Ok(())
-    }
-    /// Removes what interrupted writes left in each of the directory-like `dirs` (a crash
-    /// between writing and publishing an object) if it was last written before `older_than`;
-    /// returns how many. A driver whose writes leave nothing behind (an object store's puts
-    /// are atomic) has nothing to do.
-    async fn remove_leftovers(
-        &self,
-        dirs: &[String],
-        older_than: SystemTime,
-    ) -> StorageResult<u64> {
-        let _ = (dirs, older_than);
-        Ok(0)
-    }
     /// Moves an object atomically and durably, replacing whatever is at `to`.
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()>;
-    /// Writes a small object readers see at once (atomically, as `put` does) without waiting
-    /// for it to survive a power loss: for upload-session state, which a client recreates.
-    async fn put_unsynced(&self, key: &str, content: Bytes) -> StorageResult<()> {
-        self.put(key, content).await
-    }
     /// Carries out `steps` in order, each as `put` or `rename` would, and returns once all of
     /// them are durable. A blob and its link, or a manifest and its three links, become visible
     /// in one call: the filesystem driver syncs every new file, then renames them all, then

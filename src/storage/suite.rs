@@ -21,12 +21,11 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     put_get_and_replace(driver).await;
     streaming_write_append_and_ranged_read(driver).await;
     list_hides_temporaries_and_delete_is_recursive(driver).await;
-    retire_answers_for_each_key(driver).await;
+    put_if_absent_writes_only_the_first(driver).await;
     lookups_of_many_keys_answer_for_each_in_order(driver).await;
     rename_replaces_target(driver).await;
     publish_runs_its_steps_in_order(driver).await;
     publish_stops_at_the_first_failure(driver).await;
-    put_unsynced_is_visible_at_once(driver).await;
     missing_keys_are_not_found(driver).await;
     keys_cannot_escape_the_root(driver).await;
 }
@@ -75,23 +74,13 @@ async fn list_hides_temporaries_and_delete_is_recursive(driver: &dyn StorageDriv
     assert!(driver.stat("dir/x").await.unwrap_err().is_not_found());
 }
 
-async fn retire_answers_for_each_key(driver: &dyn StorageDriver) {
-    driver.put("many/file", Bytes::new()).await.unwrap();
-    driver.put("many/dir/data", Bytes::new()).await.unwrap();
-    driver.put("many/kept", Bytes::new()).await.unwrap();
-    let keys = ["many/file", "many/dir", "many/missing", "../escape"].map(String::from);
-    let results = driver.retire(&keys).await;
-    assert_eq!(results.len(), 4);
-    assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
-    assert!(results[2].as_ref().unwrap_err().is_not_found());
-    assert!(matches!(results[3], Err(StorageError::InvalidKey(_))));
-    assert_eq!(driver.list("many").await.unwrap(), ["kept"]);
-    assert!(driver
-        .stat("many/dir/data")
-        .await
-        .unwrap_err()
-        .is_not_found());
-    driver.reclaim().await.unwrap();
+async fn put_if_absent_writes_only_the_first(driver: &dyn StorageDriver) {
+    let first = driver.put_if_absent("lease/holder", Bytes::from_static(b"a"));
+    assert!(first.await.unwrap(), "nothing was there");
+    let second = driver.put_if_absent("lease/holder", Bytes::from_static(b"b"));
+    assert!(!second.await.unwrap(), "something was there");
+    assert_eq!(driver.get("lease/holder").await.unwrap(), "a");
+    assert_eq!(driver.list("lease").await.unwrap(), ["holder"]);
 }
 
 async fn lookups_of_many_keys_answer_for_each_in_order(driver: &dyn StorageDriver) {
@@ -182,14 +171,6 @@ async fn publish_stops_at_the_first_failure(driver: &dyn StorageDriver) {
     assert!(driver.get("half/never").await.unwrap_err().is_not_found());
 }
 
-async fn put_unsynced_is_visible_at_once(driver: &dyn StorageDriver) {
-    driver
-        .put_unsynced("session/startedat", Bytes::from_static(b"now"))
-        .await
-        .unwrap();
-    assert_eq!(driver.get("session/startedat").await.unwrap(), "now");
-}
-
 async fn missing_keys_are_not_found(driver: &dyn StorageDriver) {
     assert!(driver.get("nope").await.unwrap_err().is_not_found());
     assert!(driver.stat("nope/x").await.unwrap_err().is_not_found());
@@ -217,10 +198,6 @@ async fn fs_driver_passes_the_suite() {
         .filter(|path| path.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
-    assert!(
-        !dir.path().join(super::trash::DIR).exists(),
-        "reclaim left the trash behind"
-    );
 }
 
 /// Every file below `dir`, relative to it, sorted (test stores and what they leave behind).

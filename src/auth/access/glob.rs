@@ -4,9 +4,9 @@
 //! and `?` one character, never a `/`; a component that is exactly `**` matches any number of
 //! whole components: at least one at the end (`team-a/**` matches `team-a/app` and
 //! `team-a/x/app`, not `team-a` itself), zero or more elsewhere (`**/cache` matches `cache`),
-//! and `**` alone matches every name. These are the semantics of the GC's retention globs
-//! (`src/gc/glob.rs` on branch `gc`); this copy also validates patterns and answers whether one
-//! glob covers another (for the "rule can never match" check). The two are to be unified.
+//! and `**` alone matches every name. Patterns are validated when parsed, and one glob can be
+//! asked whether it covers another (for the "rule can never match" check). Retention rules
+//! (`registry::gc::retention`) use the same globs.
 
 use std::fmt;
 

@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::retention::rule_for;
 use super::sweep::Sweeper;
 use super::usage::{Usage, UsageBuilder};
-use super::{cutoff, GcError, GcPolicy, GcReport, RunOptions};
+use super::{cutoff, Disposal, GcError, GcPolicy, GcReport, RunOptions};
 use crate::registry::store::Store;
 use crate::registry::types::{Digest, RepoName};
 
@@ -24,6 +24,7 @@ const LEFTOVER_DIRS_PER_HOP: usize = 256;
 
 pub(super) async fn collect(
     store: &Store,
+    disposal: &dyn Disposal,
     policy: &GcPolicy,
     options: RunOptions,
     progress: &mut Progress,
@@ -32,13 +33,14 @@ pub(super) async fn collect(
     let cutoff = cutoff(start, policy.grace);
     // From here on every pin released after the cutoff is remembered until the run ends.
     store.pins().collection_begins(cutoff, policy.grace);
-    let result = run(store, policy, options, start, cutoff, progress).await;
+    let result = run(store, disposal, policy, options, start, cutoff, progress).await;
     store.pins().collection_over(cutoff);
     result
 }
 
 async fn run(
     store: &Store,
+    disposal: &dyn Disposal,
     policy: &GcPolicy,
     options: RunOptions,
     start: SystemTime,
@@ -48,6 +50,7 @@ async fn run(
     let began = Instant::now();
     let sweeper = Sweeper {
         driver: store.driver().as_ref(),
+        disposal,
         pins: store.pins(),
         cutoff,
         dry_run: options.dry_run,

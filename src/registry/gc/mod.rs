@@ -23,13 +23,14 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use async_trait::async_trait;
+
 use crate::plumbing::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
-use crate::storage::StorageError;
+use crate::storage::{StorageDriver, StorageError, StorageResult, StorageSettings};
 
 mod collect;
 pub mod control;
-pub mod glob;
 pub mod lock;
 mod mark;
 pub mod progress;
@@ -37,9 +38,58 @@ pub mod retention;
 mod sweep;
 #[cfg(test)]
 mod tests;
+pub mod trash;
 pub mod usage;
 
 pub use retention::RetentionRule;
+pub use trash::FsTrash;
+
+/// How the collector gets rid of what it condemned, above the driver: the filesystem store
+/// moves it aside at once and gives the space back later ([`FsTrash`]); a store whose driver
+/// deletes cheaply deletes in place ([`InPlace`]).
+#[async_trait]
+pub trait Disposal: Send + Sync {
+    /// Deletes everything under each key, with one result per key, in order. Each key is gone
+    /// for `stat`, `list` and new readers when this returns; the space may come back later.
+    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>>;
+    /// Starts giving back the space of everything retired so far, and returns at once (the
+    /// end of a collection in a serving process).
+    fn reclaim_in_background(&self) {}
+    /// Returns once the space of everything retired so far is given back (`regapp gc`
+    /// without a server waits for this before it exits).
+    async fn reclaim(&self) -> StorageResult<()> {
+        Ok(())
+    }
+    /// Removes what writes that died before publishing left in `dirs` (the filesystem
+    /// driver's temporary files) if last written before `older_than`; how many.
+    async fn remove_leftovers(
+        &self,
+        dirs: &[String],
+        older_than: SystemTime,
+    ) -> StorageResult<u64> {
+        let _ = (dirs, older_than);
+        Ok(0)
+    }
+}
+
+/// Deletes through the driver, one key after the other.
+pub struct InPlace(pub Arc<dyn StorageDriver>);
+
+#[async_trait]
+impl Disposal for InPlace {
+    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
+        let mut results = Vec::with_capacity(keys.len());
+        for key in keys {
+            results.push(self.0.delete(key).await);
+        }
+        results
+    }
+}
+
+/// The disposal for the store the settings name (the filesystem's trash in its root).
+pub fn disposal_for(storage: &StorageSettings) -> Arc<dyn Disposal> {
+    Arc::new(FsTrash::new(&storage.root))
+}
 pub use usage::{RepoUsage, Usage};
 
 use progress::Progress;
@@ -188,6 +238,7 @@ pub enum GcError {
 /// never two at once.
 pub struct Collector {
     store: Arc<Store>,
+    disposal: Arc<dyn Disposal>,
     policy: ArcSwap<GcPolicy>,
     state_dir: PathBuf,
     /// One run at a time inside the process; the lock file keeps other processes out.
@@ -204,10 +255,17 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// A collector for `store`; `state_dir` holds `gc.lock` and `gc.sock` (the storage root).
-    pub fn new(store: Arc<Store>, policy: GcPolicy, state_dir: &Path) -> Collector {
+    /// A collector for `store` that deletes through `disposal`; `state_dir` holds `gc.lock`
+    /// and `gc.sock` (the storage root).
+    pub fn new(
+        store: Arc<Store>,
+        disposal: Arc<dyn Disposal>,
+        policy: GcPolicy,
+        state_dir: &Path,
+    ) -> Collector {
         Collector {
             store,
+            disposal,
             policy: ArcSwap::from_pointee(policy),
             state_dir: state_dir.to_owned(),
             running: tokio::sync::Mutex::new(()),
@@ -295,10 +353,17 @@ impl Collector {
             delete_untagged = policy.delete_untagged || options.delete_untagged,
             "garbage collection starts"
         );
-        let collected = collect::collect(&self.store, &policy, options, &mut progress).await;
+        let collected = collect::collect(
+            &self.store,
+            self.disposal.as_ref(),
+            &policy,
+            options,
+            &mut progress,
+        )
+        .await;
         if !options.dry_run {
             // Also after a failure: what was retired before it is garbage all the same.
-            self.store.driver().reclaim_in_background();
+            self.disposal.reclaim_in_background();
         }
         let (mut report, usage) = collected?;
         report.settings = policy.settings_line();
@@ -329,7 +394,7 @@ impl Collector {
     /// Returns once the space of what collections removed is given back: the storage driver
     /// does that in the background, and a process about to exit waits for it.
     pub async fn reclaim(&self) -> Result<(), GcError> {
-        Ok(self.store.driver().reclaim().await?)
+        Ok(self.disposal.reclaim().await?)
     }
 
     /// Storage use per repository now (reads only; runs beside a collection).

@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 
-use super::glob::Glob;
+use crate::auth::access::RepoGlob;
 
 #[derive(Debug, Clone)]
 pub struct RetentionRule {
-    pub repositories: Glob,
+    pub repositories: RepoGlob,
     pub keep_last: Option<usize>,
     pub keep_tags: Option<Regex>,
     pub older_than: Option<Duration>,
@@ -51,13 +51,13 @@ impl std::fmt::Display for RetentionRule {
 
 impl RetentionRule {
     pub fn new(
-        repositories: &str,
+        repositories: RepoGlob,
         keep_last: Option<usize>,
         keep_tags: Option<Regex>,
         older_than: Option<Duration>,
     ) -> RetentionRule {
         RetentionRule {
-            repositories: Glob::new(repositories),
+            repositories,
             keep_last,
             keep_tags,
             older_than,
@@ -115,7 +115,12 @@ mod tests {
     fn keep_last_keeps_the_newest_by_push_time() {
         let now = SystemTime::now();
         let t = tags(now, &[("a", 5), ("b", 1), ("c", 3), ("d", 2)]);
-        let rule = RetentionRule::new("**", Some(2), None, None);
+        let rule = RetentionRule::new(
+            crate::auth::access::RepoGlob::parse("**").unwrap(),
+            Some(2),
+            None,
+            None,
+        );
         assert_eq!(sorted(rule.tags_to_remove(&t, now)), ["a", "c"]);
     }
 
@@ -133,7 +138,7 @@ mod tests {
             ],
         );
         let rule = RetentionRule::new(
-            "ci/**",
+            crate::auth::access::RepoGlob::parse("ci/**").unwrap(),
             Some(1),
             Some(Regex::new("^v[0-9]+").unwrap()),
             Some(DAY * 30),
@@ -146,15 +151,30 @@ mod tests {
     fn a_rule_without_limits_removes_nothing() {
         let now = SystemTime::now();
         let t = tags(now, &[("a", 500)]);
-        let rule = RetentionRule::new("**", None, None, None);
+        let rule = RetentionRule::new(
+            crate::auth::access::RepoGlob::parse("**").unwrap(),
+            None,
+            None,
+            None,
+        );
         assert!(rule.tags_to_remove(&t, now).is_empty());
     }
 
     #[test]
     fn the_first_matching_rule_wins() {
         let rules = [
-            RetentionRule::new("ci/keep/**", None, None, None),
-            RetentionRule::new("ci/**", Some(1), None, None),
+            RetentionRule::new(
+                crate::auth::access::RepoGlob::parse("ci/keep/**").unwrap(),
+                None,
+                None,
+                None,
+            ),
+            RetentionRule::new(
+                crate::auth::access::RepoGlob::parse("ci/**").unwrap(),
+                Some(1),
+                None,
+                None,
+            ),
         ];
         assert!(rule_for(&rules, "ci/keep/x").unwrap().keep_last.is_none());
         assert_eq!(rule_for(&rules, "ci/x").unwrap().keep_last, Some(1));

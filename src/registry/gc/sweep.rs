@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 
 use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
+use super::Disposal;
 use crate::registry::store::{paths, Pins};
 use crate::registry::types::{Algorithm, Digest, RepoName, Tag, UploadId};
 use crate::storage::{StorageDriver, StorageResult};
@@ -25,6 +26,7 @@ pub const WRITE_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30
 
 pub struct Sweeper<'a> {
     pub driver: &'a dyn StorageDriver,
+    pub disposal: &'a dyn Disposal,
     pub pins: &'a Pins,
     pub cutoff: SystemTime,
     pub dry_run: bool,
@@ -259,7 +261,7 @@ impl Sweeper<'_> {
             .iter()
             .map(|(digest, _)| paths::blob_dir(digest))
             .collect();
-        let results = self.driver.retire(&keys).await;
+        let results = self.disposal.retire(&keys).await;
         let mut failure = None;
         let mut links = Vec::new();
         for ((digest, size), result) in condemned.iter().zip(results) {
@@ -295,7 +297,7 @@ impl Sweeper<'_> {
         }
         let mut removed = 0;
         let mut failure = None;
-        for result in self.driver.retire(&keys).await {
+        for result in self.disposal.retire(&keys).await {
             match result {
                 Ok(()) => removed += 1,
                 Err(e) if e.is_not_found() => {}
@@ -355,7 +357,7 @@ impl Sweeper<'_> {
         if self.dry_run || dirs.is_empty() {
             return Ok(0);
         }
-        self.driver
+        self.disposal
             .remove_leftovers(dirs, self.written_before())
             .await
     }
@@ -485,7 +487,7 @@ impl Sweeper<'_> {
 
     /// Deletes everything under one key (see `StorageDriver::retire`).
     async fn retire(&self, key: String) -> StorageResult<()> {
-        let mut results = self.driver.retire(&[key]).await;
+        let mut results = self.disposal.retire(&[key]).await;
         results.pop().expect("one result per key")
     }
 

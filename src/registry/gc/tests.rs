@@ -31,7 +31,12 @@ impl Fixture {
     }
 
     fn collector(&self, policy: GcPolicy) -> Collector {
-        Collector::new(self.store.clone(), policy, self.dir.path())
+        Collector::new(
+            self.store.clone(),
+            Arc::new(FsTrash::new(self.dir.path())),
+            policy,
+            self.dir.path(),
+        )
     }
 
     /// Collects with no grace: everything unreferenced written before the run goes.
@@ -386,7 +391,7 @@ async fn retention_removes_old_tags_beyond_keep_last_except_protected_ones() {
     let policy = GcPolicy {
         grace: Duration::ZERO,
         retention: vec![RetentionRule::new(
-            "ci/**",
+            crate::auth::access::RepoGlob::parse("ci/**").unwrap(),
             Some(2),
             Some(Regex::new("^v[0-9]+").unwrap()),
             Some(day * 30),
@@ -443,7 +448,12 @@ async fn retention_takes_an_index_with_its_children_and_referrers() {
     f.image("ci/multi", "new", &["new layer"], None).await;
     f.collect_with(GcPolicy {
         grace: Duration::ZERO,
-        retention: vec![RetentionRule::new("ci/*", Some(1), None, None)],
+        retention: vec![RetentionRule::new(
+            crate::auth::access::RepoGlob::parse("ci/*").unwrap(),
+            Some(1),
+            None,
+            None,
+        )],
         ..GcPolicy::default()
     })
     .await;

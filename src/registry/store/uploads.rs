@@ -57,13 +57,18 @@ impl Store {
     pub async fn upload_start(&self, repo: &RepoName) -> StoreResult<UploadId> {
         let id = UploadId::new_random();
         let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        // Not synced: after a power loss the client starts its upload again, and the collector
-        // removes what is left of this one by age.
-        self.driver
-            .put_unsynced(&paths::upload_started_at(repo, &id), Bytes::from(started))
+        // Written and closed, not synced: after a power loss the client starts its upload
+        // again, and the collector removes what is left of this one by age.
+        let mut started_at = self
+            .driver
+            .writer(&paths::upload_started_at(repo, &id), false)
             .await?;
+        started_at.write(Bytes::from(started)).await?;
+        started_at.close().await?;
         self.driver
-            .put_unsynced(&paths::upload_data(repo, &id), Bytes::new())
+            .writer(&paths::upload_data(repo, &id), false)
+            .await?
+            .close()
             .await?;
         Ok(id)
     }

@@ -1,6 +1,7 @@
-//! Garbage moved aside: the filesystem driver's `retire` renames what the collector condemned
-//! into `<root>/regapp-trash/<uuid>`, and a thread of its own purges the trash one entry at a
-//! time once the collection is over.
+//! Garbage moved aside, on a filesystem store: what the collector condemned is renamed into
+//! `<root>/regapp-trash/<uuid>`, and a thread of its own purges the trash one entry at a time
+//! once the collection is over ([`FsTrash`], the collector's [`Disposal`] for the filesystem
+//! driver). The driver itself only deletes; this is the collector's pacing, above it.
 //!
 //! Why not delete in place: on a filesystem mounted with `discard` (ext4 on the machines this
 //! was measured on) every `unlink` or `rmdir` that frees a block waits for the device to
@@ -40,9 +41,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use super::fs::remove;
+use async_trait::async_trait;
+
+use super::Disposal;
+use crate::storage::fs::{key_path, remove};
+use crate::storage::{StorageError, StorageResult};
 
 /// The trash directory's name under the storage root.
 pub const DIR: &str = "regapp-trash";
@@ -55,6 +60,7 @@ const ATTEMPTS: usize = 3;
 const QUIET: Duration = Duration::from_secs(1);
 
 pub struct Trash {
+    root: PathBuf,
     shared: Arc<Shared>,
     /// Wakes the purging thread, started the first time there is something to purge. Dropping
     /// it (with the driver) lets the thread finish what is due and end.
@@ -91,6 +97,7 @@ impl Trash {
     /// The trash of the store at `root`. What a stop or crash left in it is purged now.
     pub fn new(root: &Path) -> Trash {
         let trash = Trash {
+            root: root.to_owned(),
             shared: Arc::new(Shared {
                 dir: root.join(DIR),
                 last_retire: Mutex::new(None),
@@ -133,30 +140,9 @@ impl Trash {
             .map_err(|_| io::Error::other("a batch of renames into the trash panicked"))
     }
 
-    /// Moves the file or directory at `path` into the trash. Where it can't be moved (the
-    /// trash on another filesystem, a full disk that has no room for one more name) it is
-    /// deleted in place instead. Nothing is purged until `purge_soon`.
-    pub fn retire(&self, path: &Path) -> io::Result<()> {
-        *self.shared.last_retire.lock().expect("trash lock poisoned") = Some(Instant::now());
-        let dir = &self.shared.dir;
-        for _ in 0..ATTEMPTS {
-            let target = dir.join(uuid::Uuid::new_v4().simple().to_string());
-            match fs::rename(path, &target) {
-                Ok(()) => return Ok(()),
-                // The object is missing, or the trash is (never made, or purged and removed).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::symlink_metadata(path)?;
-                    match fs::create_dir(dir) {
-                        // Made here, or by a `retire` on another thread meanwhile: again.
-                        Ok(()) => {}
-                        Err(made) if made.kind() == io::ErrorKind::AlreadyExists => {}
-                        Err(_) => return remove(path),
-                    }
-                }
-                Err(_) => return remove(path),
-            }
-        }
-        remove(path)
+    /// Moves the file or directory at `path` into the trash (see [`retire`]).
+    pub fn retire_path(&self, path: &Path) -> io::Result<()> {
+        retire(&self.shared, path)
     }
 
     /// Wakes the purging thread (starting it the first time). A wake while it purges makes it
@@ -187,6 +173,32 @@ impl Trash {
         self.shared.hurry.store(false, Ordering::Relaxed);
         result
     }
+}
+
+/// Moves the file or directory at `path` into the trash. Where it can't be moved (the
+/// trash on another filesystem, a full disk that has no room for one more name) it is
+/// deleted in place instead. Nothing is purged until `purge_soon`.
+fn retire(shared: &Shared, path: &Path) -> io::Result<()> {
+    *shared.last_retire.lock().expect("trash lock poisoned") = Some(Instant::now());
+    let dir = &shared.dir;
+    for _ in 0..ATTEMPTS {
+        let target = dir.join(uuid::Uuid::new_v4().simple().to_string());
+        match fs::rename(path, &target) {
+            Ok(()) => return Ok(()),
+            // The object is missing, or the trash is (never made, or purged and removed).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::symlink_metadata(path)?;
+                match fs::create_dir(dir) {
+                    // Made here, or by a `retire` on another thread meanwhile: again.
+                    Ok(()) => {}
+                    Err(made) if made.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(_) => return remove(path),
+                }
+            }
+            Err(_) => return remove(path),
+        }
+    }
+    remove(path)
 }
 
 /// Starts the thread that runs batches of renames. It ends when the trash is dropped.
@@ -285,6 +297,94 @@ impl Shared {
     }
 }
 
+/// The filesystem store's disposal: renames into the trash (one batch at a time, on the
+/// renaming thread), purges when told, and removes the temporary files a crash left.
+pub type FsTrash = Trash;
+
+#[async_trait]
+impl Disposal for Trash {
+    async fn retire(&self, keys: &[String]) -> Vec<StorageResult<()>> {
+        let paths: Vec<(String, StorageResult<PathBuf>)> = keys
+            .iter()
+            .map(|key| (key.clone(), key_path(&self.root, key)))
+            .collect();
+        let shared = self.shared.clone();
+        let retiring = self.renaming(move || {
+            paths
+                .into_iter()
+                .map(|(key, path)| {
+                    let retired = path.and_then(|path| {
+                        retire(&shared, &path).map_err(|e| StorageError::from_io(&key, e))
+                    });
+                    // Between two renames this thread holds no lock: the moment to give its
+                    // core to a request thread that woke meanwhile, rather than make it wait
+                    // out the rest of this thread's time slice (see the module's doc).
+                    std::thread::yield_now();
+                    retired
+                })
+                .collect::<Vec<StorageResult<()>>>()
+        });
+        retiring.await.unwrap_or_else(|e| {
+            keys.iter()
+                .map(|key| Err(StorageError::from_io(key, io::Error::other(e.to_string()))))
+                .collect()
+        })
+    }
+
+    fn reclaim_in_background(&self) {
+        self.purge_soon();
+    }
+
+    async fn reclaim(&self) -> StorageResult<()> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            shared.hurry.store(true, Ordering::Relaxed);
+            let result = shared.purge(Pace::Now);
+            shared.hurry.store(false, Ordering::Relaxed);
+            result
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|purged| purged)
+        .map_err(|e| StorageError::from_io(DIR, e))
+    }
+
+    /// The `*.tmp` files the driver's `put` and `publish` write before their rename: one still
+    /// there long after it was written belongs to a process that died between the two.
+    async fn remove_leftovers(
+        &self,
+        dirs: &[String],
+        older_than: SystemTime,
+    ) -> StorageResult<u64> {
+        let paths: Vec<StorageResult<PathBuf>> =
+            dirs.iter().map(|key| key_path(&self.root, key)).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut removed = 0;
+            for dir in paths.into_iter().flatten() {
+                let Ok(entries) = fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let stale = entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|n| n.ends_with(".tmp"))
+                        && entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|modified| modified < older_than);
+                    if stale && fs::remove_file(entry.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+            }
+            removed
+        })
+        .await
+        .map_err(|e| StorageError::from_io("leftovers", io::Error::other(e)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,8 +407,8 @@ mod tests {
         fs::write(root.path().join("docker/link"), b"sha256:abcd").unwrap();
         let trash = Trash::new(root.path());
 
-        trash.retire(&blob).unwrap();
-        trash.retire(&root.path().join("docker/link")).unwrap();
+        trash.retire_path(&blob).unwrap();
+        trash.retire_path(&root.path().join("docker/link")).unwrap();
         assert!(!blob.exists() && !root.path().join("docker/link").exists());
         assert!(root.path().join("docker/blobs/ab").is_dir());
         assert_eq!(entries(&root.path().join(DIR)), 2);
@@ -323,13 +423,13 @@ mod tests {
         let trash = Trash::new(root.path());
         let missing = root.path().join("nothing/here");
         assert_eq!(
-            trash.retire(&missing).unwrap_err().kind(),
+            trash.retire_path(&missing).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
         assert!(!root.path().join(DIR).exists(), "not made for nothing");
         fs::create_dir(root.path().join(DIR)).unwrap();
         assert_eq!(
-            trash.retire(&missing).unwrap_err().kind(),
+            trash.retire_path(&missing).unwrap_err().kind(),
             io::ErrorKind::NotFound
         );
     }
@@ -346,7 +446,7 @@ mod tests {
                 let trash = &trash;
                 scope.spawn(move || {
                     for object in batch {
-                        trash.retire(object).unwrap();
+                        trash.retire_path(object).unwrap();
                     }
                 });
             }
@@ -368,11 +468,15 @@ mod tests {
     fn retiring_starts_no_purge_and_the_purge_pauses_while_objects_are_retired() {
         let root = tempfile::tempdir().unwrap();
         let trash = Trash::new(root.path());
-        trash.retire(&blob_at(root.path().join("first"))).unwrap();
+        trash
+            .retire_path(&blob_at(root.path().join("first")))
+            .unwrap();
         std::thread::sleep(QUIET + QUIET / 2);
         assert_eq!(entries(&root.path().join(DIR)), 1, "purged unasked");
 
-        trash.retire(&blob_at(root.path().join("second"))).unwrap();
+        trash
+            .retire_path(&blob_at(root.path().join("second")))
+            .unwrap();
         trash.purge_soon();
         std::thread::sleep(QUIET / 2);
         assert_eq!(entries(&root.path().join(DIR)), 2, "purged while retiring");
@@ -385,7 +489,7 @@ mod tests {
         let trash = Trash::new(root.path());
         for n in 0..8 {
             trash
-                .retire(&blob_at(root.path().join(format!("blob{n}"))))
+                .retire_path(&blob_at(root.path().join(format!("blob{n}"))))
                 .unwrap();
         }
         trash.purge_soon();
@@ -413,7 +517,7 @@ mod tests {
         let (renamed_at, retired) = trash
             .renaming({
                 let trash = trash.clone();
-                move || (niceness(), trash.retire(&blob))
+                move || (niceness(), trash.retire_path(&blob))
             })
             .await
             .unwrap();
@@ -444,7 +548,32 @@ mod tests {
         fs::write(root.path().join(DIR), b"in the way").unwrap();
         let blob = blob_at(root.path().join("blob"));
         let trash = Trash::new(root.path());
-        trash.retire(&blob).unwrap();
+        trash.retire_path(&blob).unwrap();
         assert!(!blob.exists());
+    }
+
+    /// Through the collector's interface: one answer per key, in order; a missing key is not
+    /// found, a key that would climb out of the store is refused; `reclaim` empties the trash.
+    #[tokio::test]
+    async fn retire_answers_for_each_key_and_reclaim_empties_the_trash() {
+        let root = tempfile::tempdir().unwrap();
+        let driver = crate::storage::FsDriver::new(root.path());
+        use crate::storage::StorageDriver as _;
+        for key in ["many/file", "many/dir/data", "many/kept"] {
+            driver.put(key, bytes::Bytes::new()).await.unwrap();
+        }
+        let trash = Trash::new(root.path());
+        let keys = ["many/file", "many/dir", "many/missing", "../escape"].map(String::from);
+        let results = Disposal::retire(&trash, &keys).await;
+        assert_eq!(results.len(), 4);
+        assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+        assert!(results[2].as_ref().unwrap_err().is_not_found());
+        assert!(matches!(results[3], Err(StorageError::InvalidKey(_))));
+        assert_eq!(driver.list("many").await.unwrap(), ["kept"]);
+        Disposal::reclaim(&trash).await.unwrap();
+        assert!(
+            !root.path().join(DIR).exists(),
+            "reclaim left the trash behind"
+        );
     }
 }
