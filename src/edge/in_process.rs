@@ -24,7 +24,7 @@ use pingora::{Error, ErrorType};
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::linger;
-use crate::registry::api::{Api, Response, ResponseBody, Route};
+use crate::registry::api::{Api, Caller, Response, ResponseBody, Route};
 use crate::registry::store::batcher::Batcher;
 use crate::registry::store::byte_budget::ByteBudget;
 
@@ -41,13 +41,13 @@ const BODY_QUEUE_UNITS: usize = BODY_QUEUE_BYTES / BODY_QUEUE_UNIT;
 /// Download chunks read ahead of an h2 stream (see [`read_ahead`]).
 const READ_AHEAD: usize = 4;
 
-/// Whether the engine's handler answers `request` in-process: a `GET` of a blob, or any
-/// request on an upload session (`POST`, `PATCH`, `PUT`, status, cancel).
-pub fn goes_in_process(request: &RequestHeader) -> bool {
+/// The route, when the engine's handler answers `request` in-process: a `GET` of a blob, or
+/// any request on an upload session (`POST`, `PATCH`, `PUT`, status, cancel).
+pub fn in_process_route(request: &RequestHeader) -> Option<Route> {
     match Route::parse(request.uri.path()) {
-        Ok(Route::Blob(..)) => request.method == Method::GET,
-        Ok(Route::Uploads(..) | Route::Upload(..)) => true,
-        _ => false,
+        Ok(route @ Route::Blob(..)) if request.method == Method::GET => Some(route),
+        Ok(route @ (Route::Uploads(..) | Route::Upload(..))) => Some(route),
+        _ => None,
     }
 }
 
@@ -67,6 +67,8 @@ pub struct Answer {
 /// answered without its body crossing the network.
 pub async fn ask_engine(
     api: &Api,
+    caller: Caller,
+    route: Route,
     request: &RequestHeader,
     session: &mut Session,
 ) -> Result<Answer> {
@@ -74,7 +76,7 @@ pub async fn ask_engine(
         // A download: no body to pump, and nothing to gain from a task of its own.
         let request = http::Request::from_parts(request.as_owned_parts(), Empty::<Bytes>::new());
         return Ok(Answer {
-            response: api.handle(request).await,
+            response: api.handle_from_front(caller, route, request).await,
             body_wanted: false,
         });
     }
@@ -90,7 +92,8 @@ pub async fn ask_engine(
     // An upload: the engine runs as a task of its own, as it did behind its socket, so that
     // receiving from the client (TLS) and the engine's hashing and writing use both cores.
     let api = api.clone();
-    let mut handler = tokio::spawn(async move { api.handle(request).await });
+    let mut handler =
+        tokio::spawn(async move { api.handle_from_front(caller, route, request).await });
     let body_wanted = AtomicBool::new(false);
     let pump = pump_body(session, chunks, asked, &body_wanted);
     tokio::pin!(pump);

@@ -31,7 +31,7 @@ use tokio::time::{timeout_at, Instant};
 use super::connections::{self, Connections, Refusal, Slot};
 use super::tally::Tally;
 use crate::metrics::EdgeMetrics;
-use crate::registry::api::{error_body, Code};
+use crate::registry::api::{error_response, Code};
 
 /// What both listeners share: the caps, the handshake deadline, and where failures go.
 pub struct Gate {
@@ -256,22 +256,26 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// Plain HTTP sent to the TLS port (`http://registry:443`): a 400 that says so, as nginx does,
 /// instead of a connection that closes with no word.
 async fn answer_plain_http(mut tcp: TcpStream) {
-    let body = error_body(
+    let answer = error_response(
+        http::StatusCode::BAD_REQUEST,
         Code::Unsupported,
         "this port speaks HTTPS: use https:// in the registry's address",
     );
-    let head = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
-         docker-distribution-api-version: registry/2.0\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
+    let mut head = String::from("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n");
+    for (name, value) in answer.headers() {
+        head.push_str(&format!(
+            "{name}: {}\r\n",
+            value.to_str().unwrap_or_default()
+        ));
+    }
+    head.push_str("\r\n");
     let exchange = async {
         // What the client sent is read (not answered) first, so closing does not reset the
         // connection under the answer.
         let mut request = vec![0u8; 16 * 1024];
         let _ = tcp.read(&mut request).await?;
         tcp.write_all(head.as_bytes()).await?;
-        tcp.write_all(&body).await?;
+        tcp.write_all(answer.body()).await?;
         tcp.shutdown().await?;
         Ok::<_, io::Error>(())
     };

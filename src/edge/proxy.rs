@@ -33,7 +33,8 @@ use crate::auth::{AuthDecision, Authenticator};
 use crate::certs::CertResolver;
 use crate::metrics::{Metrics, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::registry::api::{
-    error_body, Api, Code, FRONT_TOKEN_HEADER, FRONT_USER_HEADER, REQUEST_ID_HEADER,
+    error_response, Api, Caller, Code, Route, FRONT_TOKEN_HEADER, FRONT_USER_HEADER,
+    REQUEST_ID_HEADER,
 };
 use ipnet::IpNet;
 
@@ -118,15 +119,39 @@ impl EdgeProxy {
     /// handler in-process (see `in_process`); every other request goes on to the engine over
     /// loopback.
     async fn let_in(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
-        if in_process::goes_in_process(session.req_header()) {
-            return self.answer_in_process(session, ctx).await;
+        if let Some(route) = in_process::in_process_route(session.req_header()) {
+            return self.answer_in_process(session, ctx, route).await;
         }
         Ok(false)
     }
 
-    /// The request as the engine gets it: the edge's own headers (forwarded-for/proto/host,
-    /// front token, request id, user) replace whatever the client sent under those names.
+    /// Who the engine is told asks.
+    fn caller(ctx: &RequestContext) -> Caller {
+        match &ctx.user {
+            Some(user) => Caller::User(user.clone()),
+            None => Caller::Anonymous,
+        }
+    }
+
+    /// The request as the engine gets it over loopback: the forwarded headers, plus the front
+    /// token and the user, which the engine's listener reads back.
     fn engine_request_headers(
+        &self,
+        client: &RequestHeader,
+        upstream: &mut RequestHeader,
+        ctx: &RequestContext,
+    ) -> Result<()> {
+        self.forwarded_headers(client, upstream, ctx)?;
+        upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
+        if let Some(user) = &ctx.user {
+            upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
+        }
+        Ok(())
+    }
+
+    /// The edge's own headers (forwarded-for/proto/host, request id) in place of whatever the
+    /// client sent under those names, and of any it sent under the front's identity headers.
+    fn forwarded_headers(
         &self,
         client: &RequestHeader,
         upstream: &mut RequestHeader,
@@ -148,11 +173,7 @@ impl EdgeProxy {
         if let Some(host) = host {
             upstream.insert_header("x-forwarded-host", host)?;
         }
-        upstream.insert_header(FRONT_TOKEN_HEADER, self.front_token.as_str())?;
         upstream.insert_header(REQUEST_ID_HEADER, ctx.request_id.as_str())?;
-        if let Some(user) = &ctx.user {
-            upstream.insert_header(FRONT_USER_HEADER, user.as_str())?;
-        }
         Ok(())
     }
 
@@ -186,10 +207,13 @@ impl EdgeProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestContext,
+        route: Route,
     ) -> Result<bool> {
-        let mut upstream = session.req_header().clone();
-        self.engine_request_headers(session.req_header(), &mut upstream, ctx)?;
-        let answer = in_process::ask_engine(&self.engine_api, &upstream, session).await?;
+        let mut request = session.req_header().clone();
+        self.forwarded_headers(session.req_header(), &mut request, ctx)?;
+        let caller = Self::caller(ctx);
+        let answer =
+            in_process::ask_engine(&self.engine_api, caller, route, &request, session).await?;
         let (parts, mut body) = answer.response.into_parts();
         let mut response = ResponseHeader::build(parts.status, Some(parts.headers.len() + 4))?;
         for (name, value) in &parts.headers {
@@ -254,11 +278,11 @@ impl EdgeProxy {
         detail: &str,
         extra: &[(header::HeaderName, String)],
     ) -> Result<bool> {
-        let body = error_body(code, detail);
-        let mut response = ResponseHeader::build(status, Some(6))?;
-        response.insert_header(header::CONTENT_TYPE, "application/json")?;
-        response.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-        response.insert_header("docker-distribution-api-version", "registry/2.0")?;
+        let (parts, body) = error_response(status, code, detail).into_parts();
+        let mut response = ResponseHeader::build(status, Some(parts.headers.len() + 4))?;
+        for (name, value) in &parts.headers {
+            response.insert_header(name.clone(), value.clone())?;
+        }
         response.insert_header(REQUEST_ID_HEADER, request_id)?;
         for (name, value) in extra {
             response.insert_header(name.clone(), value.as_str())?;

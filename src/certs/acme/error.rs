@@ -94,7 +94,7 @@ impl AcmeError {
             instant_acme::Error::Api(problem) => AcmeError::from_problem(what, problem),
             instant_acme::Error::Timeout(_) => AcmeError::Timeout {
                 what,
-                seconds: super::order::ORDER_TIMEOUT.as_secs(),
+                seconds: super::ORDER_TIMEOUT.as_secs(),
             },
             source => AcmeError::Protocol { what, source },
         }

@@ -45,6 +45,9 @@ pub use renewal::Basis;
 pub use state::StateDir;
 pub use status::Status;
 
+/// How long validation and issuance may take before the attempt counts as failed.
+pub const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+
 pub const LETSENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 pub const ZEROSSL: &str = "https://acme.zerossl.com/v2/DV90";

@@ -16,8 +16,7 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use super::challenges::ChallengeTokens;
 use super::error::AcmeError;
 
-/// How long validation and issuance may take before the attempt counts as failed.
-pub const ORDER_TIMEOUT: Duration = Duration::from_secs(90);
+use super::ORDER_TIMEOUT;
 
 /// Polls start fast (a local CA answers in milliseconds) and back off; Retry-After is honoured.
 fn polling() -> RetryPolicy {

@@ -6,7 +6,10 @@
 use http::{header, HeaderValue, StatusCode};
 use serde_json::json;
 
-use super::response::{bytes, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+
+use super::response::Response;
 use crate::registry::store::StoreError;
 use crate::storage::StorageError;
 
@@ -178,11 +181,11 @@ impl ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let mut response = bytes(
-            status,
-            "application/json",
-            error_body(code, &self.to_string()),
-        );
+        let mut response = error_response(status, code, &self.to_string()).map(|body| {
+            Full::new(body)
+                .map_err(|never| match never {})
+                .boxed_unsync()
+        });
         let headers = response.headers_mut();
         match &self {
             ApiError::RangeNotSatisfiable { size } => {
@@ -199,6 +202,27 @@ impl ApiError {
 
 /// The spec's JSON error body: `{"errors":[{"code","message","detail"}]}`. The edge answers
 /// 401, 403 and 429 with it too.
+/// The spec's JSON error answer: status, `Content-Type`, length, API version header and body.
+/// What the engine answers for every error, and the edge for what it refuses itself (401,
+/// 403, 429, 431).
+pub fn error_response(status: http::StatusCode, code: Code, detail: &str) -> http::Response<Bytes> {
+    let body = error_body(code, detail);
+    let length = HeaderValue::from(body.len());
+    let mut response = http::Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, length);
+    headers.insert(
+        super::response::API_VERSION,
+        super::response::API_VERSION_VALUE,
+    );
+    response
+}
+
 pub fn error_body(code: Code, detail: &str) -> bytes::Bytes {
     let body = json!({"errors": [{
         "code": code.as_str(),

@@ -24,7 +24,7 @@ mod response;
 mod routes;
 pub mod server;
 
-pub use errors::{error_body, ApiError, Code};
+pub use errors::{error_response, ApiError, Code};
 pub use response::{Response, ResponseBody};
 use response::{API_VERSION, API_VERSION_VALUE};
 pub use routes::Route;
@@ -37,6 +37,17 @@ pub struct Api {
     body_idle_timeout: Option<Duration>,
     access: Option<Arc<Access>>,
     metrics: Option<EngineMetrics>,
+}
+
+/// Who asks, as the front that authenticated the request says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A user of the htpasswd file.
+    User(String),
+    /// A client without credentials (`auth.anonymous_pull`).
+    Anonymous,
+    /// Nobody checks (the engine alone, behind an operator's own proxy): rules not enforced.
+    Unchecked,
 }
 
 /// The header by which a trusted front (regapp's edge) proves a request came through it.
@@ -87,16 +98,27 @@ impl Api {
         self
     }
 
-    fn permissions(&self, headers: &HeaderMap) -> permissions::Permissions {
-        match &self.access {
-            None => permissions::Permissions::unrestricted(),
-            Some(access) => {
-                let user = headers
-                    .get(FRONT_USER_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                permissions::Permissions::of(access.current(), user)
+    fn permissions(&self, caller: Caller) -> permissions::Permissions {
+        match (&self.access, caller) {
+            (Some(access), Caller::User(user)) => {
+                permissions::Permissions::of(access.current(), Some(user))
             }
+            (Some(access), Caller::Anonymous) => {
+                permissions::Permissions::of(access.current(), None)
+            }
+            (None, _) | (_, Caller::Unchecked) => permissions::Permissions::unrestricted(),
+        }
+    }
+
+    /// Who the front says asks, from the headers of a request that came over the engine's
+    /// listener: only meaningful once the front token is checked.
+    fn caller_named_in(&self, headers: &HeaderMap) -> Caller {
+        if self.access.is_none() {
+            return Caller::Unchecked;
+        }
+        match headers.get(FRONT_USER_HEADER).and_then(|v| v.to_str().ok()) {
+            Some(user) => Caller::User(user.to_owned()),
+            None => Caller::Anonymous,
         }
     }
 
@@ -143,22 +165,67 @@ impl Api {
         &self.store
     }
 
-    /// Answers one request. Never fails: errors become the spec's JSON error answers.
+    /// Answers one request that came over the engine's own listener. Behind the edge it must
+    /// carry the front token, and the user comes from [`FRONT_USER_HEADER`]. Never fails:
+    /// errors become the spec's JSON error answers.
     pub async fn handle<B>(&self, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let through_front = self.came_through_front(request.headers());
+        let caller = self.caller_named_in(request.headers());
+        let route = if through_front {
+            Route::parse(request.uri().path())
+        } else {
+            Err(ApiError::NotThroughFront)
+        };
+        self.answer(caller, route, request).await
+    }
+
+    /// Answers one request handed over in-process by the front that authenticated it: who
+    /// asks and what route it is come typed, nothing is read back from headers.
+    pub async fn handle_from_front<B>(
+        &self,
+        caller: Caller,
+        route: Route,
+        request: http::Request<B>,
+    ) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.answer(caller, Ok(route), request).await
+    }
+
+    async fn answer<B>(
+        &self,
+        caller: Caller,
+        route: Result<Route, ApiError>,
+        request: http::Request<B>,
+    ) -> Response
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let request_id = request_id(request.headers());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
-        let mut response = self.handle_counted(request).instrument(span).await;
+        let mut response = self
+            .handle_counted(caller, route, request)
+            .instrument(span)
+            .await;
         let headers = response.headers_mut();
         headers.insert(API_VERSION, API_VERSION_VALUE);
         headers.insert(REQUEST_ID_HEADER, request_id);
         response
     }
 
-    async fn handle_counted<B>(&self, request: http::Request<B>) -> Response
+    async fn handle_counted<B>(
+        &self,
+        caller: Caller,
+        route: Result<Route, ApiError>,
+        request: http::Request<B>,
+    ) -> Response
     where
         B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -185,34 +252,28 @@ impl Api {
             query,
         };
         let method = request.method.clone();
-        let route = Route::parse(parts.uri.path());
         let class = route.as_ref().map_or(RouteClass::Other, route_class);
         let _uploading = self
             .metrics
             .as_ref()
             .filter(|_| is_upload(class, &method))
             .map(EngineMetrics::upload_started);
-        let response = if !self.came_through_front(&request.headers) {
-            Err(ApiError::NotThroughFront)
-        } else {
-            let permissions = self.permissions(&request.headers);
-            match route {
-                Ok(route) => {
-                    // Checked before the handler reads anything, the body above all.
-                    let allowed = match permissions::required_action(&route, &request.method) {
-                        Some((name, action)) => permissions.require(name, action),
-                        None => Ok(()),
-                    };
-                    match allowed {
-                        Ok(()) => {
-                            handlers::dispatch(&self.store, route, request, body, &permissions)
-                                .await
-                        }
-                        Err(denied) => Err(denied),
+        let permissions = self.permissions(caller);
+        let response = match route {
+            Ok(route) => {
+                // Checked before the handler reads anything, the body above all.
+                let allowed = match permissions::required_action(&route, &request.method) {
+                    Some((name, action)) => permissions.require(name, action),
+                    None => Ok(()),
+                };
+                match allowed {
+                    Ok(()) => {
+                        handlers::dispatch(&self.store, route, request, body, &permissions).await
                     }
+                    Err(denied) => Err(denied),
                 }
-                Err(e) => Err(e),
             }
+            Err(e) => Err(e),
         }
         .unwrap_or_else(ApiError::into_response);
         match &self.metrics {

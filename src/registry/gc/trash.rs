@@ -274,12 +274,13 @@ impl Shared {
                 _ => purged += 1,
             }
         }
-        let _ = fs::remove_dir(&self.dir);
         tracing::info!(
             entries = purged,
             seconds = started.elapsed().as_secs_f64(),
             "trash purged"
         );
+        // Last, so that whoever sees the directory gone also finds the line above.
+        let _ = fs::remove_dir(&self.dir);
         Ok(())
     }
 
