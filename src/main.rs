@@ -60,12 +60,10 @@ fn main() -> ExitCode {
 }
 
 /// glibc raises its mmap threshold each time a large buffer is freed, after which 1 MiB-class
-/// buffers come from per-thread arenas that fragment and are never returned: RSS grew round
-/// after round in the benchmark. A fixed threshold and two arenas keep it flat. (A threshold of
-/// 128 KiB kept RSS lowest but halved push throughput: hyper's read buffers were then mapped and
-/// unmapped all the time.) glibc also hands a heap's free top back to the kernel once it exceeds
-/// 128 KiB, so a push re-faulted ~110,000 pages per GiB as buffers came and went; keeping up to
-/// 32 MiB of free top costs no peak memory (it is memory already used) and removed those faults.
+/// buffers come from per-thread arenas that fragment and are never returned: a fixed threshold
+/// and two arenas keep RSS flat (a lower threshold maps and unmaps hyper's read buffers all the
+/// time). Keeping up to 32 MiB of a heap's free top spares a push re-faulting its buffers' pages;
+/// it is memory already used, so it costs no peak.
 fn tame_the_allocator() {
     // SAFETY: mallopt only sets allocator parameters; called before any other thread exists.
     unsafe {

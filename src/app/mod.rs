@@ -11,7 +11,9 @@ use std::time::Duration;
 use crate::auth::access::Access;
 use crate::auth::Authenticator;
 use crate::certs::acme::{self, AcmeManager, ChallengeTokens};
-use crate::certs::{selfsigned, CertResolver, FilesSource, TlsSettings, DEFAULT_DEBOUNCE};
+use crate::certs::{
+    selfsigned, CertResolver, FilesSource, TlsSettings, WatchGuard, DEFAULT_DEBOUNCE,
+};
 use crate::config::Settings;
 use crate::edge::{Edge, EdgeSettings, DEFAULT_IDLE_TIMEOUT};
 use crate::ops::{self, Reloader, Service};
@@ -82,78 +84,23 @@ fn serve_with_edge(
     edge: EdgeSettings,
     mut service: Service<Settings>,
 ) -> Result<(), AppError> {
-    let engine_listener = StdListener::bind(settings.engine.listen)
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.engine.listen))?;
-    engine_listener.set_nonblocking(true)?;
+    let engine_listener = bind_engine(settings.engine.listen)?;
     let engine_addr = engine_listener.local_addr()?;
     let front_token = random_token();
     let access = Arc::new(Access::new(settings.access.clone()));
-    let store = Arc::new(Store::open(
-        &settings.storage,
-        settings.engine.store.clone(),
-    ));
-    start_gc(settings, store.clone(), &mut service)?;
-    let engine_api = Api::new(store)
-        .require_front_token(front_token.clone())
-        .enforce_access(access.clone())
-        .body_idle_timeout(edge.idle_timeout)
-        .metrics(service.metrics.engine.clone());
-    parts::access_rules(&mut service.reloader, access.clone());
-
-    let authenticator = Authenticator::load(&edge.auth.htpasswd)
-        .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;
-    let htpasswd_watch = authenticator.watch()?;
-    ops::observe::auth(&service.metrics, authenticator.clone());
-    parts::htpasswd(&mut service.reloader, authenticator.clone(), htpasswd_watch);
-
-    let resolver = Arc::new(CertResolver::new());
-    let challenges = ChallengeTokens::new();
-    let mut acme_manager = None;
-    let files = match &edge.tls {
-        TlsSettings::Files {
-            cert_file,
-            key_file,
-        } => Some(Arc::new(FilesSource::open(
-            cert_file,
-            key_file,
-            resolver.clone(),
-        )?)),
-        TlsSettings::SelfSigned { state_dir } => {
-            let cert =
-                selfsigned::load_or_generate(&edge.hostname, state_dir, SELF_SIGNED_VALIDITY)?;
-            resolver.install(cert.key.clone())?;
-            let ca = cert.write_ca(state_dir)?;
-            tracing::info!(trust = %ca.display(), "serving a self-signed certificate");
-            None
-        }
-        TlsSettings::Acme(settings) => {
-            let manager = AcmeManager::new(
-                settings.clone(),
-                resolver.clone(),
-                challenges.clone(),
-                acme::https_connector(settings.ca_root.clone()),
-            )?;
-            let manager = Arc::new(manager);
-            acme::spawn(manager.clone(), edge.http_listen)?;
-            acme_manager = Some(manager);
-            None
-        }
-    };
-    let _certificate_watch = match &files {
-        Some(files) => Some(files.watch(DEFAULT_DEBOUNCE)?),
-        None => None,
-    };
-
-    if let Some(files) = &files {
-        parts::certificate_files(&mut service.reloader, files.clone());
-    }
-    ops::observe::certificates(&service.metrics, resolver.clone(), acme_manager);
+    let engine_api = engine_behind_edge(settings, &edge, &mut service, &front_token, &access)?;
+    let authenticator = start_authenticator(&edge, &mut service)?;
+    let certificates = start_certificates(&edge, &mut service)?;
     let metrics_allow = Arc::new(arc_swap::ArcSwap::from_pointee(
         settings.metrics.allow.clone(),
     ));
     parts::metrics_allow(&mut service.reloader, metrics_allow.clone());
 
-    let ready_when = service.edge_checks(engine_addr, edge.https_listen, resolver.clone());
+    let ready_when = service.edge_checks(
+        engine_addr,
+        edge.https_listen,
+        certificates.resolver.clone(),
+    );
     let metrics = service.metrics.clone();
     service.start(ready_when)?;
 
@@ -168,8 +115,8 @@ fn serve_with_edge(
         engine_api,
         front_token,
         authenticator,
-        resolver,
-        challenges,
+        resolver: certificates.resolver,
+        challenges: certificates.challenges,
         access,
         metrics,
         metrics_allow,
@@ -177,6 +124,128 @@ fn serve_with_edge(
     }
     .run()?;
     Ok(())
+}
+
+/// Binds the engine's listener, non-blocking: the edge's tokio runtime takes it over.
+fn bind_engine(listen: std::net::SocketAddr) -> Result<StdListener, AppError> {
+    let listener =
+        StdListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Opens the store, starts its garbage collection and builds the engine's API for behind the
+/// edge: it wants `front_token` on every request and enforces `access` (SIGHUP reloads it).
+fn engine_behind_edge(
+    settings: &Settings,
+    edge: &EdgeSettings,
+    service: &mut Service<Settings>,
+    front_token: &str,
+    access: &Arc<Access>,
+) -> Result<Api, AppError> {
+    let store = Arc::new(Store::open(
+        &settings.storage,
+        settings.engine.store.clone(),
+    ));
+    start_gc(settings, store.clone(), service)?;
+    let api = Api::new(store)
+        .require_front_token(front_token.to_owned())
+        .enforce_access(access.clone())
+        .body_idle_timeout(edge.idle_timeout)
+        .metrics(service.metrics.engine.clone());
+    parts::access_rules(&mut service.reloader, access.clone());
+    Ok(api)
+}
+
+/// Loads `auth.htpasswd` and watches it (SIGHUP reloads it too); its reloads go to the metrics.
+fn start_authenticator(
+    edge: &EdgeSettings,
+    service: &mut Service<Settings>,
+) -> Result<Authenticator, AppError> {
+    let authenticator = Authenticator::load(&edge.auth.htpasswd)
+        .map_err(|e| format!("htpasswd {}: {e}", edge.auth.htpasswd.display()))?;
+    let htpasswd_watch = authenticator.watch()?;
+    ops::observe::auth(&service.metrics, authenticator.clone());
+    parts::htpasswd(&mut service.reloader, authenticator.clone(), htpasswd_watch);
+    Ok(authenticator)
+}
+
+/// What the edge takes from the certificate source.
+struct Certificates {
+    resolver: Arc<CertResolver>,
+    challenges: ChallengeTokens,
+    /// Reloads the certificate files when they change, for as long as it is kept.
+    _watch: Option<WatchGuard>,
+}
+
+/// Starts the certificate source `tls.mode` names; certificate files are also watched and
+/// reloaded by SIGHUP. The served certificate (and ACME's attempts) go to the metrics.
+fn start_certificates(
+    edge: &EdgeSettings,
+    service: &mut Service<Settings>,
+) -> Result<Certificates, AppError> {
+    let resolver = Arc::new(CertResolver::new());
+    let challenges = ChallengeTokens::new();
+    let (watch, acme_manager) = match certificate_source(edge, &resolver, &challenges)? {
+        CertificateSource::Files(files) => {
+            let watch = files.watch(DEFAULT_DEBOUNCE)?;
+            parts::certificate_files(&mut service.reloader, files);
+            (Some(watch), None)
+        }
+        CertificateSource::SelfSigned => (None, None),
+        CertificateSource::Acme(manager) => (None, Some(manager)),
+    };
+    ops::observe::certificates(&service.metrics, resolver.clone(), acme_manager);
+    Ok(Certificates {
+        resolver,
+        challenges,
+        _watch: watch,
+    })
+}
+
+/// A started certificate source, as far as the rest of the wiring still needs it.
+enum CertificateSource {
+    Files(Arc<FilesSource>),
+    SelfSigned,
+    Acme(Arc<AcmeManager>),
+}
+
+/// Starts the certificate source `tls.mode` names, the one that fills `resolver`: PEM files, a
+/// self-signed certificate (its CA written for clients to trust) or an ACME manager (running on
+/// its own thread, its HTTP-01 answers in `challenges`).
+fn certificate_source(
+    edge: &EdgeSettings,
+    resolver: &Arc<CertResolver>,
+    challenges: &ChallengeTokens,
+) -> Result<CertificateSource, AppError> {
+    match &edge.tls {
+        TlsSettings::Files {
+            cert_file,
+            key_file,
+        } => {
+            let files = FilesSource::open(cert_file, key_file, resolver.clone())?;
+            Ok(CertificateSource::Files(Arc::new(files)))
+        }
+        TlsSettings::SelfSigned { state_dir } => {
+            let cert =
+                selfsigned::load_or_generate(&edge.hostname, state_dir, SELF_SIGNED_VALIDITY)?;
+            resolver.install(cert.key.clone())?;
+            let ca = cert.write_ca(state_dir)?;
+            tracing::info!(trust = %ca.display(), "serving a self-signed certificate");
+            Ok(CertificateSource::SelfSigned)
+        }
+        TlsSettings::Acme(settings) => {
+            let manager = AcmeManager::new(
+                settings.clone(),
+                resolver.clone(),
+                challenges.clone(),
+                acme::https_connector(settings.ca_root.clone()),
+            )?;
+            let manager = Arc::new(manager);
+            acme::spawn(manager.clone(), edge.http_listen)?;
+            Ok(CertificateSource::Acme(manager))
+        }
+    }
 }
 
 /// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`

@@ -217,31 +217,34 @@ impl Settings {
     }
 }
 
+/// `[edge]`, `[tls]` (with `[acme]`) and `[auth]`'s file and realm → the edge's settings, or
+/// every problem found in them.
 fn edge_settings(
-    edge: raw::RawEdge,
+    mut edge: raw::RawEdge,
     tls: raw::RawTls,
     auth: raw::RawAuth,
     raw_acme: Option<raw::RawAcme>,
     locator: &diagnostics::Locator<'_>,
 ) -> Result<EdgeSettings, ConfigErrors> {
-    let mut errors = Vec::new();
-    let hostname = edge.hostname.unwrap_or_default();
-    if hostname.is_empty() {
-        errors.push(locator.error(
-            "edge",
-            Some("hostname"),
-            "the edge needs the name clients use",
-        ));
-    } else if !is_host_name(&hostname) {
-        errors.push(locator.error(
-            "edge",
-            Some("hostname"),
-            format!(
-                "{hostname:?} is not a DNS name or IP address (letters, digits, '-' and '.'; \
-                 no scheme, port or path)"
-            ),
-        ));
+    let hostname = edge.hostname.take().unwrap_or_default();
+    let mut errors = edge_key_problems(&edge, &hostname, locator);
+    match tls_settings(tls, raw_acme, &hostname, locator) {
+        Ok(tls) if errors.is_empty() => Ok(edge_settings_with_defaults(edge, hostname, tls, auth)),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(acme_errors) => {
+            errors.extend(acme_errors);
+            Err(ConfigErrors(errors))
+        }
     }
+}
+
+/// Checks the raw `[edge]` keys (`hostname` given apart: it has been taken out of `edge`).
+fn edge_key_problems(
+    edge: &raw::RawEdge,
+    hostname: &str,
+    locator: &diagnostics::Locator<'_>,
+) -> Vec<ConfigError> {
+    let mut errors: Vec<_> = hostname_problem(hostname, locator).into_iter().collect();
     if edge.idle_timeout.is_some_and(|d| d.0.is_zero()) {
         errors.push(locator.error(
             "edge",
@@ -267,7 +270,40 @@ fn edge_settings(
             errors.push(locator.error("edge", Some(key), "0 would let nobody in"));
         }
     }
-    let tls = match tls.mode.unwrap_or(raw::RawTlsMode::Files) {
+    errors
+}
+
+/// Why `hostname` cannot be the name clients use, if it cannot.
+fn hostname_problem(hostname: &str, locator: &diagnostics::Locator<'_>) -> Option<ConfigError> {
+    if hostname.is_empty() {
+        Some(locator.error(
+            "edge",
+            Some("hostname"),
+            "the edge needs the name clients use",
+        ))
+    } else if !is_host_name(hostname) {
+        Some(locator.error(
+            "edge",
+            Some("hostname"),
+            format!(
+                "{hostname:?} is not a DNS name or IP address (letters, digits, '-' and '.'; \
+                 no scheme, port or path)"
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+/// The certificate source `tls.mode` names (`files` when unset), with default paths; `acme`
+/// reports its own problems.
+fn tls_settings(
+    tls: raw::RawTls,
+    raw_acme: Option<raw::RawAcme>,
+    hostname: &str,
+    locator: &diagnostics::Locator<'_>,
+) -> Result<TlsSettings, Vec<ConfigError>> {
+    Ok(match tls.mode.unwrap_or(raw::RawTlsMode::Files) {
         raw::RawTlsMode::Files => TlsSettings::Files {
             cert_file: tls
                 .cert_file
@@ -281,22 +317,22 @@ fn edge_settings(
                 .state_dir
                 .unwrap_or_else(|| PathBuf::from("/var/lib/regapp/tls")),
         },
-        raw::RawTlsMode::Acme => {
-            match acme::acme_settings(raw_acme.unwrap_or_default(), &hostname, locator) {
-                Ok(acme) => TlsSettings::Acme(acme),
-                Err(acme_errors) => {
-                    errors.extend(acme_errors);
-                    TlsSettings::SelfSigned {
-                        state_dir: PathBuf::new(),
-                    }
-                }
-            }
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ConfigErrors(errors));
-    }
-    Ok(EdgeSettings {
+        raw::RawTlsMode::Acme => TlsSettings::Acme(acme::acme_settings(
+            raw_acme.unwrap_or_default(),
+            hostname,
+            locator,
+        )?),
+    })
+}
+
+/// The checked `[edge]` keys, with the defaults for those left out.
+fn edge_settings_with_defaults(
+    edge: raw::RawEdge,
+    hostname: String,
+    tls: TlsSettings,
+    auth: raw::RawAuth,
+) -> EdgeSettings {
+    EdgeSettings {
         hostname,
         https_listen: edge
             .https_listen
@@ -321,7 +357,7 @@ fn edge_settings(
                 .unwrap_or_else(|| PathBuf::from("/etc/regapp/htpasswd")),
             realm: auth.realm.unwrap_or_else(|| "regapp".to_owned()),
         },
-    })
+    }
 }
 
 /// A DNS name (labels of letters, digits and inner hyphens, or `_` as some internal names use)

@@ -1,8 +1,8 @@
 //! Blob downloads and uploads without the loopback hop.
 //!
 //! Pushes and pulls are the requests whose cost is all bytes. Through the loopback proxy every
-//! GiB crossed a socket twice more — written by one side, read back by the other — which was
-//! about a third of the edge's CPU per GiB pulled (BENCHMARKS.md). For these requests the edge
+//! GiB crossed a socket twice more — written by one side, read back by the other — a large
+//! share of the edge's CPU per GiB pulled. For these requests the edge
 //! calls the engine's request handler in-process instead — the same routing, access rules,
 //! metrics and log line as over the socket: a download's file chunks go from the engine's
 //! reader straight into the client's TLS stream, and an upload's body goes from the client's
@@ -31,8 +31,8 @@ use crate::registry::store::byte_budget::ByteBudget;
 /// Bytes read from the client and not yet taken by the engine, per upload: lets reading from
 /// the client and the engine's stages overlap. Counted in bytes, not chunks, because a chunk is
 /// a batch of the client's reads (see `pump_body`) or one large h2 DATA frame, and the end of a
-/// body is smaller. 1 MiB (four 256 KiB batches) rather than 256 KiB made a push ~7 % faster
-/// (BENCHMARKS.md). On top of it the pump holds the batch it is gathering.
+/// body is smaller. 1 MiB (four 256 KiB batches) pushes faster than one batch's worth (the
+/// engine bench). On top of it the pump holds the batch it is gathering.
 const BODY_QUEUE_BYTES: usize = 1024 * 1024;
 /// The queue's room is counted in these; a smaller chunk still takes one.
 const BODY_QUEUE_UNIT: usize = 16 * 1024;
@@ -239,8 +239,8 @@ pub async fn next_chunk(body: &mut ResponseBody) -> Result<Option<Bytes>> {
 
 /// Chunks of a download read ahead on a task of their own, while this one hands the previous
 /// ones to h2. An h2 stream's frames are written by the connection's task, not the request's,
-/// so reading the file on the request's task left the two waiting for each other (pulls ~10 %
-/// slower, BENCHMARKS.md); over HTTP/1.1 the request's task writes the TLS stream itself and
+/// so reading the file on the request's task left the two waiting for each other (slower
+/// pulls); over HTTP/1.1 the request's task writes the TLS stream itself and
 /// reading on it costs nothing extra.
 pub fn read_ahead(mut body: ResponseBody) -> mpsc::Receiver<Result<Bytes>> {
     let (chunks, queue) = mpsc::channel(READ_AHEAD);

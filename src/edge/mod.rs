@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::listeners::tls::Acceptor;
 use pingora::prelude::{background_service, Server};
-use pingora::protocols::http::v2::server::default_h2_options;
+use pingora::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
@@ -51,15 +51,14 @@ use tally::Tally;
 
 /// h2 flow-control windows: the 64 KiB default caps an upload at one window per round trip;
 /// with these an h2 push is not slower than HTTP/1.1. What a client sends ahead waits in the h2
-/// layer's buffers, so the connection's window is what bounds that memory: 16 MiB took 8
-/// concurrent pushes on one connection to 50–67 MiB of RSS, 8 MiB to 43–45 MiB at the same
-/// throughput (BENCHMARKS.md).
+/// layer's buffers, so the connection's window is what bounds that memory: 8 MiB holds the
+/// throughput of 16 MiB with less RSS under concurrent pushes on one connection.
 const H2_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 8 * 1024 * 1024;
 /// The largest DATA frame a client may send (h2's default is 16 KiB; nginx allows 16 MiB).
 /// Go's clients (docker, containerd, skopeo) and hyper send frames as large as allowed, so an
-/// upload arrives in a sixteenth of the chunks, each handed to the engine uncopied: over h2 a
-/// push took 10–20 % less CPU per GiB, on both sides (BENCHMARKS.md). The h2 layer holds at
+/// upload arrives in a sixteenth of the chunks, each handed to the engine uncopied: less CPU
+/// per GiB pushed over h2, on both sides. The h2 layer holds at
 /// most one such frame per connection while it is still arriving.
 const H2_MAX_FRAME: u32 = 256 * 1024;
 
@@ -89,45 +88,58 @@ impl Edge {
     /// Runs until SIGTERM (drains for `shutdown_grace`) or SIGINT (fast). Fails at once if
     /// :443 or :80 cannot be bound.
     pub fn run(self) -> io::Result<()> {
-        let settings = self.settings;
         let engine_addr = self
             .engine_listener
             .local_addr()
             .expect("a bound listener has an address");
-        let https_socket = bind(settings.https_listen)?;
-        let http_socket = bind(settings.http_listen)?;
-        let gate = Arc::new(Gate {
-            connections: Connections::new(connection_limits(&settings)?),
-            handshake_timeout: settings.handshake_timeout,
-            metrics: self.metrics.edge.clone(),
-            tally: Tally::default(),
-        });
-        self.metrics.on_scrape({
-            let gate = gate.clone();
-            move |metrics| metrics.edge.set_open(gate.connections.open())
-        });
-        let conf = ServerConf {
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
-            graceful_shutdown_timeout_seconds: Some(5),
-            upstream_keepalive_pool_size: 256,
-            // Attempts per request (not retries): a second one only when a pooled connection
-            // to the engine turned out to be closed before anything was sent.
-            max_retries: 2,
-            ..ServerConf::default()
-        };
-        let mut server = Server::new_with_opt_and_conf(None, conf);
+        let https_socket = bind(self.settings.https_listen)?;
+        let http_socket = bind(self.settings.http_listen)?;
+        let gate = connection_gate(&self.settings, &self.metrics)?;
+        let mut server = Server::new_with_opt_and_conf(None, server_conf(&self.settings));
         server.bootstrap();
-        let conf = server.configuration.clone();
-
         let in_flight = InFlight::default();
+        let shutdown = TermIsGraceful {
+            in_flight: in_flight.clone(),
+            grace: self.settings.shutdown_grace,
+            on_stopping: self.on_stopping,
+        };
+        let (https_listen, http_listen) = (self.settings.https_listen, self.settings.http_listen);
+        self.add_services(
+            &mut server,
+            engine_addr,
+            (https_socket, http_socket),
+            gate,
+            in_flight,
+        );
+        tracing::info!(
+            https = %https_listen,
+            http = %http_listen,
+            engine = %engine_addr,
+            "edge starting"
+        );
+        server.run(RunArgs {
+            shutdown_signal: Box::new(shutdown),
+        });
+        Ok(())
+    }
+
+    /// Adds the engine, the https proxy, the http redirect (both listeners start after the
+    /// engine) and the gate's upkeep to `server`.
+    fn add_services(
+        self,
+        server: &mut Server,
+        engine_addr: SocketAddr,
+        (https_socket, http_socket): (StdListener, StdListener),
+        gate: Arc<Gate>,
+        in_flight: InFlight,
+    ) {
+        let settings = self.settings;
         let engine = background_service(
             "engine",
             EngineService::new(self.engine_listener, self.engine_api.clone()),
         );
-
         let mut proxy = http_proxy(
-            &conf,
+            &server.configuration,
             EdgeProxy {
                 engine: engine_addr,
                 front_token: self.front_token,
@@ -135,7 +147,7 @@ impl Edge {
                 realm: settings.auth.realm.clone(),
                 allow: settings.allow.clone(),
                 certificates: self.resolver.clone(),
-                in_flight: in_flight.clone(),
+                in_flight,
                 idle_timeout: settings.idle_timeout,
                 access: self.access,
                 metrics: self.metrics,
@@ -143,13 +155,7 @@ impl Edge {
                 engine_api: self.engine_api,
             },
         );
-        // pingora's bounded defaults (concurrent streams, header list size) plus our windows.
-        let mut h2 = default_h2_options();
-        h2.initial_window_size(H2_STREAM_WINDOW);
-        h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
-        h2.max_frame_size(H2_MAX_FRAME);
-        h2.max_header_list_size(proxy::H2_HEADER_LIST_BYTES);
-        proxy.h2_options = Some(h2);
+        proxy.h2_options = Some(h2_options());
         let tls = Arc::new(Acceptor::from_server_config(tls_config(self.resolver)));
         let https = Listener::new("https", https_socket, Some(tls), proxy, gate.clone());
 
@@ -166,21 +172,49 @@ impl Edge {
         server.add_service(background_service("edge upkeep", Upkeep(gate)));
         https.add_dependency(&engine);
         http.add_dependency(&engine);
-        tracing::info!(
-            https = %settings.https_listen,
-            http = %settings.http_listen,
-            engine = %engine_addr,
-            "edge starting"
-        );
-        server.run(RunArgs {
-            shutdown_signal: Box::new(TermIsGraceful {
-                in_flight,
-                grace: settings.shutdown_grace,
-                on_stopping: self.on_stopping,
-            }),
-        });
-        Ok(())
     }
+}
+
+/// The gate every accepted connection passes (the caps, the handshake timeout); each scrape
+/// reads its count of open connections.
+fn connection_gate(settings: &EdgeSettings, metrics: &Metrics) -> io::Result<Arc<Gate>> {
+    let gate = Arc::new(Gate {
+        connections: Connections::new(connection_limits(settings)?),
+        handshake_timeout: settings.handshake_timeout,
+        metrics: metrics.edge.clone(),
+        tally: Tally::default(),
+    });
+    metrics.on_scrape({
+        let gate = gate.clone();
+        move |metrics| metrics.edge.set_open(gate.connections.open())
+    });
+    Ok(gate)
+}
+
+/// pingora's server settings: a worker thread per CPU, `shutdown_grace` for the drain, a pool
+/// of connections to the engine.
+fn server_conf(settings: &EdgeSettings) -> ServerConf {
+    ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        grace_period_seconds: Some(settings.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(5),
+        upstream_keepalive_pool_size: 256,
+        // Attempts per request (not retries): a second one only when a pooled connection
+        // to the engine turned out to be closed before anything was sent.
+        max_retries: 2,
+        ..ServerConf::default()
+    }
+}
+
+/// pingora's bounded h2 defaults (concurrent streams, header list size) with our windows,
+/// frame size and header limit.
+fn h2_options() -> H2Options {
+    let mut h2 = default_h2_options();
+    h2.initial_window_size(H2_STREAM_WINDOW);
+    h2.initial_connection_window_size(H2_CONNECTION_WINDOW);
+    h2.max_frame_size(H2_MAX_FRAME);
+    h2.max_header_list_size(proxy::H2_HEADER_LIST_BYTES);
+    h2
 }
 
 /// Connections the kernel completes before the accept loop takes them (as pingora's own

@@ -115,6 +115,84 @@ impl EdgeProxy {
         Ok(true)
     }
 
+    /// Basic Auth against htpasswd: a known user goes in, a client without credentials goes
+    /// in for a pull when anonymous pulls are on, everyone else gets the challenge (or a
+    /// 429 with `Retry-After` when the login limits hold them back).
+    async fn authenticate(&self, session: &mut Session, ctx: &mut RequestContext) -> Result<bool> {
+        let authorization = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let method = &session.req_header().method;
+        let may_pull_anonymously = (method == http::Method::GET || method == http::Method::HEAD)
+            && self.access.current().anonymous_pull();
+        match self
+            .authenticator
+            .check(authorization.as_deref(), client)
+            .await
+        {
+            AuthDecision::Allowed { user } => {
+                self.metrics.auth.success();
+                ctx.user = Some(user);
+                self.let_in(session, ctx).await
+            }
+            // No credentials (containers/image sends an empty `user:password` then, which is
+            // no credentials too): the engine decides what an anonymous client may pull.
+            AuthDecision::MissingCredentials if may_pull_anonymously => {
+                ctx.anonymous = true;
+                self.let_in(session, ctx).await
+            }
+            refused => self.refuse_login(session, ctx, refused).await,
+        }
+    }
+
+    async fn refuse_login(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestContext,
+        refused: AuthDecision,
+    ) -> Result<bool> {
+        let (status, code, detail, extra) = match refused {
+            AuthDecision::Limited {
+                retry_after,
+                address_wide,
+            } => {
+                self.metrics.auth.rate_limited();
+                let detail = if address_wide {
+                    "too many failed logins from this address"
+                } else {
+                    "too many failed logins for this user from this address"
+                };
+                let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Code::TooManyRequests,
+                    detail,
+                    retry,
+                )
+            }
+            refused => {
+                let (detail, reason) = if refused == AuthDecision::Denied {
+                    ("unknown user or wrong password", "denied")
+                } else {
+                    ("authentication required", "missing")
+                };
+                self.metrics.auth.failure(reason);
+                (
+                    StatusCode::UNAUTHORIZED,
+                    Code::Unauthorized,
+                    detail,
+                    self.challenge(),
+                )
+            }
+        };
+        self.refuse_unread(session, ctx, status, code, detail, &[extra])
+            .await
+    }
+
     /// After authentication: a blob download or upload is answered here through the engine's
     /// handler in-process (see `in_process`); every other request goes on to the engine over
     /// loopback.
@@ -386,74 +464,7 @@ impl ProxyHttp for EdgeProxy {
                 )
                 .await;
         }
-        let authorization = session
-            .req_header()
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let client = ctx.client.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let challenge = self.challenge();
-        let method = &session.req_header().method;
-        let may_pull_anonymously = (method == http::Method::GET || method == http::Method::HEAD)
-            && self.access.current().anonymous_pull();
-        match self
-            .authenticator
-            .check(authorization.as_deref(), client)
-            .await
-        {
-            AuthDecision::Allowed { user } => {
-                self.metrics.auth.success();
-                ctx.user = Some(user);
-                self.let_in(session, ctx).await
-            }
-            // No credentials (containers/image sends an empty `user:password` then, which is
-            // no credentials too): the engine decides what an anonymous client may pull.
-            AuthDecision::MissingCredentials if may_pull_anonymously => {
-                ctx.anonymous = true;
-                self.let_in(session, ctx).await
-            }
-            refused @ (AuthDecision::MissingCredentials | AuthDecision::Denied) => {
-                let (detail, reason) = if refused == AuthDecision::Denied {
-                    ("unknown user or wrong password", "denied")
-                } else {
-                    ("authentication required", "missing")
-                };
-                self.metrics.auth.failure(reason);
-                let status = StatusCode::UNAUTHORIZED;
-                self.refuse_unread(
-                    session,
-                    ctx,
-                    status,
-                    Code::Unauthorized,
-                    detail,
-                    &[challenge],
-                )
-                .await
-            }
-            AuthDecision::Limited {
-                retry_after,
-                address_wide,
-            } => {
-                self.metrics.auth.rate_limited();
-                let detail = if address_wide {
-                    "too many failed logins from this address"
-                } else {
-                    "too many failed logins for this user from this address"
-                };
-                let retry = (header::RETRY_AFTER, retry_after.as_secs().to_string());
-                let status = StatusCode::TOO_MANY_REQUESTS;
-                self.refuse_unread(
-                    session,
-                    ctx,
-                    status,
-                    Code::TooManyRequests,
-                    detail,
-                    &[retry],
-                )
-                .await
-            }
-        }
+        self.authenticate(session, ctx).await
     }
 
     async fn upstream_peer(

@@ -2,7 +2,8 @@
 //!
 //! Layers: `api` (HTTP) → `store` (blobs, uploads, manifests, tags, referrers, catalog) →
 //! `crate::storage` (the driver). `types` is shared by all and does no I/O.
-//! Architecture Invariant: nothing here imports pingora, rustls, the edge or authentication.
+//! Architecture Invariant: nothing here imports pingora, rustls, the edge, certificates, config
+//! or ops. From `auth` it uses only the access rules (who may do what), never passwords.
 
 pub mod api;
 pub mod gc;

@@ -1,9 +1,9 @@
 //! The filesystem driver: keys are paths below a root directory.
 //!
 //! Visible files only ever appear by `rename` of a fully written temporary file named
-//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first for everything but
-//! upload-session state (`put_unsynced`), so a crash leaves at worst a `*.tmp` file that `list`
-//! hides. Writers run on a blocking thread fed by a small channel, so the caller goes on with
+//! `<path>.<uuid>.tmp` (the form registry:2 v3 uses), fsynced first unless a writer is only
+//! closed (upload-session state, `ObjectWriter::close`), so a crash leaves at worst a `*.tmp`
+//! file that `list` hides. Writers run on a blocking thread fed by a small channel, so the caller goes on with
 //! the next chunk while the thread writes this one. Readers read what the page cache holds on
 //! the caller's task and only go to a blocking thread for what is on disk (`fs_reader`).
 

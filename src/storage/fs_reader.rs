@@ -2,8 +2,8 @@
 //!
 //! A pull is mostly a blob that is already in the page cache (pushed or pulled a moment ago).
 //! Reading it on a blocking thread cost a wake-up of that thread and of the request task for
-//! every chunk, and on this 2-core VM those context switches took about a third of the edge's
-//! CPU per GiB pulled, more than the copy they moved off the task (BENCHMARKS.md). So each
+//! every chunk, and on a 2-core machine those context switches cost more of the edge's CPU per
+//! GiB pulled than the copy they moved off the task. So each
 //! chunk is first read with `preadv2(RWF_NOWAIT)`, which copies what the page cache holds and
 //! refuses (`EAGAIN`) rather than wait for the disk; only a chunk that would wait goes to a
 //! blocking thread. Chunks are read into fresh buffers without zeroing them first.

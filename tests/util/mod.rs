@@ -2,8 +2,8 @@
 //! docker-registry), the skopeo client, OCI image layouts built on disk, and comparisons.
 //!
 //! Tests are written against the [`Registry`] trait and get their server from
-//! [`registry_under_test`], so the same tests can validate this harness against docker-registry
-//! (`REGAPP_TEST_TARGET=docker-registry`) while the engine is being written.
+//! [`registry_under_test`], so the same tests can check this harness against docker-registry
+//! (`REGAPP_TEST_TARGET=docker-registry`).
 
 // Each test module uses its own subset of these helpers.
 #![allow(dead_code)]

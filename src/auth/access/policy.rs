@@ -189,7 +189,7 @@ impl AccessPolicy {
         let mut errors = Vec::new();
         let groups = build_groups(&spec.groups, &mut errors);
         let mut rules: Vec<Rule> = Vec::new();
-        // Each built rule's number as written (rules with errors are not built).
+        // Each built rule's number as written (rules that cannot be built are skipped).
         let mut written_index: Vec<usize> = Vec::new();
         for (i, written) in spec.rules.iter().enumerate() {
             let mut error = |key, message: String| {
@@ -198,98 +198,17 @@ impl AccessPolicy {
                     message,
                 })
             };
-            let repositories = RepoGlob::parse(&written.repositories)
-                .map_err(|e| error("repositories", e.to_string()))
-                .ok();
-            let mut users = Vec::new();
-            for u in &written.users {
-                match Principal::parse(u) {
-                    Ok(Principal::Group(g)) if !groups.contains_key(&g) => error(
-                        "users",
-                        format!("@{g}: no [[auth.groups]] has name = {g:?}"),
-                    ),
-                    Ok(p) => users.push(p),
-                    Err(e) => error("users", e),
-                }
-            }
-            let mut actions = BTreeSet::new();
-            for a in &written.actions {
-                match a.parse::<Action>() {
-                    Ok(a) => {
-                        actions.insert(a);
-                    }
-                    Err(e) => error("actions", e),
-                }
-            }
-            if written.actions.is_empty() {
-                error(
-                    "actions",
-                    "no actions: this rule can never allow anything; remove it, or list \
-                     \"pull\", \"push\" or \"delete\""
-                        .to_owned(),
-                );
-            }
-            if written.users.is_empty() {
-                error("users", "no users: this rule can never match".to_owned());
-            }
-            let Some(repositories) = repositories else {
+            let Some(rule) = build_rule(written, &groups, &mut error) else {
                 continue;
             };
-            if users.is_empty() {
-                continue;
-            }
-            let rule = Rule {
-                repositories,
-                users,
-                actions,
-                origin: written.origin.clone(),
-            };
-            let live = |p: &Principal| is_live(p, &groups, spec.anonymous_pull);
-            if !rule.users.iter().any(live) {
-                error(
-                    "users",
-                    "this rule can never match: it names only \"anonymous\" while \
-                     auth.anonymous_pull is false, or groups without members"
-                        .to_owned(),
-                );
-            } else if let Some((j, earlier)) = rules.iter().enumerate().find(|(_, earlier)| {
-                earlier.repositories.covers(&rule.repositories)
-                    && rule
-                        .users
-                        .iter()
-                        .filter(|p| live(p))
-                        .all(|p| covered_by(p, &earlier.users, &groups))
-            }) {
-                error(
-                    "repositories",
-                    format!(
-                        "this rule can never match: rule {} ({}) comes first and matches every \
-                         repository and user it names",
-                        written_index[j] + 1,
-                        if earlier.origin.is_empty() {
-                            earlier.repositories.as_str()
-                        } else {
-                            earlier.origin.as_str()
-                        }
-                    ),
-                );
+            let why = never_matches(&rule, &rules, &written_index, &groups, spec.anonymous_pull);
+            if let Some((key, message)) = why {
+                error(key, message);
             }
             rules.push(rule);
             written_index.push(i);
         }
-        if spec.anonymous_pull
-            && !rules
-                .iter()
-                .any(|r| r.users.contains(&Principal::Anonymous))
-        {
-            errors.push(PolicyError {
-                place: Place::AnonymousPull,
-                message: "anonymous_pull is on but no [[access]] rule names \"anonymous\", so \
-                          it allows nothing; add e.g. repositories = \"**\", users = \
-                          [\"anonymous\"], actions = [\"pull\"]"
-                    .to_owned(),
-            });
-        }
+        errors.extend(check_anonymous_named(spec.anonymous_pull, &rules));
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -415,6 +334,149 @@ fn build_groups(
         groups.insert(name.clone(), set);
     }
     groups
+}
+
+/// Parses one written rule, reporting each problem through `error`. `None` when its
+/// repositories do not parse or none of its users do: there is nothing left to match.
+fn build_rule(
+    written: &RuleSpec,
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    error: &mut impl FnMut(&'static str, String),
+) -> Option<Rule> {
+    let repositories = RepoGlob::parse(&written.repositories)
+        .map_err(|e| error("repositories", e.to_string()))
+        .ok();
+    let users = parse_users(&written.users, groups, error);
+    let actions = parse_actions(&written.actions, error);
+    // Here, not in `parse_users`, so that it follows the actions' problems as it always has.
+    if written.users.is_empty() {
+        error("users", "no users: this rule can never match".to_owned());
+    }
+    if users.is_empty() {
+        return None;
+    }
+    Some(Rule {
+        repositories: repositories?,
+        users,
+        actions,
+        origin: written.origin.clone(),
+    })
+}
+
+/// Checks that each of a rule's users parses and that each group it names is defined;
+/// returns those that pass.
+fn parse_users(
+    written: &[String],
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    error: &mut impl FnMut(&'static str, String),
+) -> Vec<Principal> {
+    let mut users = Vec::new();
+    for u in written {
+        match Principal::parse(u) {
+            Ok(Principal::Group(g)) if !groups.contains_key(&g) => error(
+                "users",
+                format!("@{g}: no [[auth.groups]] has name = {g:?}"),
+            ),
+            Ok(p) => users.push(p),
+            Err(e) => error("users", e),
+        }
+    }
+    users
+}
+
+/// Checks that each of a rule's actions is known and that there is at least one;
+/// returns the known ones.
+fn parse_actions(
+    written: &[String],
+    error: &mut impl FnMut(&'static str, String),
+) -> BTreeSet<Action> {
+    let mut actions = BTreeSet::new();
+    for a in written {
+        match a.parse::<Action>() {
+            Ok(a) => {
+                actions.insert(a);
+            }
+            Err(e) => error("actions", e),
+        }
+    }
+    if written.is_empty() {
+        error(
+            "actions",
+            "no actions: this rule can never allow anything; remove it, or list \
+             \"pull\", \"push\" or \"delete\""
+                .to_owned(),
+        );
+    }
+    actions
+}
+
+/// Checks whether `rule` can ever match: it must name a caller that can exist, and no rule
+/// before it (`earlier`, written as rules `written_index`) may match every repository and
+/// caller it names. Returns the key and message of the problem, if any.
+fn never_matches(
+    rule: &Rule,
+    earlier: &[Rule],
+    written_index: &[usize],
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    anonymous_pull: bool,
+) -> Option<(&'static str, String)> {
+    if !rule
+        .users
+        .iter()
+        .any(|p| is_live(p, groups, anonymous_pull))
+    {
+        let message = "this rule can never match: it names only \"anonymous\" while \
+                       auth.anonymous_pull is false, or groups without members";
+        return Some(("users", message.to_owned()));
+    }
+    let (j, first) = earlier
+        .iter()
+        .enumerate()
+        .find(|(_, e)| shadows(e, rule, groups, anonymous_pull))?;
+    let name = if first.origin.is_empty() {
+        first.repositories.as_str()
+    } else {
+        first.origin.as_str()
+    };
+    let message = format!(
+        "this rule can never match: rule {} ({name}) comes first and matches every repository \
+         and user it names",
+        written_index[j] + 1,
+    );
+    Some(("repositories", message))
+}
+
+/// Whether `earlier` matches every repository `rule` matches, for every caller `rule` can name.
+fn shadows(
+    earlier: &Rule,
+    rule: &Rule,
+    groups: &BTreeMap<String, BTreeSet<String>>,
+    anonymous_pull: bool,
+) -> bool {
+    earlier.repositories.covers(&rule.repositories)
+        && rule
+            .users
+            .iter()
+            .filter(|p| is_live(p, groups, anonymous_pull))
+            .all(|p| covered_by(p, &earlier.users, groups))
+}
+
+/// Checks that a rule names "anonymous" when `anonymous_pull` is on; otherwise the setting
+/// would let clients in only to deny them everything.
+fn check_anonymous_named(anonymous_pull: bool, rules: &[Rule]) -> Option<PolicyError> {
+    let named = rules
+        .iter()
+        .any(|r| r.users.contains(&Principal::Anonymous));
+    if !anonymous_pull || named {
+        return None;
+    }
+    Some(PolicyError {
+        place: Place::AnonymousPull,
+        message: "anonymous_pull is on but no [[access]] rule names \"anonymous\", so it \
+                  allows nothing; add e.g. repositories = \"**\", users = [\"anonymous\"], \
+                  actions = [\"pull\"]"
+            .to_owned(),
+    })
 }
 
 /// Whether `p` can ever name a caller.

@@ -143,27 +143,50 @@ impl AcmeManager {
             };
         }
         let fingerprint = &info.sha256_fingerprint;
-        {
-            let inner = self.inner();
-            if let Some(ari) = inner.ari.as_ref().filter(|a| &a.fingerprint == fingerprint) {
-                if now < ari.ask_again_at {
-                    return Plan {
-                        renew_at: ari.renew_at,
-                        basis: ari.basis.clone(),
-                        recheck_at: Some(ari.ask_again_at),
-                    };
-                }
-            }
-            if let Some((_, until)) = inner.no_ari.as_ref().filter(|(f, _)| f == fingerprint) {
-                if now < *until {
-                    return Plan {
-                        renew_at: lifetime_at,
-                        basis,
-                        recheck_at: Some(*until),
-                    };
-                }
+        if let Some(plan) = self.remembered_plan(fingerprint, lifetime_at, &basis, now) {
+            return plan;
+        }
+        let answer = self.ask_renewal_window(fingerprint, now).await;
+        self.remember_answer(answer, fingerprint, lifetime_at, basis, now)
+    }
+
+    /// The plan from the last answer about this certificate (a window, or that there is none),
+    /// while it is not yet time to ask again.
+    fn remembered_plan(
+        &self,
+        fingerprint: &str,
+        lifetime_at: SystemTime,
+        basis: &Basis,
+        now: SystemTime,
+    ) -> Option<Plan> {
+        let inner = self.inner();
+        if let Some(ari) = inner.ari.as_ref().filter(|a| a.fingerprint == fingerprint) {
+            if now < ari.ask_again_at {
+                return Some(Plan {
+                    renew_at: ari.renew_at,
+                    basis: ari.basis.clone(),
+                    recheck_at: Some(ari.ask_again_at),
+                });
             }
         }
+        if let Some((_, until)) = inner.no_ari.as_ref().filter(|(f, _)| f == fingerprint) {
+            if now < *until {
+                return Some(Plan {
+                    renew_at: lifetime_at,
+                    basis: basis.clone(),
+                    recheck_at: Some(*until),
+                });
+            }
+        }
+        None
+    }
+
+    /// Asks the CA for the renewal window of the certificate in use, within [`ARI_TIMEOUT`].
+    async fn ask_renewal_window(
+        &self,
+        fingerprint: &str,
+        now: SystemTime,
+    ) -> Result<Option<AriAnswer>, AcmeError> {
         let ask = async {
             match (self.account().await, self.resolver.current()) {
                 (Ok(account), Some(key)) => ask_ari(&account, &key.cert[0], fingerprint, now).await,
@@ -171,16 +194,28 @@ impl AcmeManager {
                 (_, None) => Ok(None),
             }
         };
-        let answer = tokio::time::timeout(ARI_TIMEOUT, ask)
+        tokio::time::timeout(ARI_TIMEOUT, ask)
             .await
             .unwrap_or_else(|_| {
                 Err(AcmeError::Timeout {
                     what: "asking for the renewal window (ARI)",
                     seconds: ARI_TIMEOUT.as_secs(),
                 })
-            });
+            })
+    }
+
+    /// Remembers the CA's answer (a window, none, or the failure to ask) and plans from it:
+    /// without a window the lifetime rule decides until it is time to ask again.
+    fn remember_answer(
+        &self,
+        answer: Result<Option<AriAnswer>, AcmeError>,
+        fingerprint: &str,
+        lifetime_at: SystemTime,
+        basis: Basis,
+        now: SystemTime,
+    ) -> Plan {
         let mut inner = self.inner();
-        match answer {
+        let until = match answer {
             Ok(Some(ari)) => {
                 tracing::info!(renew_at = %rfc3339(ari.renew_at), basis = %ari.basis,
                     "the CA's renewal window (ARI)");
@@ -190,27 +225,19 @@ impl AcmeManager {
                     recheck_at: Some(ari.ask_again_at),
                 };
                 inner.ari = Some(ari);
-                plan
+                return plan;
             }
-            Ok(None) => {
-                let until = now + ARI_CHECK_INTERVAL;
-                inner.no_ari = Some((fingerprint.clone(), until));
-                Plan {
-                    renew_at: lifetime_at,
-                    basis,
-                    recheck_at: Some(until),
-                }
-            }
+            Ok(None) => now + ARI_CHECK_INTERVAL,
             Err(e) => {
                 tracing::warn!(error = %e, "could not ask the CA for a renewal window; using the lifetime rule for now");
-                let until = now + ARI_ERROR_BACKOFF;
-                inner.no_ari = Some((fingerprint.clone(), until));
-                Plan {
-                    renew_at: lifetime_at,
-                    basis,
-                    recheck_at: Some(until),
-                }
+                now + ARI_ERROR_BACKOFF
             }
+        };
+        inner.no_ari = Some((fingerprint.to_owned(), until));
+        Plan {
+            renew_at: lifetime_at,
+            basis,
+            recheck_at: Some(until),
         }
     }
 

@@ -13,7 +13,7 @@ use instant_acme::{
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 
-use super::challenges::ChallengeTokens;
+use super::challenges::{ChallengeTokens, Published};
 use super::error::AcmeError;
 
 use super::ORDER_TIMEOUT;
@@ -45,6 +45,24 @@ pub async fn order_certificate(
     replaces: Option<CertificateIdentifier<'static>>,
     tokens: &ChallengeTokens,
 ) -> Result<Issued, AcmeError> {
+    check_profile(account, profile)?;
+    let identifiers: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
+    let (mut order, replaced) = new_order(account, &identifiers, profile, replaces).await?;
+    // The answers must stay published until the CA has validated them.
+    let published = answer_challenges(&mut order, tokens).await?;
+    wait_until_ready(&mut order).await?;
+    drop(published);
+    let key = finalize(&mut order, domains).await?;
+    let chain_pem = download_chain(&mut order).await?;
+    Ok(Issued {
+        chain_pem,
+        key_pem: key.serialize_pem(),
+        replaced,
+    })
+}
+
+/// Refuses a profile the CA does not offer, naming the ones it does.
+fn check_profile(account: &Account, profile: Option<&str>) -> Result<(), AcmeError> {
     if let Some(profile) = profile {
         let offered: Vec<String> = account.profiles().map(|p| p.name.to_owned()).collect();
         if !offered.iter().any(|name| name == profile) {
@@ -54,9 +72,15 @@ pub async fn order_certificate(
             });
         }
     }
-    let identifiers: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
-    let (mut order, replaced) = new_order(account, &identifiers, profile, replaces).await?;
+    Ok(())
+}
 
+/// Publishes the HTTP-01 answer of every pending authorization and tells the CA it is ready;
+/// the answers are withdrawn when the returned guards drop.
+async fn answer_challenges(
+    order: &mut Order,
+    tokens: &ChallengeTokens,
+) -> Result<Vec<Published>, AcmeError> {
     let mut published = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(authorization) = authorizations.next().await {
@@ -88,7 +112,11 @@ pub async fn order_certificate(
             .await
             .map_err(|e| AcmeError::from_acme("answering a challenge", e))?;
     }
+    Ok(published)
+}
 
+/// Waits until the CA has validated every authorization; a failure carries the CA's reason.
+async fn wait_until_ready(order: &mut Order) -> Result<(), AcmeError> {
     // Already ready (every authorization was valid): nothing to wait for.
     let ready = order.state().status == OrderStatus::Ready;
     let status = match ready {
@@ -98,15 +126,18 @@ pub async fn order_certificate(
     let status = match status {
         Ok(status) => status,
         Err(instant_acme::Error::Api(problem)) => {
-            return Err(validation_failure(&mut order, Some(problem)).await)
+            return Err(validation_failure(order, Some(problem)).await)
         }
         Err(e) => return Err(AcmeError::from_acme("waiting for validation", e)),
     };
     if status != OrderStatus::Ready {
-        return Err(validation_failure(&mut order, None).await);
+        return Err(validation_failure(order, None).await);
     }
-    drop(published);
+    Ok(())
+}
 
+/// Finalizes the order with a CSR for `domains` under a fresh P-256 key, and returns that key.
+async fn finalize(order: &mut Order, domains: &[String]) -> Result<KeyPair, AcmeError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::new(domains.to_vec())?;
     params.distinguished_name = DistinguishedName::new();
@@ -115,6 +146,11 @@ pub async fn order_certificate(
         .finalize_csr(csr.der())
         .await
         .map_err(|e| AcmeError::from_acme("finalizing the order", e))?;
+    Ok(key)
+}
+
+/// Downloads the issued chain (PEM, leaf first), waiting for issuance if it is not done yet.
+async fn download_chain(order: &mut Order) -> Result<String, AcmeError> {
     // A CA that issues at once answers the finalize with a valid order: no need to wait.
     let issued = match order.state().status {
         OrderStatus::Valid => order.certificate().await.and_then(|chain| {
@@ -122,12 +158,7 @@ pub async fn order_certificate(
         }),
         _ => order.poll_certificate(&polling()).await,
     };
-    let chain_pem = issued.map_err(|e| AcmeError::from_acme("downloading the certificate", e))?;
-    Ok(Issued {
-        chain_pem,
-        key_pem: key.serialize_pem(),
-        replaced,
-    })
+    issued.map_err(|e| AcmeError::from_acme("downloading the certificate", e))
 }
 
 /// A new order; with `replaces` first when given, and without it if the CA refuses that.

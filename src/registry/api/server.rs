@@ -16,8 +16,8 @@ use super::Api;
 
 /// The most hyper reads from a connection at once. Every body chunk handed to storage is a slice
 /// of one such read and keeps its buffer alive until written and hashed, so this bounds the memory
-/// an upload holds. hyper's default (~408 KiB) took 8 concurrent pushes to 32–38 MiB of RSS;
-/// 256 KiB kept them at 17–21 MiB for the same CPU per GiB (128 KiB cost ~20% more CPU).
+/// an upload holds: 256 KiB holds about half of hyper's default for the same CPU per GiB, where
+/// smaller reads cost CPU.
 const READ_BUFFER_MAX: usize = 256 * 1024;
 /// How long a connection may take to send a request's header: from its start (a connection that
 /// sends nothing) or, on a kept-alive one, from the end of the last answer. Without it, a

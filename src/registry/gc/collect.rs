@@ -38,6 +38,11 @@ pub(super) async fn collect(
     result
 }
 
+/// A revision as the sweep knows it: (index into the loaded repositories, digest). Owned
+/// pairs, because a stream over borrowed tuples trips the compiler's `Send` check of the
+/// spawned socket task (higher-ranked lifetimes).
+type RevisionKey = (usize, Digest);
+
 async fn run(
     store: &Store,
     disposal: &dyn Disposal,
@@ -48,6 +53,8 @@ async fn run(
     progress: &mut Progress,
 ) -> Result<(GcReport, Usage), GcError> {
     let began = Instant::now();
+    let step_done =
+        |step: &str| tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: {step}");
     let sweeper = Sweeper {
         driver: store.driver().as_ref(),
         disposal,
@@ -62,57 +69,107 @@ async fn run(
     let names = repository_names(store).await?;
     let mut repos = mark::load_all(sweeper.driver, names, progress).await?;
     report.repositories = repos.len() as u64;
-    tracing::debug!(
-        seconds = began.elapsed().as_secs_f64(),
-        "gc: repositories loaded"
-    );
+    step_done("repositories loaded");
 
-    let mut untagged_by_retention: HashMap<RepoName, HashSet<Digest>> = HashMap::new();
-    for repo in &mut repos {
-        let removed = apply_retention(&sweeper, policy, repo, start).await?;
-        if !removed.is_empty() {
-            report.tags_removed.extend(
-                removed
-                    .iter()
-                    .map(|(tag, _)| (repo.name.to_string(), tag.clone())),
-            );
-            let targets = removed.into_iter().map(|(_, digest)| digest).collect();
-            untagged_by_retention.insert(repo.name.clone(), repo.dependents(targets));
-        }
-    }
-
+    let untagged_by_retention = retention(&sweeper, policy, &mut repos, start, &mut report).await?;
     let delete_untagged = policy.delete_untagged || options.delete_untagged;
+    let kept = kept_revisions(&repos, delete_untagged, &untagged_by_retention, cutoff);
+    let (spared, unlinked) =
+        unlink_revisions(&sweeper, &repos, &kept, progress, &mut report).await?;
+    let (marked, usage) = mark_kept(&repos, &kept, &spared, &mut report);
+    step_done("marked");
+
+    let dataless = sweep_blobs(&sweeper, &repos, &marked, progress, &mut report).await?;
+    step_done("blobs and layer links swept");
+    sweep_leftovers(&sweeper, &repos, &unlinked, dataless, &mut report).await?;
+    step_done("tag histories and leftovers swept");
+
+    let stale_before = start
+        .checked_sub(policy.upload_max_age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    for repo in &repos {
+        report.uploads_removed += sweeper.uploads(&repo.name, stale_before).await?;
+    }
+    report.duration = began.elapsed();
+    step_done("upload sessions swept");
+    Ok((report, usage.finish()))
+}
+
+/// Applies every repository's retention rule; returns, per repository, the revisions whose
+/// last tag went (with their children and referrers), deletable like untagged ones.
+async fn retention(
+    sweeper: &Sweeper<'_>,
+    policy: &GcPolicy,
+    repos: &mut [RepoState],
+    start: SystemTime,
+    report: &mut GcReport,
+) -> Result<HashMap<RepoName, HashSet<Digest>>, GcError> {
+    let mut untagged_by_retention = HashMap::new();
+    for repo in repos {
+        let removed = apply_retention(sweeper, policy, repo, start).await?;
+        if removed.is_empty() {
+            continue;
+        }
+        report.tags_removed.extend(
+            removed
+                .iter()
+                .map(|(tag, _)| (repo.name.to_string(), tag.clone())),
+        );
+        let targets = removed.into_iter().map(|(_, digest)| digest).collect();
+        untagged_by_retention.insert(repo.name.clone(), repo.dependents(targets));
+    }
+    Ok(untagged_by_retention)
+}
+
+/// Per repository (same order as `repos`), the revisions its roots reach.
+fn kept_revisions(
+    repos: &[RepoState],
+    delete_untagged: bool,
+    untagged_by_retention: &HashMap<RepoName, HashSet<Digest>>,
+    cutoff: SystemTime,
+) -> Vec<HashSet<Digest>> {
     let none = HashSet::new();
-    // Owned (repository index, digest) pairs: a stream over borrowed tuples trips the
-    // compiler's `Send` check of the spawned socket task (higher-ranked lifetimes).
-    let mut unkept: Vec<(usize, Digest)> = Vec::new();
-    let mut kept_by_repo = Vec::with_capacity(repos.len());
-    for (index, repo) in repos.iter().enumerate() {
-        let roots = repo.roots(&Roots {
-            delete_untagged,
-            untagged_by_retention: untagged_by_retention.get(&repo.name).unwrap_or(&none),
-            cutoff,
-        });
-        let kept = repo.close(roots);
-        unkept.extend(
+    repos
+        .iter()
+        .map(|repo| {
+            let roots = repo.roots(&Roots {
+                delete_untagged,
+                untagged_by_retention: untagged_by_retention.get(&repo.name).unwrap_or(&none),
+                cutoff,
+            });
+            repo.close(roots)
+        })
+        .collect()
+}
+
+/// Unlinks every revision not kept; returns those a push holds (spared: they and what they
+/// reference stay) and those unlinked.
+async fn unlink_revisions(
+    sweeper: &Sweeper<'_>,
+    repos: &[RepoState],
+    kept: &[HashSet<Digest>],
+    progress: &mut Progress,
+    report: &mut GcReport,
+) -> Result<(HashSet<RevisionKey>, HashSet<RevisionKey>), GcError> {
+    let unkept: Vec<RevisionKey> = repos
+        .iter()
+        .zip(kept)
+        .enumerate()
+        .flat_map(|(index, (repo, kept))| {
             repo.revisions
                 .keys()
                 .filter(|digest| !kept.contains(*digest))
-                .map(|digest| (index, digest.clone())),
-        );
-        kept_by_repo.push(kept);
-    }
-    // A revision a push holds is spared, and then everything it references is kept too.
-    let mut spared: HashSet<(usize, Digest)> = HashSet::new();
-    let mut unlinked: HashSet<(usize, Digest)> = HashSet::new();
+                .map(move |digest| (index, digest.clone()))
+        })
+        .collect();
     let total = unkept.len();
-    let (sweeper_ref, repos_ref) = (&sweeper, &repos);
     let mut unlinking = futures_util::stream::iter(unkept)
-        .map(move |(index, digest)| async move {
-            let removed = sweeper_ref.revision(&repos_ref[index].name, &digest).await;
+        .map(|(index, digest)| async move {
+            let removed = sweeper.revision(&repos[index].name, &digest).await;
             (index, digest, removed)
         })
         .buffer_unordered(REVISION_CONCURRENCY);
+    let (mut spared, mut unlinked) = (HashSet::new(), HashSet::new());
     let mut done = 0;
     while let Some((index, digest, removed)) = unlinking.next().await {
         done += 1;
@@ -124,11 +181,19 @@ async fn run(
             spared.insert((index, digest));
         }
     }
-    drop(unlinking);
+    Ok((spared, unlinked))
+}
 
+/// The blobs the kept and spared revisions reference, and each repository's usage.
+fn mark_kept(
+    repos: &[RepoState],
+    kept: &[HashSet<Digest>],
+    spared: &HashSet<RevisionKey>,
+    report: &mut GcReport,
+) -> (HashSet<Digest>, UsageBuilder) {
     let mut marked: HashSet<Digest> = HashSet::new();
     let mut usage = UsageBuilder::default();
-    for (index, (repo, kept)) in repos.iter().zip(&kept_by_repo).enumerate() {
+    for (index, (repo, kept)) in repos.iter().zip(kept).enumerate() {
         let mut repo_blobs = Vec::new();
         for rev in repo.revisions.values() {
             if !kept.contains(&rev.digest) && !spared.contains(&(index, rev.digest.clone())) {
@@ -142,10 +207,21 @@ async fn run(
         }
         usage.add(repo.name.as_str(), repo_blobs);
     }
-    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: marked");
+    (marked, usage)
+}
+
+/// Sweeps unmarked blobs with their layer links, then links left pointing at no blob;
+/// returns the blob directories found without their data.
+async fn sweep_blobs(
+    sweeper: &Sweeper<'_>,
+    repos: &[RepoState],
+    marked: &HashSet<Digest>,
+    progress: &mut Progress,
+    report: &mut GcReport,
+) -> Result<Vec<String>, GcError> {
     let mut linked_from: HashMap<Digest, Vec<RepoName>> = HashMap::new();
     let mut links = Vec::new();
-    for repo in &repos {
+    for repo in repos {
         for digest in &repo.layer_links {
             linked_from
                 .entry(digest.clone())
@@ -154,22 +230,25 @@ async fn run(
             links.push((repo.name.clone(), digest.clone()));
         }
     }
-    let blobs = sweeper.blobs(&marked, &linked_from, progress).await?;
+    let blobs = sweeper.blobs(marked, &linked_from, progress).await?;
     report.blobs_kept = blobs.kept;
     report.blobs_spared = blobs.spared;
     report.blobs_removed = blobs.removed;
     report.bytes_removed = blobs.bytes_removed;
-    tracing::debug!(seconds = began.elapsed().as_secs_f64(), "gc: blobs swept");
     report.layer_links_removed =
         blobs.links_removed + sweeper.dangling_links(&links, &blobs, progress).await?;
-    tracing::debug!(
-        seconds = began.elapsed().as_secs_f64(),
-        "gc: layer links swept"
-    );
+    Ok(blobs.dataless)
+}
 
-    // What writes that died before their rename left: in directories that lack their link
-    // or data, and beside each tag's current link (a tag move).
-    let mut leftover_dirs = blobs.dataless.clone();
+/// What writes that died before their rename left: in directories that lack their link or
+/// data, and beside each tag's current link (a tag move); tag history without a manifest.
+async fn sweep_leftovers(
+    sweeper: &Sweeper<'_>,
+    repos: &[RepoState],
+    unlinked: &HashSet<RevisionKey>,
+    mut leftover_dirs: Vec<String>,
+    report: &mut GcReport,
+) -> Result<(), GcError> {
     for (index, repo) in repos.iter().enumerate() {
         let has_manifest = |digest: &Digest| {
             repo.revisions.contains_key(digest) && !unlinked.contains(&(index, digest.clone()))
@@ -189,23 +268,7 @@ async fn run(
     for dirs in leftover_dirs.chunks(LEFTOVER_DIRS_PER_HOP) {
         report.leftovers_removed += sweeper.leftovers(dirs).await?;
     }
-    tracing::debug!(
-        seconds = began.elapsed().as_secs_f64(),
-        "gc: tag histories and leftovers swept"
-    );
-
-    let stale_before = start
-        .checked_sub(policy.upload_max_age)
-        .unwrap_or(SystemTime::UNIX_EPOCH);
-    for repo in &repos {
-        report.uploads_removed += sweeper.uploads(&repo.name, stale_before).await?;
-    }
-    report.duration = began.elapsed();
-    tracing::debug!(
-        seconds = report.duration.as_secs_f64(),
-        "gc: upload sessions swept"
-    );
-    Ok((report, usage.finish()))
+    Ok(())
 }
 
 /// Removes the tags the repository's retention rule selects; returns `(tag, target)` of each

@@ -3,10 +3,11 @@
 //!
 //! | file | owns |
 //! |---|---|
-//! | `collect.rs` | one run: load → retention → mark → sweep, in that order |
+//! | `collect.rs` | one run: load → retention → unlink unkept revisions → mark → sweep blobs, links, leftovers and uploads |
 //! | `mark.rs` | what a repository holds and which of its manifests are kept |
 //! | `sweep.rs` | the deletions, each under `Pins::condemn` |
-//! | `retention.rs`, `glob.rs` | which tags a `[[retention]]` rule removes (pure) |
+//! | `retention.rs` | which tags a `[[retention]]` rule removes (pure; globs are `auth::access::RepoGlob`) |
+//! | `trash.rs` | `FsTrash`: garbage renamed aside on a filesystem and purged after the run |
 //! | `usage.rs` | bytes per repository (`regapp du`, metrics) |
 //! | `lock.rs` | the lock file that keeps two collections (server, command line) apart |
 //! | `control.rs` | the Unix socket behind `regapp gc` / `regapp du` while the server runs |

@@ -3,8 +3,8 @@
 //!
 //! Every blob or revision deletion goes through `Pins::condemn` (see `registry::store::pins`):
 //! a digest a push holds, or released after the cutoff, is skipped. In a dry run nothing is
-//! deleted and everything old enough counts as removed. Deletions go through
-//! `StorageDriver::retire`: gone when it returns, the space given back in the background.
+//! deleted and everything old enough counts as removed. Deletions go through the collector's
+//! [`Disposal`](super::Disposal): gone when it returns, the space given back as it sees fit.
 
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
@@ -485,7 +485,7 @@ impl Sweeper<'_> {
         Ok(false)
     }
 
-    /// Deletes everything under one key (see `StorageDriver::retire`).
+    /// Deletes everything under one key (see `Disposal::retire`).
     async fn retire(&self, key: String) -> StorageResult<()> {
         let mut results = self.disposal.retire(&[key]).await;
         results.pop().expect("one result per key")

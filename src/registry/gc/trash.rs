@@ -1,39 +1,21 @@
 //! Garbage moved aside, on a filesystem store: what the collector condemned is renamed into
 //! `<root>/regapp-trash/<uuid>`, and a thread of its own purges the trash one entry at a time
 //! once the collection is over ([`FsTrash`], the collector's [`Disposal`] for the filesystem
-//! driver). The driver itself only deletes; this is the collector's pacing, above it.
+//! driver). The driver itself only deletes; this pacing is the collector's, above it.
 //!
-//! Why not delete in place: on a filesystem mounted with `discard` (ext4 on the machines this
-//! was measured on) every `unlink` or `rmdir` that frees a block waits for the device to
-//! discard it, about 0.1 ms, twice per blob. A collection that deleted 40,000 objects in place
-//! spent most of its wall time waiting for that, and kept the disk from the pushes' `fsync`s
-//! while it did (BENCHMARKS.md, GC runs 42–50). A `rename` frees no block. The purge gives the
-//! space back later, one deletion at a time with a rest after each as long as it took, which
-//! leaves the disk to requests.
-//!
-//! Why the purge waits for the collection: deleting an entry locks the trash directory, and
-//! the device's discard happens under that lock; a rename into the trash waits for it while
-//! holding the filesystem's one lock for renames across directories, which every push takes
-//! to publish its blobs (BENCHMARKS.md, GC runs 69–72: pushes waiting in `rename`). So the
-//! purge starts only when told (`purge_soon`, at the end of a collection) and pauses while
-//! anything is still being retired.
-//!
-//! Why the renames have a thread of their own: a rename across directories holds the
-//! filesystem's one rename lock, and the pushes wait for it to publish their blobs. The
-//! collector's threads run at nice 10; one of them that blocks inside a rename waits long for
-//! the CPU when woken, and the pushes queue behind it (BENCHMARKS.md, GC runs 91–105). A nice
-//! value can be raised but not lowered again without `CAP_SYS_NICE`, so the trash makes its
-//! renaming thread when it is made (at start, at the server's priority) and the collector hands
-//! it one batch at a time (`renaming`). At nice 0 it competes with the request threads for the
-//! CPU, so the filesystem driver has it yield its core after each rename, when it holds no lock: a
-//! push that woke meanwhile runs at once (BENCHMARKS.md, GC runs 136–139: the pushes kept 82–108 %
-//! of their rate during the sweep, against 67–82 % without the yield in runs 133 and 135).
+//! Why: on a filesystem mounted with `discard`, every `unlink` that frees a block waits for the
+//! device, and a collection deleting in place kept the disk from the pushes' `fsync`s; a
+//! `rename` frees no block. The purge runs only after the collection (`purge_soon`) and pauses
+//! while anything is being retired, because deleting in the trash directory locks it while the
+//! device discards, and a rename into it would wait holding the filesystem's rename lock that
+//! every push takes to publish. The renames have a thread made at start, at the server's
+//! priority (the collector's threads run at nice 10 and a nice value cannot be lowered again),
+//! which yields its core after each rename so a waiting push runs at once.
 //!
 //! Why it is safe: nothing refers into the trash. An object is gone for every reader from the
-//! moment of its rename (atomic: a reader finds the key or does not; one that opened the file
-//! before reads on). A stop or crash before the purge leaves entries that the next start
-//! purges. A crash before the rename reached the disk puts the garbage back where it was, for
-//! the next collection. registry:2 never looks outside `docker/`.
+//! moment of its rename (one that opened the file before reads on). A stop or crash before the
+//! purge leaves entries that the next start purges; a crash before the rename reached the disk
+//! puts the garbage back for the next collection. registry:2 never looks outside `docker/`.
 
 use std::fs;
 use std::io;
@@ -116,8 +98,7 @@ impl Trash {
     /// Runs `renames` (calls of `retire`) on the renaming thread, at the priority of the thread
     /// that made the trash, and returns what they returned. Batches run one at a time:
     /// renames across directories all take one lock of the filesystem's, and threads renaming
-    /// at once spin on it (15 % of an offline collection's CPU with 4 batches in flight, perf)
-    /// and make the pushes' renames queue longer. Without a renaming thread they run on a
+    /// at once spin on it and make the pushes' renames queue longer. Without a renaming thread they run on a
     /// blocking thread of the caller's.
     pub async fn renaming<T: Send + 'static>(
         &self,

@@ -16,8 +16,8 @@ use crate::registry::types::Hasher;
 /// Bytes hashed inline before the hasher moves to its own thread.
 const INLINE_BYTES: u64 = 4 * 1024 * 1024;
 /// Chunks (256 KiB batches, see `batching`) waiting for the hashing thread. Deep enough that
-/// the thread's turns off the CPU do not stall the push (8 rather than 2 made an edge push
-/// ~10 % faster, BENCHMARKS.md); what many uploads hold together is bounded by
+/// the thread's turns off the CPU do not stall the push (2 measurably slowed an edge push);
+/// what many uploads hold together is bounded by
 /// `batching::BatchBudget`, not by this.
 const QUEUE: usize = 8;
 

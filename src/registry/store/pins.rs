@@ -35,9 +35,8 @@ struct PinState {
     /// The size beyond which the next pin prunes: twice what the last prune kept, and at least
     /// [`PRUNE_ABOVE`]. When every pin is younger than the memory (more than 65,536 digests
     /// pushed within the grace period), a prune keeps them all; pruning again at the next pin
-    /// would scan the whole table on every push (44 % of the server's CPU samples in a round of
-    /// the GC bench, BENCHMARKS.md runs 118–125). So each scan waits until as many pins were
-    /// added as it read.
+    /// would scan the whole table on every push (the GC bench saw it dominate the server's
+    /// CPU). So each scan waits until as many pins were added as it read.
     prune_above: usize,
 }
 
