@@ -11,7 +11,7 @@ uninterruptible sleep (D), their kernel stack. It splits the run into three phas
 (until `regapp gc` starts), `gc` (while it runs) and `purge` (until the store's trash is gone),
 and writes, per phase, the CPU cores used by the server's threads by nice value, by the bench's
 pushers and by the machine (from /proc/stat), then the average number of threads in each
-(name, nice, state, kernel stack). BENCHMARKS.md, GC runs 69-89, says what it showed.
+(name, nice, state, kernel stack). Its findings are in the history of BENCHMARKS.md (garbage collection).
 """
 
 import collections

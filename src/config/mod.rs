@@ -453,7 +453,8 @@ impl fmt::Display for Settings {
                 acme.state_dir.display()
             )?,
         }
-        write!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        writeln!(f, "auth.htpasswd = {}", edge.auth.htpasswd.display())?;
+        write!(f, "auth.realm = {:?}", edge.auth.realm)?;
         // One `key = value` line per group and rule, so a reload can tell what changed.
         write!(
             f,

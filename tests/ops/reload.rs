@@ -45,6 +45,7 @@ fn sighup_applies_a_new_htpasswd_file_and_log_level_and_names_what_needs_a_resta
             &format!("htpasswd = {other:?}"),
         )
         .replace("level = \"info\"", "level = \"debug\"")
+        .replace("realm = \"test\"", "realm = \"elsewhere\"")
         .replace(&engine_line, "listen = \"127.0.0.1:1\"");
     assert_ne!(changed, original);
     std::fs::write(&edge.config_file, &changed).unwrap();
@@ -62,6 +63,7 @@ fn sighup_applies_a_new_htpasswd_file_and_log_level_and_names_what_needs_a_resta
         log_has(&edge, &["reloaded", "auth.htpasswd"])
             && log_has(&edge, &["reloaded", "log.level"])
             && log_has(&edge, &["needs a restart", "engine.listen"])
+            && log_has(&edge, &["needs a restart", "auth.realm"])
     });
     // Debug events appear only once the level changed: the new file's watcher says so.
     assert!(
