@@ -353,12 +353,20 @@ fn h2_get(edge: &EdgeServer, path: &str, headers: &[(&str, String)]) -> (u16, St
 }
 
 /// The engine alone (no `[edge]`, behind an operator's proxy) lets go of a connection that
-/// sends nothing and of one that sends half a header, at its 10 s header deadline.
+/// sends nothing and of one that sends half a header, at its 10 s header deadline, while a
+/// kept-alive connection idling as long (a proxy's or client's pool) still takes its next request.
 #[test]
 fn the_engine_alone_lets_go_of_silent_and_half_sent_headers() {
+    const REQUEST: &[u8] = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n";
     let root = tempfile::tempdir().unwrap();
     let engine = Regapp::start(root.path());
     let address: SocketAddr = crate::util::Registry::host(&engine).parse().unwrap();
+    let mut pooled = TcpStream::connect(address).unwrap();
+    pooled
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    pooled.write_all(REQUEST).unwrap();
+    assert_eq!(response_status(&mut pooled), "HTTP/1.1 200 OK");
     let mut silent = TcpStream::connect(address).unwrap();
     let mut partial = TcpStream::connect(address).unwrap();
     partial
@@ -377,4 +385,15 @@ fn the_engine_alone_lets_go_of_silent_and_half_sent_headers() {
             "{what}: still open after {waited:?}"
         );
     }
+    std::thread::sleep(Duration::from_secs(12).saturating_sub(started.elapsed()));
+    pooled.write_all(REQUEST).unwrap();
+    assert_eq!(response_status(&mut pooled), "HTTP/1.1 200 OK");
+}
+
+/// Reads one small response off a kept-alive HTTP/1.1 connection; returns its status line.
+fn response_status(stream: &mut TcpStream) -> String {
+    let mut buf = [0; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.lines().next().unwrap_or_default().to_owned()
 }

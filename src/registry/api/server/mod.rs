@@ -13,17 +13,19 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use super::Api;
+use deadlines::{Clock, Timed, Tracked};
+
+mod deadlines;
+#[cfg(test)]
+mod tests;
+
+pub use deadlines::{HEADER_READ_TIMEOUT, IDLE_TIMEOUT};
 
 /// The most hyper reads from a connection at once. Every body chunk handed to storage is a slice
 /// of one such read and keeps its buffer alive until written and hashed, so this bounds the memory
 /// an upload holds: 256 KiB holds about half of hyper's default for the same CPU per GiB, where
 /// smaller reads cost CPU.
 const READ_BUFFER_MAX: usize = 256 * 1024;
-/// How long a connection may take to send a request's header: from its start (a connection that
-/// sends nothing) or, on a kept-alive one, from the end of the last answer. Without it, a
-/// connection that sent nothing or part of a header stayed open for good. The edge's pooled
-/// connections to the engine idle for less (`edge::proxy`).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `api` on `listener` until `shutdown` completes, then lets open requests finish for
 /// up to `drain`.
@@ -38,7 +40,8 @@ pub async fn serve(
         .http1()
         .max_buf_size(READ_BUFFER_MAX)
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        // `deadlines` times headers; hyper's own timeout would also cut idle kept-alive ones.
+        .header_read_timeout(None);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -56,20 +59,19 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let api = api.clone();
+        let clock = Clock::accepted();
+        let stream = Timed::new(stream, clock.clone());
         let service = service_fn(move |request| {
             let api = api.clone();
-            async move { Ok::<_, Infallible>(api.handle(request).await) }
+            let in_flight = clock.request_began();
+            async move {
+                let response = api.handle(request).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, in_flight)))
+            }
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            // hyper's header timeout starts once it knows the protocol, which takes the first
-            // bytes: a connection that sends none is let go here.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
             let connection = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
