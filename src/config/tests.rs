@@ -8,6 +8,14 @@ use crate::registry::gc::RetentionRule;
 use crate::registry::store::DEFAULT_MANIFEST_MAX_BYTES;
 use ipnet::IpNet;
 
+/// Each error's line and key, in order.
+fn lines_and_keys(errors: &[ConfigError]) -> Vec<(Option<usize>, String)> {
+    errors
+        .iter()
+        .map(|e| (e.line, e.key.clone().unwrap()))
+        .collect()
+}
+
 #[test]
 fn the_shipped_config_is_valid() {
     let text = include_str!("../../conf/regapp.toml");
@@ -34,10 +42,7 @@ fn the_shipped_config_is_valid() {
 fn an_edge_needs_a_hostname() {
     let text = "[edge]\nhttps_listen = \"127.0.0.1:1\"\n\n[tls]\nmode = \"acme\"\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
-    let keys: Vec<_> = errors
-        .iter()
-        .map(|e| (e.line, e.key.clone().unwrap()))
-        .collect();
+    let keys = lines_and_keys(&errors);
     assert_eq!(keys, [(Some(1), "edge.hostname".to_owned())]);
     let errors = Settings::parse("[edge]\nshutdown_grace = \"soon\"\n", "f")
         .unwrap_err()
@@ -99,10 +104,7 @@ fn acme_mistakes_are_reported_with_key_and_line() {
                 directory = \"http://acme.internal/dir\"\ncontact = [\"ops@example.com\"]\n\
                 domains = [\"*.example.com\"]\neab_kid = \"kid-1\"\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
-    let keys: Vec<_> = errors
-        .iter()
-        .map(|e| (e.line, e.key.clone().unwrap()))
-        .collect();
+    let keys = lines_and_keys(&errors);
     assert_eq!(
         keys,
         [
@@ -286,10 +288,7 @@ fn metrics_and_log_have_working_defaults_and_typed_values() {
 fn bad_metrics_and_log_values_are_each_named_with_their_line() {
     let text = "[metrics]\nlisten = \"nowhere\"\n[log]\nformat = \"xml\"\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
-    let keys: Vec<_> = errors
-        .iter()
-        .map(|e| (e.line, e.key.clone().unwrap()))
-        .collect();
+    let keys = lines_and_keys(&errors);
     assert_eq!(
         keys,
         [
@@ -342,10 +341,7 @@ fn access_mistakes_are_reported_with_key_and_line() {
                 [[access]]\nrepositories = \"**\"\nusers = [\"*\"]\nactions = [\"pull\"]\n\n\
                 [[access]]\nrepositories = \"team-b/**\"\nusers = [\"bob\"]\nactions = [\"push\"]\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
-    let found: Vec<_> = errors
-        .iter()
-        .map(|e| (e.line, e.key.clone().unwrap()))
-        .collect();
+    let found = lines_and_keys(&errors);
     assert_eq!(
         found,
         [
@@ -381,10 +377,7 @@ fn values_serve_cannot_use_are_errors_with_line_and_key() {
                 max_connections = 0\nmax_connections_per_client = 0\n\
                 [tls]\nmode = \"self-signed\"\n";
     let errors = Settings::parse(text, "f").unwrap_err().0;
-    let keys: Vec<_> = errors
-        .iter()
-        .map(|e| (e.line, e.key.clone().unwrap()))
-        .collect();
+    let keys = lines_and_keys(&errors);
     assert_eq!(
         keys,
         [

@@ -172,13 +172,7 @@ fn start_upload(regapp: &AcmeRegapp, root: &std::path::Path, repo: &str) -> Stri
         text.starts_with("HTTP/2 202") || text.starts_with("HTTP/1.1 202"),
         "{text}"
     );
-    text.lines()
-        .find_map(|l| {
-            l.to_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_owned())
-        })
-        .expect("a Location header")
+    crate::util::header_value(&text, "location").expect("a Location header")
 }
 
 #[test]

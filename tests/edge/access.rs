@@ -393,13 +393,7 @@ fn access_explain_prints_the_deciding_rule_per_action() {
         format!("[auth]\n{PUBLIC}\n[[access]]\nrepositories = \"private/**\"\nusers = [\"alice\"]\nactions = [\"pull\"]\n"),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_regapp"))
-        .args(["check-config", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = crate::util::regapp_fails("check-config", &config);
     assert!(
         stderr.contains(&format!(
             "{}:15: access[3].repositories: this rule can never match: rule 1",

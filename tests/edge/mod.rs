@@ -250,13 +250,7 @@ pub fn start_upload(edge: &EdgeServer, repo: &str) -> String {
     let url = format!("{}/v2/{repo}/blobs/uploads/", edge.url());
     let (status, text) = edge.curl(&["-u", &creds, "-X", "POST", &url]);
     assert_eq!(status, 202, "{text}");
-    text.lines()
-        .find_map(|l| {
-            l.to_lowercase()
-                .starts_with("location:")
-                .then(|| l[9..].trim().to_owned())
-        })
-        .expect("a Location header")
+    crate::util::header_value(&text, "location").expect("a Location header")
 }
 
 /// What a client offering a 1 GiB PATCH body got back.

@@ -141,13 +141,7 @@ fn a_storage_root_that_is_a_file_is_named_as_the_problem() {
         format!("[storage]\nroot = {root:?}\n[engine]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n"),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regapp"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = crate::util::regapp_fails("serve", &config);
     assert!(
         stderr.contains(&format!(
             "storage root {}: it exists and is not a directory",

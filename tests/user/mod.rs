@@ -57,6 +57,18 @@ fn apache_verifies(file: &Path, user: &str, password: &str) -> bool {
         .success()
 }
 
+/// A config with the edge (self-signed) whose users are in `htpasswd`.
+fn write_edge_config(config: &Path, root: &Path, htpasswd: &Path) {
+    std::fs::write(
+        config,
+        format!(
+            "[storage]\nroot = {root:?}\n[edge]\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
+             [auth]\nhtpasswd = {htpasswd:?}\n"
+        ),
+    )
+    .expect("write config");
+}
+
 fn s(path: &Path) -> &str {
     path.to_str().expect("temp paths are UTF-8")
 }
@@ -246,15 +258,7 @@ fn costly_hashes_are_refused_by_list_check_config_and_the_server() {
     );
 
     let config = dir.path().join("regapp.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\nroot = {:?}\n[edge]\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
-             [auth]\nhtpasswd = {file:?}\n",
-            dir.path().join("data")
-        ),
-    )
-    .expect("write config");
+    write_edge_config(&config, &dir.path().join("data"), &file);
     let checked = Command::new(env!("CARGO_BIN_EXE_regapp"))
         .args(["check-config", "--config", s(&config)])
         .output()
@@ -357,15 +361,7 @@ fn config_names_the_file_and_a_config_without_edge_says_to_use_file() {
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("users");
     let config = dir.path().join("regapp.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[storage]\nroot = {:?}\n[edge]\nhostname = \"localhost\"\n[tls]\nmode = \"self-signed\"\n\
-             [auth]\nhtpasswd = {file:?}\n",
-            dir.path().join("data")
-        ),
-    )
-    .expect("write config");
+    write_edge_config(&config, &dir.path().join("data"), &file);
     ok(&regapp_user(
         &[
             "--config",

@@ -55,6 +55,30 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     format!("Basic {encoded}")
 }
 
+/// The value of header `name` (lower case) in a response head as `curl -i` prints it.
+pub fn header_value(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name)
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// Runs `regapp <command> --config <config>`, which must fail; returns its stderr.
+pub fn regapp_fails(command: &str, config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regapp"))
+        .args([command, "--config"])
+        .arg(config)
+        .output()
+        .expect("run regapp");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "regapp {command} succeeded: {stderr}"
+    );
+    stderr
+}
+
 /// A running registry server, whatever implements it.
 pub trait Registry {
     /// Short name for messages: "regapp" or "docker-registry".
