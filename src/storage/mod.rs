@@ -16,10 +16,12 @@ use futures_util::Stream;
 
 pub mod fs;
 mod fs_reader;
+pub mod s3;
 #[cfg(test)]
 pub(crate) mod suite;
 
 pub use fs::FsDriver;
+pub use s3::{S3Driver, S3Settings};
 
 /// `[storage] root`: registry:2's layout lives under `<root>/docker/registry/v2`.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,0 +1,419 @@
+//! The S3 driver: the same bytes under the same keys as the filesystem driver, in a bucket of
+//! any S3-compatible store, through `object_store` (its signing, retries and multipart API).
+//!
+//! Keys map to object names under `prefix` one to one, so registry:2's `s3-aws` driver and this
+//! one read each other's blobs, links and manifests. S3 has no directories: a directory-like key
+//! is a prefix, which exists while some object is under it.
+//!
+//! An object being written by a [`writer`](StorageDriver::writer) is not an object in the bucket
+//! until the writer commits: its bytes are parts of a multipart upload, and `<key>.writing` (see
+//! [`writer`]) holds the upload's id, its parts and the tail too short to be a part. That state
+//! object is what `stat` reports for the key meanwhile and what a writer opened to append (after
+//! a restart, or on another node) continues from; `list` hides it.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
+
+use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult};
+
+#[cfg(test)]
+pub(crate) mod seaweed;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use writer::{S3Writer, WriteState};
+
+/// S3's smallest part but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// Parts of this size take a 50 GiB layer in 6,400 of S3's 10,000 parts.
+pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
+
+/// `[storage.s3]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Empty: AWS for `region`.
+    pub endpoint: String,
+    pub region: String,
+    /// registry:2's `rootdirectory`: keys live under `<prefix>/docker/registry/v2/`.
+    pub prefix: String,
+    /// `http://endpoint/bucket/key` rather than `http://bucket.endpoint/key`.
+    pub path_style: bool,
+    /// Both or neither; neither: the `AWS_*` environment variables.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Bytes of an upload held in memory before they go out as one part.
+    pub part_size: u64,
+}
+
+impl Default for S3Settings {
+    fn default() -> S3Settings {
+        S3Settings {
+            bucket: String::new(),
+            endpoint: String::new(),
+            region: "us-east-1".to_owned(),
+            prefix: String::new(),
+            path_style: true,
+            access_key_id: None,
+            secret_access_key: None,
+            part_size: DEFAULT_PART_SIZE,
+        }
+    }
+}
+
+/// Bytes under keys in a bucket.
+pub struct S3Driver {
+    store: Arc<AmazonS3>,
+    /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
+    prefix: String,
+    part_size: u64,
+    /// For messages: where the bucket is.
+    location: String,
+}
+
+impl S3Driver {
+    pub fn new(settings: &S3Settings) -> StorageResult<S3Driver> {
+        // reqwest is built without a crypto provider of its own: it takes the process's, ring.
+        let _ = rustls::crypto::CryptoProvider::install_default(
+            rustls::crypto::ring::default_provider(),
+        );
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            .with_retry(object_store::RetryConfig {
+                max_retries: 3,
+                retry_timeout: Duration::from_secs(30),
+                ..Default::default()
+            });
+        if !settings.endpoint.is_empty() {
+            builder = builder
+                .with_endpoint(&settings.endpoint)
+                .with_allow_http(settings.endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        let location = match settings.endpoint.as_str() {
+            "" => format!("s3://{} ({})", settings.bucket, settings.region),
+            endpoint => format!("{endpoint}/{}", settings.bucket),
+        };
+        let store = builder.build().map_err(|e| StorageError::Io {
+            key: location.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(S3Driver {
+            store: Arc::new(store),
+            prefix: settings.prefix.trim_matches('/').to_owned(),
+            part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
+            location,
+        })
+    }
+
+    /// Where the bucket is, for messages ("http://127.0.0.1:8333/registry").
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The object name of `key`: keys are relative paths that cannot climb out (no `..` or `.`,
+    /// not absolute, not empty), as on the filesystem.
+    fn path(&self, key: &str) -> StorageResult<Path> {
+        let plain = !key.is_empty()
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !plain {
+            return Err(StorageError::InvalidKey(key.to_owned()));
+        }
+        let name = match self.prefix.as_str() {
+            "" => key.to_owned(),
+            prefix => format!("{prefix}/{key}"),
+        };
+        Path::parse(&name).map_err(|_| StorageError::InvalidKey(key.to_owned()))
+    }
+
+    /// The object that stands for `key` while a writer has it (see the module doc).
+    fn writing_path(&self, key: &str) -> StorageResult<Path> {
+        self.path(&format!("{key}{}", writer::WRITING_SUFFIX))
+    }
+
+    async fn write_state(&self, key: &str) -> StorageResult<Option<WriteState>> {
+        match self.store.get(&self.writing_path(key)?).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|e| error(key, e))?;
+                WriteState::decode(key, bytes).map(Some)
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
+    /// Every object below a directory-like key (the key's own object not included).
+    async fn objects_under(&self, key: &str) -> StorageResult<Vec<object_store::ObjectMeta>> {
+        let prefix = self.path(key)?;
+        self.store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| error(key, e))
+    }
+}
+
+/// An `object_store` error as the driver's: not found stays not found, the rest is I/O.
+pub(crate) fn error(key: &str, e: object_store::Error) -> StorageError {
+    match e {
+        object_store::Error::NotFound { .. } => StorageError::NotFound {
+            key: key.to_owned(),
+        },
+        e => StorageError::Io {
+            key: key.to_owned(),
+            source: std::io::Error::other(e),
+        },
+    }
+}
+
+fn modified(meta: &object_store::ObjectMeta) -> SystemTime {
+    meta.last_modified.into()
+}
+
+#[async_trait]
+impl StorageDriver for S3Driver {
+    async fn get(&self, key: &str) -> StorageResult<Bytes> {
+        let got = self
+            .store
+            .get(&self.path(key)?)
+            .await
+            .map_err(|e| error(key, e))?;
+        got.bytes().await.map_err(|e| error(key, e))
+    }
+
+    async fn put(&self, key: &str, content: Bytes) -> StorageResult<()> {
+        self.store
+            .put(&self.path(key)?, content.into())
+            .await
+            .map(drop)
+            .map_err(|e| error(key, e))
+    }
+
+    async fn put_if_absent(&self, key: &str, content: Bytes) -> StorageResult<bool> {
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key)?, content.into(), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
+    async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {
+        let path = self.path(key)?;
+        if len == Some(0) {
+            self.stat(key).await?;
+            return Ok(futures_util::stream::empty().boxed());
+        }
+        let range = match len {
+            Some(len) => Some(GetRange::Bounded(offset..offset + len)),
+            None if offset > 0 => Some(GetRange::Offset(offset)),
+            None => None,
+        };
+        let options = GetOptions::default().with_range(range);
+        match self.store.get_opts(&path, options).await {
+            Ok(got) => {
+                let key = key.to_owned();
+                Ok(got
+                    .into_stream()
+                    .map_err(move |e| std::io::Error::other(format!("{key}: {e}")))
+                    .boxed())
+            }
+            Err(object_store::Error::NotFound { .. }) => {
+                match self.write_state(key).await? {
+                    // The bytes of an unfinished multipart upload cannot be read back.
+                    Some(_) => Err(StorageError::Io {
+                        key: key.to_owned(),
+                        source: std::io::Error::other(
+                            "the object is still being written; it can be read once committed",
+                        ),
+                    }),
+                    None => Err(StorageError::NotFound {
+                        key: key.to_owned(),
+                    }),
+                }
+            }
+            // Reading from the end of an object: S3 answers 416, a file gives nothing.
+            Err(e) if offset > 0 && e.to_string().contains("416") => {
+                Ok(futures_util::stream::empty().boxed())
+            }
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
+    async fn writer(&self, key: &str, append: bool) -> StorageResult<Box<dyn ObjectWriter>> {
+        let path = self.path(key)?;
+        let writing = self.writing_path(key)?;
+        // A committed object is the key's truth over a write state (as for `stat`): a crash
+        // between a state's write and the object's removal leaves the object.
+        let committed = append
+            && match self.store.head(&path).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(error(key, e)),
+            };
+        let state = if committed {
+            WriteState::from_object(self, key).await?
+        } else if append {
+            self.write_state(key).await?.unwrap_or_default()
+        } else {
+            WriteState::default()
+        };
+        Ok(Box::new(S3Writer::new(
+            self.store.clone(),
+            key.to_owned(),
+            path,
+            writing,
+            self.part_size,
+            state,
+            committed,
+        )))
+    }
+
+    async fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
+        let path = self.path(key)?;
+        match self.store.head(&path).await {
+            Ok(meta) => {
+                return Ok(ObjectInfo {
+                    size: meta.size,
+                    modified: modified(&meta),
+                    is_dir: false,
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(error(key, e)),
+        }
+        if let Some(state) = self.write_state(key).await? {
+            return Ok(ObjectInfo {
+                size: state.size(),
+                modified: state.modified(),
+                is_dir: false,
+            });
+        }
+        // A directory-like key exists while something is below it.
+        let mut below = self.store.list(Some(&path));
+        match below.next().await {
+            Some(Ok(meta)) => Ok(ObjectInfo {
+                size: 0,
+                modified: modified(&meta),
+                is_dir: true,
+            }),
+            Some(Err(e)) => Err(error(key, e)),
+            None => Err(StorageError::NotFound {
+                key: key.to_owned(),
+            }),
+        }
+    }
+
+    async fn list(&self, key: &str) -> StorageResult<Vec<String>> {
+        let path = self.path(key)?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&path))
+            .await
+            .map_err(|e| error(key, e))?;
+        let mut names: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .chain(listed.objects.iter().map(|meta| &meta.location))
+            // Some stores (SeaweedFS) list an emptied folder as a prefix of itself.
+            .filter(|child| **child != path)
+            .filter_map(|child| child.filename().map(str::to_owned))
+            .map(|name| match name.strip_suffix(writer::WRITING_SUFFIX) {
+                // An object being written is listed under its own name.
+                Some(name) => name.to_owned(),
+                None => name,
+            })
+            .collect();
+        if names.is_empty() {
+            return Err(StorageError::NotFound {
+                key: key.to_owned(),
+            });
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let path = self.path(key)?;
+        let mut found = false;
+        match self.store.head(&path).await {
+            Ok(_) => {
+                found = true;
+                self.store.delete(&path).await.map_err(|e| error(key, e))?;
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(error(key, e)),
+        }
+        if let Some(state) = self.write_state(key).await? {
+            found = true;
+            state.abandon(&self.store, &path).await;
+            let writing = self.writing_path(key)?;
+            self.store
+                .delete(&writing)
+                .await
+                .map_err(|e| error(key, e))?;
+        }
+        for meta in self.objects_under(key).await? {
+            found = true;
+            if let Some(name) = meta.location.as_ref().strip_suffix(writer::WRITING_SUFFIX) {
+                // An unfinished upload below: give its parts back before its state goes.
+                let writing = meta.location.clone();
+                if let Ok(got) = self.store.get(&writing).await {
+                    if let Ok(bytes) = got.bytes().await {
+                        if let Ok(state) = WriteState::decode(name, bytes) {
+                            state.abandon(&self.store, &Path::from(name)).await;
+                        }
+                    }
+                }
+            }
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(error(key, e)),
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound {
+                key: key.to_owned(),
+            })
+        }
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> StorageResult<()> {
+        let (source, target) = (self.path(from)?, self.path(to)?);
+        // S3 has no rename: a server-side copy, then the source goes. A reader of `to` sees
+        // the old object or the new one, never part of one.
+        self.store
+            .copy(&source, &target)
+            .await
+            .map_err(|e| error(from, e))?;
+        self.store.delete(&source).await.map_err(|e| error(from, e))
+    }
+}
