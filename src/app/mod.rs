@@ -21,7 +21,7 @@ use crate::plumbing::background;
 use crate::registry::api::{server, Api};
 use crate::registry::gc::{self, Collector};
 use crate::registry::store::Store;
-use crate::storage::FsDriver;
+use crate::storage::{Backend, FsDriver};
 
 /// Errors that end the process: reported once, then regapp exits non-zero.
 pub type AppError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,11 +38,12 @@ pub fn serve(settings: Settings, config: Option<std::path::PathBuf>) -> Result<(
     let root = &settings.storage.root;
     FsDriver::prepare_root(root).map_err(|e| format!("storage root {}: {e}", root.display()))?;
     let reloader = Reloader::new(config.map(loader), settings.clone());
-    let mut service = Service::prepare(
-        settings.metrics.listen,
-        settings.storage.root.clone(),
-        reloader,
-    )?;
+    // A bucket's readiness check is added with its store (`open_store`).
+    let writable_root = match settings.storage.backend {
+        Backend::Filesystem => Some(settings.storage.root.clone()),
+        Backend::S3(_) => None,
+    };
+    let mut service = Service::prepare(settings.metrics.listen, writable_root, reloader)?;
     parts::log_level(&mut service.reloader);
     match settings.edge.clone() {
         Some(edge) => serve_with_edge(&settings, edge, service),
@@ -57,10 +58,7 @@ async fn serve_engine_alone(
     settings: Settings,
     mut service: Service<Settings>,
 ) -> Result<(), AppError> {
-    let store = Arc::new(Store::open(
-        &settings.storage,
-        settings.engine.store.clone(),
-    ));
+    let store = open_store(settings.clone(), &mut service).await?;
     start_gc(&settings, store.clone(), &mut service)?;
     let (listener, local) = server::bind(settings.engine.listen)
         .await
@@ -143,10 +141,11 @@ fn engine_behind_edge(
     front_token: &str,
     access: &Arc<Access>,
 ) -> Result<Api, AppError> {
-    let store = Arc::new(Store::open(
-        &settings.storage,
-        settings.engine.store.clone(),
-    ));
+    // pingora's runtimes start later; the bucket's probe runs on one of its own.
+    let store = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(open_store(settings.clone(), service))?;
     start_gc(settings, store.clone(), service)?;
     let api = Api::new(store)
         .require_front_token(front_token.to_owned())
@@ -248,6 +247,34 @@ fn certificate_source(
     }
 }
 
+/// The store the settings name. A bucket is probed (a write, a read, a delete) before anything
+/// is served, so that a wrong endpoint, bucket or key stops the start with S3's own answer,
+/// and again for every `/readyz`.
+async fn open_store(
+    settings: Settings,
+    service: &mut Service<Settings>,
+) -> Result<Arc<Store>, AppError> {
+    let storage = &settings.storage;
+    let store = Store::open(storage, settings.engine.store.clone())
+        .map_err(|e| format!("storage {}: {e}", storage.location()))?;
+    let store = Arc::new(store);
+    if let Backend::S3(_) = storage.backend {
+        crate::storage::probe(store.driver().as_ref())
+            .await
+            .map_err(|e| format!("storage {}: {e}", storage.location()))?;
+        let driver = store.driver().clone();
+        service.readiness.add("storage", move || {
+            let driver = driver.clone();
+            async move {
+                crate::storage::probe(driver.as_ref())
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        });
+    }
+    Ok(store)
+}
+
 /// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
 /// asks through it), waits for a command-line collection that may be running on the store
 /// (its pushes would not be pinned otherwise), then runs the schedule and the socket on a
@@ -259,7 +286,7 @@ fn start_gc(
     service: &mut Service<Settings>,
 ) -> Result<Arc<Collector>, AppError> {
     let state_dir = &settings.storage.root;
-    let disposal = gc::disposal_for(&settings.storage);
+    let disposal = gc::disposal_for(&settings.storage, store.driver());
     let collector = Arc::new(Collector::new(
         store,
         disposal,

@@ -22,7 +22,7 @@ pub fn gc(args: GcArgs) -> ExitCode {
     };
     let socket = lock::socket_path(&settings.storage.root);
     let answer = ask_server_or_work_alone(&socket, &control::collect_command(options), || async {
-        let collector = collector(&settings);
+        let collector = collector(&settings)?;
         let report = collector.run_once(options).await?;
         collector.reclaim().await?;
         Ok(report.summary())
@@ -62,7 +62,7 @@ pub fn du(arg: ConfigArg) -> ExitCode {
     };
     let socket = lock::socket_path(&settings.storage.root);
     let answer = ask_server_or_work_alone(&socket, "du", || async {
-        let usage = collector(&settings).usage().await?;
+        let usage = collector(&settings)?.usage().await?;
         Ok(usage.report())
     });
     finish("du", answer, |answer| match answer {
@@ -131,13 +131,12 @@ fn load(arg: &ConfigArg) -> Option<Settings> {
     }
 }
 
-fn collector(settings: &Settings) -> Collector {
-    let store = Arc::new(crate::registry::store::Store::open(
-        &settings.storage,
-        settings.engine.store.clone(),
-    ));
-    let disposal = crate::registry::gc::disposal_for(&settings.storage);
-    Collector::new(store, disposal, settings.gc.clone(), &settings.storage.root).interactive()
+fn collector(settings: &Settings) -> Result<Collector, crate::registry::gc::GcError> {
+    let store =
+        crate::registry::store::Store::open(&settings.storage, settings.engine.store.clone())?;
+    let store = Arc::new(store);
+    let disposal = crate::registry::gc::disposal_for(&settings.storage, store.driver());
+    Ok(Collector::new(store, disposal, settings.gc.clone(), &settings.storage.root).interactive())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -65,10 +65,18 @@ fn key_span(
     section: &str,
     key: Option<&str>,
 ) -> Option<Range<usize>> {
-    let root = doc.as_table();
+    // A nested section ("storage.s3") is a table in its parent's.
+    let (parents, last) = match section.rsplit_once('.') {
+        Some((parents, last)) => (Some(parents), last),
+        None => (None, section),
+    };
+    let mut table = doc.as_table();
+    for name in parents.into_iter().flat_map(|p| p.split('.')) {
+        table = table.get(name)?.as_table()?;
+    }
     match key {
-        None => root.key(section)?.span(),
-        Some(key) => root.get(section)?.as_table()?.key(key)?.span(),
+        None => table.key(last)?.span(),
+        Some(key) => table.get(last)?.as_table()?.key(key)?.span(),
     }
 }
 

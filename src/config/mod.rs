@@ -18,7 +18,7 @@ use crate::ops::logging::LogSettings;
 use crate::registry::gc::GcPolicy;
 use crate::registry::store::StoreOptions;
 use crate::registry::{EngineSettings, DEFAULT_LISTEN};
-use crate::storage::{StorageSettings, DEFAULT_ROOT};
+use crate::storage::{Backend, StorageSettings};
 
 mod access;
 mod acme;
@@ -26,6 +26,7 @@ mod diagnostics;
 mod gc;
 mod ops;
 mod raw;
+mod storage;
 
 pub use diagnostics::{ConfigError, ConfigErrors};
 
@@ -71,24 +72,13 @@ impl Settings {
             &locator,
         );
         let gc = gc::gc_settings(raw.gc.take(), raw.retention.take(), &locator);
+        let delete_enabled = raw.storage.delete_enabled;
+        let storage = storage::storage_settings(std::mem::take(&mut raw.storage), &locator);
         let edge = match raw.edge {
             None => Ok(None),
             Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
         };
         let mut problems = Vec::new();
-        if raw
-            .storage
-            .root
-            .as_ref()
-            .is_some_and(|r| r.as_os_str().is_empty())
-        {
-            problems.push(locator.error(
-                "storage",
-                Some("root"),
-                "an empty path would put the store (and gc.sock, gc.lock) in whatever directory \
-                 regapp starts in; name a directory",
-            ));
-        }
         if raw.engine.max_manifest_bytes == Some(0) {
             problems.push(locator.error(
                 "engine",
@@ -97,36 +87,30 @@ impl Settings {
             ));
         }
         // Every problem at once, not the first section's only.
-        let (log, edge, access, gc) = match (log, edge, access, gc) {
-            (Ok(log), Ok(edge), Ok(access), Ok(gc)) if problems.is_empty() => {
-                (log, edge, access, gc)
+        let (log, edge, access, gc, storage) = match (log, edge, access, gc, storage) {
+            (Ok(log), Ok(edge), Ok(access), Ok(gc), Ok(storage)) if problems.is_empty() => {
+                (log, edge, access, gc, storage)
             }
-            (log, edge, access, gc) => {
+            (log, edge, access, gc, storage) => {
                 let mut errors = log.err().into_iter().collect::<Vec<_>>();
                 errors.extend(edge.err().into_iter().flat_map(|e| e.0));
                 errors.extend(access.err().unwrap_or_default());
                 errors.extend(gc.err().unwrap_or_default());
+                errors.extend(storage.err().unwrap_or_default());
                 errors.extend(problems);
                 errors.sort_by_key(|e| e.line);
                 return Err(ConfigErrors(errors));
             }
         };
         let settings = Settings {
-            storage: StorageSettings {
-                root: raw
-                    .storage
-                    .root
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-            },
+            storage,
             engine: EngineSettings {
                 listen: raw
                     .engine
                     .listen
                     .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("the default parses")),
                 store: StoreOptions {
-                    delete_enabled: raw
-                        .storage
-                        .delete_enabled
+                    delete_enabled: delete_enabled
                         .unwrap_or(StoreOptions::default().delete_enabled),
                     manifest_max_bytes: raw
                         .engine
@@ -186,7 +170,10 @@ impl Settings {
     pub fn dev() -> Settings {
         let root = PathBuf::from("regapp-data");
         Settings {
-            storage: StorageSettings { root: root.clone() },
+            storage: StorageSettings {
+                root: root.clone(),
+                backend: Backend::Filesystem,
+            },
             engine: EngineSettings {
                 listen: DEFAULT_LISTEN.parse().expect("the default parses"),
                 store: StoreOptions::default(),
@@ -380,6 +367,14 @@ fn is_host_name(name: &str) -> bool {
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "storage.root = {}", self.storage.root.display())?;
+        if let Backend::S3(s3) = &self.storage.backend {
+            // Not the credentials: this text goes to logs.
+            writeln!(f, "storage.backend = s3")?;
+            writeln!(f, "storage.s3 = {}", s3.location())?;
+            writeln!(f, "storage.s3.prefix = {:?}", s3.prefix)?;
+            writeln!(f, "storage.s3.path_style = {}", s3.path_style)?;
+            writeln!(f, "storage.s3.part_size = {}", s3.part_size)?;
+        }
         writeln!(
             f,
             "storage.delete_enabled = {}",

@@ -36,6 +36,20 @@ pub(super) struct RawConfig {
 pub(super) struct RawStorage {
     pub root: Option<PathBuf>,
     pub delete_enabled: Option<bool>,
+    pub backend: Option<String>,
+    pub s3: Option<RawS3>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawS3 {
+    pub bucket: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub prefix: Option<String>,
+    pub path_style: Option<bool>,
+    pub credentials_file: Option<PathBuf>,
+    pub part_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,8 @@ use crate::metrics::DEFAULT_METRICS_LISTEN;
 use crate::ops::logging::LogFormat;
 use crate::registry::gc::RetentionRule;
 use crate::registry::store::DEFAULT_MANIFEST_MAX_BYTES;
+use crate::storage::s3::S3Settings;
+use crate::storage::DEFAULT_ROOT;
 use ipnet::IpNet;
 
 /// Each error's line and key, in order.
@@ -404,4 +406,75 @@ fn values_serve_cannot_use_are_errors_with_line_and_key() {
     let fine = "[engine]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n\
                 [edge]\nhostname = \"registry-1.example.com\"\n[tls]\nmode = \"self-signed\"\n";
     Settings::parse(fine, "f").unwrap();
+}
+
+/// `backend = "s3"` with `[storage.s3]`: the settings the driver gets, the credentials from an
+/// AWS credentials file, and none of them in the printed settings.
+#[test]
+fn an_s3_backend_is_read_with_its_credentials_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("s3-credentials");
+    std::fs::write(
+        &credentials,
+        "[other]\naws_access_key_id = no\n[default]\naws_access_key_id = AKID\n\
+         aws_secret_access_key = s3cr3t\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[storage]\nbackend = \"s3\"\n[storage.s3]\nbucket = \"registry\"\n\
+         endpoint = \"http://127.0.0.1:8333\"\nprefix = \"/r\"\ncredentials_file = {credentials:?}\n"
+    );
+    let settings = Settings::parse(&text, "f").unwrap();
+    assert_eq!(
+        settings.storage.backend,
+        Backend::S3(S3Settings {
+            bucket: "registry".to_owned(),
+            endpoint: "http://127.0.0.1:8333".to_owned(),
+            prefix: "/r".to_owned(),
+            access_key_id: Some("AKID".to_owned()),
+            secret_access_key: Some("s3cr3t".to_owned()),
+            ..S3Settings::default()
+        })
+    );
+    let printed = settings.to_string();
+    assert!(
+        printed.contains("storage.s3 = http://127.0.0.1:8333/registry"),
+        "{printed}"
+    );
+    assert!(
+        !printed.contains("s3cr3t") && !printed.contains("AKID"),
+        "{printed}"
+    );
+}
+
+#[test]
+fn s3_mistakes_are_errors_with_line_and_key() {
+    let text = "[storage]\nbackend = \"s3\"\n[storage.s3]\nendpoint = \"127.0.0.1:8333\"\n\
+                part_size = 1024\ncredentials_file = \"/nonexistent/creds\"\n";
+    let errors = Settings::parse(text, "f").unwrap_err().0;
+    assert_eq!(
+        lines_and_keys(&errors),
+        [
+            (Some(3), "storage.s3".to_owned()),
+            (Some(4), "storage.s3.endpoint".to_owned()),
+            (Some(5), "storage.s3.part_size".to_owned()),
+            (Some(6), "storage.s3.credentials_file".to_owned()),
+        ],
+        "{errors:#?}"
+    );
+    let errors = Settings::parse("[storage]\nbackend = \"gcs\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        lines_and_keys(&errors),
+        [(Some(2), "storage.backend".to_owned())]
+    );
+    let errors = Settings::parse("[storage.s3]\nbucket = \"b\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        errors[0].key.as_deref(),
+        Some("storage.backend"),
+        "{errors:?}"
+    );
 }

@@ -49,10 +49,11 @@ pub struct Service<S> {
 impl<S: std::fmt::Display + Clone + Send + 'static> Service<S> {
     /// Binds `[metrics] listen` (`addr`) now, so a busy port stops startup with a clear
     /// message, and prints the line tests and scripts read to learn the port; checks that
-    /// `storage_root` takes a write for `/readyz`. `reloader` is what SIGHUP runs.
+    /// `storage_root` (a filesystem store's) takes a write for `/readyz`. `reloader` is what
+    /// SIGHUP runs.
     pub fn prepare(
         addr: SocketAddr,
-        storage_root: PathBuf,
+        storage_root: Option<PathBuf>,
         reloader: Reloader<S>,
     ) -> Result<Service<S>, String> {
         let bound = StdListener::bind(addr).and_then(|l| l.set_nonblocking(true).map(|()| l));
@@ -62,9 +63,9 @@ impl<S: std::fmt::Display + Clone + Send + 'static> Service<S> {
             println!("regapp metrics on http://{local}");
         }
         let mut readiness = Readiness::default();
-        readiness.add("storage", move || {
-            checks::storage_writable(storage_root.clone())
-        });
+        if let Some(root) = storage_root {
+            readiness.add("storage", move || checks::storage_writable(root.clone()));
+        }
         Ok(Service {
             metrics: Metrics::new(env!("CARGO_PKG_VERSION"), GIT_COMMIT.unwrap_or("unknown")),
             readiness,

@@ -23,17 +23,60 @@ pub(crate) mod suite;
 pub use fs::FsDriver;
 pub use s3::{S3Driver, S3Settings};
 
-/// `[storage] root`: registry:2's layout lives under `<root>/docker/registry/v2`.
+/// `[storage]`: where registry:2's layout (`docker/registry/v2/…`) lives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageSettings {
+    /// The filesystem backend's store; with S3, this node's own state (`gc.lock`, `gc.sock`).
     pub root: std::path::PathBuf,
+    pub backend: Backend,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backend {
+    /// Under `root`.
+    Filesystem,
+    /// In a bucket, under its prefix.
+    S3(S3Settings),
 }
 
 pub const DEFAULT_ROOT: &str = "/var/lib/regapp/registry";
 
 /// The driver the settings name.
-pub fn driver(settings: &StorageSettings) -> std::sync::Arc<dyn StorageDriver> {
-    std::sync::Arc::new(FsDriver::new(&settings.root))
+pub fn driver(settings: &StorageSettings) -> StorageResult<std::sync::Arc<dyn StorageDriver>> {
+    Ok(match &settings.backend {
+        Backend::Filesystem => std::sync::Arc::new(FsDriver::new(&settings.root)),
+        Backend::S3(s3) => std::sync::Arc::new(S3Driver::new(s3)?),
+    })
+}
+
+impl StorageSettings {
+    /// Where the store is, for messages: the root, or the bucket's endpoint and name.
+    pub fn location(&self) -> String {
+        match &self.backend {
+            Backend::Filesystem => self.root.display().to_string(),
+            Backend::S3(s3) => s3.location(),
+        }
+    }
+}
+
+/// The key [`probe`] writes: outside registry:2's `docker/` tree, which it never lists.
+const PROBE_PREFIX: &str = "regapp-probe";
+
+/// Writes, reads back and removes a small object of its own: the store is reachable and takes
+/// writes (readiness, and a clear error at start instead of at the first push).
+pub async fn probe(driver: &dyn StorageDriver) -> StorageResult<()> {
+    let key = format!("{PROBE_PREFIX}/{}", uuid::Uuid::new_v4().simple());
+    let content = Bytes::from_static(b"ok");
+    driver.put(&key, content.clone()).await?;
+    let read = driver.get(&key).await;
+    driver.delete(&key).await?;
+    if read? != content {
+        return Err(StorageError::Io {
+            key,
+            source: io::Error::other("read back other bytes than were written"),
+        });
+    }
+    Ok(())
 }
 
 /// A stream of an object's bytes.

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 use crate::plumbing::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
-use crate::storage::{StorageDriver, StorageError, StorageResult, StorageSettings};
+use crate::storage::{Backend, StorageDriver, StorageError, StorageResult, StorageSettings};
 
 mod collect;
 pub mod control;
@@ -87,9 +87,16 @@ impl Disposal for InPlace {
     }
 }
 
-/// The disposal for the store the settings name (the filesystem's trash in its root).
-pub fn disposal_for(storage: &StorageSettings) -> Arc<dyn Disposal> {
-    Arc::new(FsTrash::new(&storage.root))
+/// The disposal for the store the settings name: the filesystem's trash in its root; in a
+/// bucket, deletes through `driver` (S3 has no rename to move objects aside cheaply).
+pub fn disposal_for(
+    storage: &StorageSettings,
+    driver: &Arc<dyn StorageDriver>,
+) -> Arc<dyn Disposal> {
+    match storage.backend {
+        Backend::Filesystem => Arc::new(FsTrash::new(&storage.root)),
+        Backend::S3(_) => Arc::new(InPlace(driver.clone())),
+    }
 }
 pub use usage::{RepoUsage, Usage};
 

@@ -57,8 +57,11 @@ impl Default for StoreOptions {
 
 impl Store {
     /// The store the settings name: their storage driver, with the engine's store options.
-    pub fn open(storage: &crate::storage::StorageSettings, options: StoreOptions) -> Store {
-        Store::new(crate::storage::driver(storage), options)
+    pub fn open(
+        storage: &crate::storage::StorageSettings,
+        options: StoreOptions,
+    ) -> StoreResult<Store> {
+        Ok(Store::new(crate::storage::driver(storage)?, options))
     }
 }
 

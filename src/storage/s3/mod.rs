@@ -56,6 +56,17 @@ pub struct S3Settings {
     pub part_size: u64,
 }
 
+impl S3Settings {
+    /// Where the bucket is, for messages: `http://127.0.0.1:8333/registry`, or
+    /// `s3://registry (eu-west-1)` on AWS.
+    pub fn location(&self) -> String {
+        match self.endpoint.as_str() {
+            "" => format!("s3://{} ({})", self.bucket, self.region),
+            endpoint => format!("{}/{}", endpoint.trim_end_matches('/'), self.bucket),
+        }
+    }
+}
+
 impl Default for S3Settings {
     fn default() -> S3Settings {
         S3Settings {
@@ -77,8 +88,6 @@ pub struct S3Driver {
     /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
     prefix: String,
     part_size: u64,
-    /// For messages: where the bucket is.
-    location: String,
 }
 
 impl S3Driver {
@@ -106,25 +115,15 @@ impl S3Driver {
                 .with_access_key_id(id)
                 .with_secret_access_key(secret);
         }
-        let location = match settings.endpoint.as_str() {
-            "" => format!("s3://{} ({})", settings.bucket, settings.region),
-            endpoint => format!("{endpoint}/{}", settings.bucket),
-        };
         let store = builder.build().map_err(|e| StorageError::Io {
-            key: location.clone(),
+            key: settings.location(),
             source: std::io::Error::other(e),
         })?;
         Ok(S3Driver {
             store: Arc::new(store),
             prefix: settings.prefix.trim_matches('/').to_owned(),
             part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
-            location,
         })
-    }
-
-    /// Where the bucket is, for messages ("http://127.0.0.1:8333/registry").
-    pub fn location(&self) -> &str {
-        &self.location
     }
 
     /// The object name of `key`: keys are relative paths that cannot climb out (no `..` or `.`,
