@@ -30,6 +30,10 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # Not --all-targets: the benchmark (harness = false) would run as a test. clippy builds it.
 cargo test
+# The engine's API tests and the skopeo round trips again with the registry in S3 (a SeaweedFS
+# the test process starts); the S3 driver's own tests are in the cargo test above.
+REGAPP_TEST_STORAGE=s3 cargo test --test tests api::
+REGAPP_TEST_TARGET=regapp-s3 cargo test --test tests skopeo::
 # The Debian package: one release build, cargo deb, dpkg-deb, lintian, systemd-analyze, and the
 # installed binary run with the installed config (packaging/README.md). Separate from cargo test
 # because the release build takes minutes.

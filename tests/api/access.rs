@@ -52,7 +52,10 @@ async fn guarded() -> Guarded {
     let access = Arc::new(Access::new(policy()));
     let api = Api::new(open.api.store().clone()).enforce_access(access);
     Guarded {
-        engine: Engine { api, dir: open.dir },
+        engine: Engine {
+            api,
+            _dir: open._dir,
+        },
         layer: sha256(b"team layer"),
         manifest,
     }
@@ -380,16 +383,17 @@ async fn a_denied_push_leaves_nothing_in_the_store() {
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
-    let v2 = g.engine.dir.path().join("docker/registry/v2");
-    assert!(!v2.join("repositories/team/new").exists());
+    let v2 = "docker/registry/v2";
+    assert!(
+        !g.engine
+            .stored(&format!("{v2}/repositories/team/new"))
+            .await
+    );
     let hex = digest.strip_prefix("sha256:").unwrap();
-    assert!(!v2
-        .join(format!("blobs/sha256/{}/{hex}", &hex[..2]))
-        .exists());
-    let uploads = std::fs::read_dir(v2.join("repositories/team/app/_uploads"))
-        .map(|d| d.count())
-        .unwrap_or(0);
-    assert_eq!(uploads, 0, "no upload directory");
+    let blob = format!("{v2}/blobs/sha256/{}/{hex}", &hex[..2]);
+    assert!(!g.engine.stored(&blob).await);
+    let uploads = format!("{v2}/repositories/team/app/_uploads");
+    assert_eq!(g.engine.children(&uploads).await, [""; 0], "no upload");
 }
 
 #[tokio::test]
@@ -399,7 +403,7 @@ async fn new_rules_apply_from_the_next_request() {
     let access = Arc::new(Access::new(AccessPolicy::default()));
     let engine = Engine {
         api: Api::new(open.api.store().clone()).enforce_access(access.clone()),
-        dir: open.dir,
+        _dir: open._dir,
     };
     let tags = |user: &'static str| {
         let engine = &engine;

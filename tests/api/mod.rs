@@ -8,8 +8,10 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use regapp::registry::api::Api;
 use regapp::registry::store::{Store, StoreOptions};
-use regapp::storage::FsDriver;
+use regapp::storage::{FsDriver, S3Driver, S3Settings, StorageDriver};
 use sha2::{Digest as _, Sha256};
+
+use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 
 mod access;
 mod blobs;
@@ -21,7 +23,34 @@ mod uploads;
 /// An engine over a fresh temporary store.
 pub struct Engine {
     pub api: Api,
-    pub dir: tempfile::TempDir,
+    /// The store's temporary directory, if it has one: removed with the engine (a bucket
+    /// stays on the test process's SeaweedFS, which goes with the process).
+    pub _dir: Option<tempfile::TempDir>,
+}
+
+/// The storage these tests run on: a temporary directory, or with `REGAPP_TEST_STORAGE=s3`
+/// (`tests/run-all.sh` runs them both ways) a fresh prefix in a bucket of a real S3 server.
+pub fn test_driver() -> (Arc<dyn StorageDriver>, Option<tempfile::TempDir>) {
+    match std::env::var("REGAPP_TEST_STORAGE").as_deref() {
+        Err(_) | Ok("" | "filesystem") => {
+            let dir = tempfile::tempdir().unwrap();
+            (Arc::new(FsDriver::new(dir.path())), Some(dir))
+        }
+        Ok("s3") => {
+            let server = Seaweed::shared();
+            let settings = S3Settings {
+                bucket: BUCKET.to_owned(),
+                prefix: server.fresh_prefix(),
+                endpoint: server.endpoint(),
+                access_key_id: Some(ACCESS_KEY.to_owned()),
+                secret_access_key: Some(SECRET_KEY.to_owned()),
+                ..S3Settings::default()
+            };
+            let driver = S3Driver::new(&settings).expect("an S3 driver");
+            (Arc::new(driver), None)
+        }
+        Ok(other) => panic!("REGAPP_TEST_STORAGE={other:?}: `filesystem` (the default) or `s3`"),
+    }
 }
 
 /// What came back, with the body read.
@@ -64,12 +93,26 @@ impl Engine {
     }
 
     pub fn with_options(options: StoreOptions) -> Engine {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::new(Arc::new(FsDriver::new(dir.path())), options);
+        let (driver, dir) = test_driver();
         Engine {
-            api: Api::new(Arc::new(store)),
-            dir,
+            api: Api::new(Arc::new(Store::new(driver, options))),
+            _dir: dir,
         }
+    }
+
+    /// What the store lists directly below `key` (nothing if there is no such directory).
+    pub async fn children(&self, key: &str) -> Vec<String> {
+        self.api
+            .store()
+            .driver()
+            .list(key)
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Whether the store holds anything at `key` (an object, or objects below it).
+    pub async fn stored(&self, key: &str) -> bool {
+        self.api.store().driver().stat(key).await.is_ok()
     }
 
     pub async fn call(

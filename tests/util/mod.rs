@@ -13,6 +13,7 @@ pub mod images;
 pub mod layout;
 pub mod process;
 pub mod regapp;
+pub mod seaweed;
 pub mod skopeo;
 pub mod tls;
 
@@ -99,17 +100,22 @@ pub trait Registry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Regapp,
+    /// regapp with its registry in a bucket of a SeaweedFS the test process starts.
+    RegappS3,
     DockerRegistry,
 }
 
 impl Target {
-    /// Reads `REGAPP_TEST_TARGET`: unset or `regapp` → regapp; `docker-registry` → the reference.
+    /// Reads `REGAPP_TEST_TARGET`: unset or `regapp` → regapp; `regapp-s3` → regapp on S3;
+    /// `docker-registry` → the reference.
     pub fn from_env() -> Self {
         match std::env::var("REGAPP_TEST_TARGET").as_deref() {
             Err(std::env::VarError::NotPresent) | Ok("" | "regapp") => Self::Regapp,
+            Ok("regapp-s3") => Self::RegappS3,
             Ok("docker-registry") => Self::DockerRegistry,
             Ok(other) => panic!(
-                "REGAPP_TEST_TARGET={other:?}: expected `regapp` (the default) or `docker-registry`"
+                "REGAPP_TEST_TARGET={other:?}: expected `regapp` (the default), `regapp-s3` or \
+                 `docker-registry`"
             ),
             Err(e) => panic!("REGAPP_TEST_TARGET: {e}"),
         }
@@ -121,6 +127,7 @@ impl Target {
 pub fn registry_under_test(root: &Path) -> Box<dyn Registry> {
     match Target::from_env() {
         Target::Regapp => Box::new(Regapp::start(root)),
+        Target::RegappS3 => Box::new(Regapp::start_on_s3(root)),
         Target::DockerRegistry => Box::new(DockerRegistry::start(root)),
     }
 }

@@ -28,9 +28,42 @@ impl Regapp {
         Self::start_with(root, "")
     }
 
+    /// Like [`Regapp::start`], its registry in a fresh prefix of a bucket on the test
+    /// process's SeaweedFS (`root` keeps only this node's state).
+    pub fn start_on_s3(root: &Path) -> Self {
+        let server = super::seaweed::Seaweed::shared();
+        let dir = tempfile::tempdir().expect("a temp dir for the S3 credentials");
+        let credentials = dir.path().join("s3-credentials");
+        std::fs::write(
+            &credentials,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                super::seaweed::ACCESS_KEY,
+                super::seaweed::SECRET_KEY
+            ),
+        )
+        .expect("write the S3 credentials");
+        let extra = format!(
+            "[storage.s3]\nbucket = {}\nendpoint = {}\nprefix = {}\ncredentials_file = {}\n",
+            toml_string(super::seaweed::BUCKET),
+            toml_string(&server.endpoint()),
+            toml_string(&server.fresh_prefix()),
+            toml_string(credentials.to_str().expect("UTF-8 temp paths")),
+        );
+        let regapp = Self::start_with_storage(root, "backend = \"s3\"\n", &extra);
+        // The credentials file is read at start; it can go.
+        drop(dir);
+        regapp
+    }
+
     /// Like [`Regapp::start`], with `extra` appended to the config (e.g. a `[gc]` section).
     pub fn start_with(root: &Path, extra: &str) -> Self {
-        let (config_dir, config) = write_config(root, extra);
+        Self::start_with_storage(root, "", extra)
+    }
+
+    /// Like [`Regapp::start_with`], with `storage` added to the `[storage]` section.
+    fn start_with_storage(root: &Path, storage: &str, extra: &str) -> Self {
+        let (config_dir, config) = write_config_with(root, storage, extra);
 
         let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
         command.arg("serve").arg("--config").arg(&config);
@@ -54,11 +87,15 @@ impl Regapp {
 /// Writes the config [`Regapp::start_with`] uses, for commands such as `regapp gc --config`
 /// that need it without a server.
 pub fn write_config(root: &Path, extra: &str) -> (TempDir, std::path::PathBuf) {
+    write_config_with(root, "", extra)
+}
+
+fn write_config_with(root: &Path, storage: &str, extra: &str) -> (TempDir, std::path::PathBuf) {
     let config_dir = tempfile::tempdir().expect("create a temp dir for the regapp config");
     let config = config_dir.path().join("regapp.toml");
     let root = root.to_str().expect("test storage roots are UTF-8 paths");
     let text = format!(
-        "[storage]\nroot = {}\ndelete_enabled = true\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
+        "[storage]\nroot = {}\ndelete_enabled = true\n{storage}\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{extra}",
         toml_string(root)
     );
     std::fs::write(&config, text).expect("write the regapp config");

@@ -23,7 +23,9 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, P
 
 use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult};
 
+mod folders;
 #[cfg(test)]
+#[path = "../../../tests/util/seaweed.rs"]
 pub(crate) mod seaweed;
 #[cfg(test)]
 mod tests;
@@ -88,6 +90,7 @@ pub struct S3Driver {
     /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
     prefix: String,
     part_size: u64,
+    folders: folders::Folders,
 }
 
 impl S3Driver {
@@ -119,8 +122,15 @@ impl S3Driver {
             key: settings.location(),
             source: std::io::Error::other(e),
         })?;
+        let store = Arc::new(store);
+        let folders =
+            folders::Folders::new(store.clone(), settings).map_err(|e| StorageError::Io {
+                key: settings.location(),
+                source: std::io::Error::other(e),
+            })?;
         Ok(S3Driver {
-            store: Arc::new(store),
+            folders,
+            store,
             prefix: settings.prefix.trim_matches('/').to_owned(),
             part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
         })
@@ -156,6 +166,29 @@ impl S3Driver {
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(error(key, e)),
+        }
+    }
+
+    /// Removes the folder entries (see [`folders`]) of `dir` and of every directory between
+    /// it and the objects that were below it, deepest first; a failure is only logged (the
+    /// store's own sweep removes them later).
+    async fn remove_folders(&self, dir: &Path, below: &[object_store::ObjectMeta]) {
+        let mut folders = std::collections::BTreeSet::new();
+        for meta in below {
+            let mut parts: Vec<_> = meta.location.parts().collect();
+            parts.pop();
+            while parts.len() > dir.parts().count() {
+                folders.insert(Path::from_iter(parts.iter().cloned()));
+                parts.pop();
+            }
+        }
+        folders.insert(dir.clone());
+        let mut deepest_first: Vec<Path> = folders.into_iter().collect();
+        deepest_first.sort_by_key(|p| std::cmp::Reverse(p.parts().count()));
+        for folder in deepest_first {
+            if let Err(e) = self.folders.remove(&folder).await {
+                tracing::debug!(%folder, error = %e, "removing a folder entry failed");
+            }
         }
     }
 
@@ -244,6 +277,15 @@ impl StorageDriver for S3Driver {
             }
             Err(object_store::Error::NotFound { .. }) => {
                 match self.write_state(key).await? {
+                    // No part sent yet: the bytes are all in the state's tail.
+                    Some(state) if state.in_tail() => {
+                        let tail = state.tail();
+                        let start = (offset as usize).min(tail.len());
+                        let end =
+                            len.map_or(tail.len(), |len| (start + len as usize).min(tail.len()));
+                        let bytes = tail.slice(start..end);
+                        Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
+                    }
                     // The bytes of an unfinished multipart upload cannot be read back.
                     Some(_) => Err(StorageError::Io {
                         key: key.to_owned(),
@@ -378,7 +420,8 @@ impl StorageDriver for S3Driver {
                 .await
                 .map_err(|e| error(key, e))?;
         }
-        for meta in self.objects_under(key).await? {
+        let below = self.objects_under(key).await?;
+        for meta in &below {
             found = true;
             if let Some(name) = meta.location.as_ref().strip_suffix(writer::WRITING_SUFFIX) {
                 // An unfinished upload below: give its parts back before its state goes.
@@ -397,6 +440,7 @@ impl StorageDriver for S3Driver {
             }
         }
         if found {
+            self.remove_folders(&path, &below).await;
             Ok(())
         } else {
             Err(StorageError::NotFound {

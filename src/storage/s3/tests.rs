@@ -1,10 +1,22 @@
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 
-use super::seaweed::Seaweed;
-use super::{S3Driver, MIN_PART_SIZE};
+use super::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+use super::{S3Driver, S3Settings, MIN_PART_SIZE};
 use crate::storage::suite::run_all;
 use crate::storage::StorageDriver;
+
+/// Settings for a fresh prefix in the shared bucket of `server`.
+fn settings(server: &Seaweed) -> S3Settings {
+    S3Settings {
+        bucket: BUCKET.to_owned(),
+        prefix: server.fresh_prefix(),
+        endpoint: server.endpoint(),
+        access_key_id: Some(ACCESS_KEY.to_owned()),
+        secret_access_key: Some(SECRET_KEY.to_owned()),
+        ..S3Settings::default()
+    }
+}
 
 async fn read_all(driver: &S3Driver, key: &str) -> Vec<u8> {
     let chunks: Vec<Bytes> = driver
@@ -20,10 +32,15 @@ async fn read_all(driver: &S3Driver, key: &str) -> Vec<u8> {
 /// The suite every driver passes, against a real S3 server, with and without a prefix.
 #[test]
 fn s3_driver_passes_the_suite() {
-    let server = Seaweed::start();
-    let plain = server.settings("suite");
-    let mut prefixed = server.settings("prefixed");
-    prefixed.prefix = "/some/root/".to_owned();
+    let server = Seaweed::shared();
+    server.create_bucket("plain");
+    let plain = S3Settings {
+        bucket: "plain".to_owned(),
+        prefix: String::new(),
+        ..settings(server)
+    };
+    let mut prefixed = settings(server);
+    prefixed.prefix = format!("/{}/root/", prefixed.prefix);
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         run_all(&S3Driver::new(&plain).unwrap()).await;
         run_all(&S3Driver::new(&prefixed).unwrap()).await;
@@ -34,8 +51,11 @@ fn s3_driver_passes_the_suite() {
 /// would do the same: the state is in the bucket), committed into one object.
 #[test]
 fn a_multipart_write_survives_its_writer_and_commits_whole() {
-    let server = Seaweed::start();
-    let settings = server.settings("multipart");
+    let server = Seaweed::shared();
+    let settings = S3Settings {
+        part_size: MIN_PART_SIZE,
+        ..settings(server)
+    };
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let driver = S3Driver::new(&settings).unwrap();
         let part = MIN_PART_SIZE as usize;
@@ -81,8 +101,11 @@ fn a_multipart_write_survives_its_writer_and_commits_whole() {
 /// Deleting an unfinished write gives its parts back and leaves nothing.
 #[test]
 fn deleting_an_unfinished_write_leaves_nothing() {
-    let server = Seaweed::start();
-    let settings = server.settings("abandon");
+    let server = Seaweed::shared();
+    let settings = S3Settings {
+        part_size: MIN_PART_SIZE,
+        ..settings(server)
+    };
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let driver = S3Driver::new(&settings).unwrap();
         let mut w = driver.writer("u/1/data", false).await.unwrap();
@@ -92,8 +115,8 @@ fn deleting_an_unfinished_write_leaves_nothing() {
         w.close().await.unwrap();
         driver.delete("u").await.unwrap();
         assert!(driver.stat("u/1/data").await.unwrap_err().is_not_found());
-        // Nothing under it: no object, no write state. (SeaweedFS may still list the emptied
-        // folder `u/1/` for a while; S3 has no folders.)
         assert!(driver.objects_under("u").await.unwrap().is_empty());
+        // Nor a folder SeaweedFS would otherwise list for minutes.
+        assert!(driver.list("u").await.unwrap_err().is_not_found());
     });
 }

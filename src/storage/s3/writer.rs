@@ -5,7 +5,7 @@
 //! when it was written) followed by the tail: the bytes since the last part, fewer than a part.
 //! It is replaced in one PUT at every `close`, so a reader of it sees one consistent state; a
 //! part sent after the state it belongs to was lost (a crash) is sent again under the same
-//! number. Memory per writer: at most one part and one chunk.
+//! number. Memory per writer: one part.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -81,6 +81,15 @@ impl WriteState {
         }
     }
 
+    /// No part went out yet: every byte is in the tail.
+    pub(super) fn in_tail(&self) -> bool {
+        self.upload_id.is_none()
+    }
+
+    pub(super) fn tail(&self) -> Bytes {
+        self.tail.clone()
+    }
+
     pub(super) fn size(&self) -> u64 {
         self.parts.iter().map(|(_, size)| size).sum::<u64>() + self.tail.len() as u64
     }
@@ -107,9 +116,10 @@ pub(super) struct S3Writer {
     writing: Path,
     part_size: u64,
     state: WriteState,
-    /// Bytes since the last part (the state's tail first).
-    buffer: Vec<Bytes>,
-    buffered: u64,
+    /// Bytes since the last part (the state's tail first). Copied in, not kept as the
+    /// caller's chunks: those may be counted against a budget of bytes in flight (the
+    /// engine's), which a part's worth of them would exhaust.
+    buffer: BytesMut,
     /// The object was committed before this writer appended to it: it goes once the state
     /// stands for the key, so that the key never has two truths.
     replaces_object: bool,
@@ -126,7 +136,6 @@ impl S3Writer {
         replaces_object: bool,
     ) -> S3Writer {
         let tail = std::mem::take(&mut state.tail);
-        let buffered = tail.len() as u64;
         S3Writer {
             store,
             key,
@@ -134,12 +143,7 @@ impl S3Writer {
             writing,
             part_size,
             state,
-            buffer: if tail.is_empty() {
-                Vec::new()
-            } else {
-                vec![tail]
-            },
-            buffered,
+            buffer: BytesMut::from(&tail[..]),
             replaces_object,
         }
     }
@@ -158,29 +162,19 @@ impl S3Writer {
                 id
             }
         };
-        let payload = PutPayload::from_iter(self.buffer.drain(..));
+        let part = self.buffer.split().freeze();
+        let size = part.len() as u64;
         let PartId { content_id } = self
             .store
-            .put_part(&self.path, &id, self.state.parts.len(), payload)
+            .put_part(&self.path, &id, self.state.parts.len(), part.into())
             .await
             .map_err(|e| error(&self.key, e))?;
-        self.state.parts.push((content_id, self.buffered));
-        self.buffered = 0;
+        self.state.parts.push((content_id, size));
         Ok(())
     }
 
     fn tail(&mut self) -> Bytes {
-        match self.buffer.len() {
-            0 => Bytes::new(),
-            1 => self.buffer.pop().expect("one chunk"),
-            _ => {
-                let mut tail = BytesMut::with_capacity(self.buffered as usize);
-                for chunk in self.buffer.drain(..) {
-                    tail.extend_from_slice(&chunk);
-                }
-                tail.freeze()
-            }
-        }
+        self.buffer.split().freeze()
     }
 
     async fn remove_state(&self) -> StorageResult<()> {
@@ -197,16 +191,19 @@ impl ObjectWriter for S3Writer {
         if chunk.is_empty() {
             return Ok(());
         }
-        self.buffered += chunk.len() as u64;
-        self.buffer.push(chunk);
-        if self.buffered >= self.part_size {
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve(self.part_size as usize + chunk.len());
+        }
+        self.buffer.extend_from_slice(&chunk);
+        drop(chunk);
+        if self.buffer.len() as u64 >= self.part_size {
             self.send_part().await?;
         }
         Ok(())
     }
 
     fn size(&self) -> u64 {
-        self.state.parts.iter().map(|(_, size)| size).sum::<u64>() + self.buffered
+        self.state.parts.iter().map(|(_, size)| size).sum::<u64>() + self.buffer.len() as u64
     }
 
     async fn close(mut self: Box<Self>) -> StorageResult<()> {
@@ -237,7 +234,7 @@ impl ObjectWriter for S3Writer {
                     .map_err(|e| error(&self.key, e))?;
             }
             Some(id) => {
-                if self.buffered > 0 {
+                if !self.buffer.is_empty() {
                     self.send_part().await?;
                 }
                 let parts = self
