@@ -9,7 +9,8 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use self::corpus::Corpus;
-use crate::util::{catalog, registry_under_test, DockerRegistry, Registry, Skopeo};
+use crate::util::seaweed::Seaweed;
+use crate::util::{catalog, registry_under_test, DockerRegistry, Regapp, Registry, Skopeo};
 
 /// A scratch directory, the storage root inside it, a skopeo and the images.
 fn setup() -> (TempDir, Skopeo, Corpus) {
@@ -74,4 +75,25 @@ fn docker_registry_reads_what_we_wrote() {
 
     let reference = DockerRegistry::start(&root);
     read_with(&reference, &skopeo, &corpus, &root);
+}
+
+/// The same both ways on S3: one prefix of one bucket, written by docker-registry's `s3-aws`
+/// driver and served by regapp's S3 backend, then the reverse in another prefix.
+#[test]
+fn both_ways_on_the_same_bucket() {
+    let (work, skopeo, corpus) = setup();
+    let server = Seaweed::shared();
+
+    let prefix = server.fresh_prefix();
+    let mut reference = DockerRegistry::start_on_s3(&prefix);
+    write_with(&mut reference, &skopeo, &corpus);
+    let registry = Regapp::start_on_s3_prefix(&work.path().join("node-1"), &prefix);
+    read_with(&registry, &skopeo, &corpus, Path::new(&prefix));
+    drop(registry);
+
+    let prefix = server.fresh_prefix();
+    let mut registry = Regapp::start_on_s3_prefix(&work.path().join("node-2"), &prefix);
+    write_with(&mut registry, &skopeo, &corpus);
+    let reference = DockerRegistry::start_on_s3(&prefix);
+    read_with(&reference, &skopeo, &corpus, Path::new(&prefix));
 }

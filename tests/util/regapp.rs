@@ -31,6 +31,12 @@ impl Regapp {
     /// Like [`Regapp::start`], its registry in a fresh prefix of a bucket on the test
     /// process's SeaweedFS (`root` keeps only this node's state).
     pub fn start_on_s3(root: &Path) -> Self {
+        let prefix = super::seaweed::Seaweed::shared().fresh_prefix();
+        Self::start_on_s3_prefix(root, &prefix)
+    }
+
+    /// Like [`Regapp::start_on_s3`], in `prefix` of the bucket (a store another server shares).
+    pub fn start_on_s3_prefix(root: &Path, prefix: &str) -> Self {
         let server = super::seaweed::Seaweed::shared();
         let dir = tempfile::tempdir().expect("a temp dir for the S3 credentials");
         let credentials = dir.path().join("s3-credentials");
@@ -47,7 +53,7 @@ impl Regapp {
             "[storage.s3]\nbucket = {}\nendpoint = {}\nprefix = {}\ncredentials_file = {}\n",
             toml_string(super::seaweed::BUCKET),
             toml_string(&server.endpoint()),
-            toml_string(&server.fresh_prefix()),
+            toml_string(prefix),
             toml_string(credentials.to_str().expect("UTF-8 temp paths")),
         );
         let regapp = Self::start_with_storage(root, "backend = \"s3\"\n", &extra);
