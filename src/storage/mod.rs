@@ -159,6 +159,13 @@ pub trait StorageDriver: Send + Sync + 'static {
         }
         results
     }
+    /// Whether an object a writer closed (not committed) can be read back: a file can; the
+    /// parts of a multipart upload cannot, so whoever continues such a write must have kept
+    /// what it needs of the bytes (an upload's hash state).
+    fn reads_unfinished_writes(&self) -> bool {
+        true
+    }
+
     /// Names of the direct children of a directory-like key, in no particular order.
     async fn list(&self, key: &str) -> StorageResult<Vec<String>>;
     /// Deletes an object, or everything under a directory-like key.

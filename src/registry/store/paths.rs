@@ -128,6 +128,12 @@ pub fn upload_started_at(name: &RepoName, id: &UploadId) -> String {
     format!("{}/startedat", upload_dir(name, id))
 }
 
+/// The SHA-256 state of an upload's bytes so far, where they cannot be read back (a bucket):
+/// regapp's own format, beside registry:2's `hashstates/` (which regapp neither reads nor writes).
+pub fn upload_hash_state(name: &RepoName, id: &UploadId) -> String {
+    format!("{}/regapp-hashstate", upload_dir(name, id))
+}
+
 /// Directory names inside a repository that mark it as one (v2.8 looks for `_layers`, v3 for
 /// `_manifests`).
 pub const REPOSITORY_MARKERS: [&str; 2] = ["_layers", "_manifests"];

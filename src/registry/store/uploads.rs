@@ -1,9 +1,10 @@
 //! Upload sessions: bytes stream into `_uploads/<id>/data` while they are hashed, and become a
 //! blob only once the whole content matches the digest the client names.
 //!
-//! The hash state of each session is kept in memory between chunks. It is only a cache: when it
-//! is missing (after a restart) or does not cover the bytes on disk (after a failed chunk), the
-//! data file is hashed again from the start, so a session survives anything the file survives.
+//! The hash state of each session is kept in memory between chunks. Where the bytes of an
+//! unfinished upload cannot be read back (a bucket), it is also stored with the upload after
+//! every chunk. When neither covers the bytes stored (after a restart, after a failed chunk),
+//! the data is hashed again from the start, so a session survives anything its data survives.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -180,15 +181,18 @@ impl Store {
             Some((hasher, hashed)) if hashed == size => hasher,
             // Nothing to read back (in a bucket, an upload's parts cannot be read anyway).
             _ if size == 0 => Algorithm::Sha256.hasher(),
-            _ => {
-                let (hasher, hashed) = self.rehash(&data, Algorithm::Sha256).await?;
-                if hashed != size {
-                    return Err(StoreError::UploadInvalid(
-                        "upload data changed while it was read".into(),
-                    ));
+            _ => match self.saved_hash_state(repo, id, size).await {
+                Some(hasher) => hasher,
+                None => {
+                    let (hasher, hashed) = self.rehash(&data, Algorithm::Sha256).await?;
+                    if hashed != size {
+                        return Err(StoreError::UploadInvalid(
+                            "upload data changed while it was read".into(),
+                        ));
+                    }
+                    hasher
                 }
-                hasher
-            }
+            },
         };
         let mut hasher = StreamHasher::new(hasher);
         let mut writer: Box<dyn ObjectWriter> = self.driver.writer(&data, true).await?;
@@ -225,7 +229,27 @@ impl Store {
             }
         });
         written?;
+        if !durable && !self.driver.reads_unfinished_writes() {
+            // What a restarted node (or another one) continues from: the bytes are not readable.
+            if let Some(saved) = hasher.save() {
+                let key = paths::upload_hash_state(repo, id);
+                self.driver.put(&key, saved.into()).await?;
+            }
+        }
         Ok((hasher, size))
+    }
+
+    /// The hash state stored for an upload of `size` bytes, if there is one for exactly those.
+    async fn saved_hash_state(&self, repo: &RepoName, id: &UploadId, size: u64) -> Option<Hasher> {
+        let saved = self
+            .driver
+            .get(&paths::upload_hash_state(repo, id))
+            .await
+            .ok()?;
+        match Hasher::restore(&saved) {
+            Some((hasher, hashed)) if hashed == size => Some(hasher),
+            _ => None,
+        }
     }
 
     /// Hashes a stored object from its start; returns the hasher and the bytes it consumed.

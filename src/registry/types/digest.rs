@@ -128,7 +128,8 @@ impl<'de> serde::Deserialize<'de> for Digest {
 /// An incremental hash for one of the supported algorithms, fed while bytes stream past.
 #[derive(Clone)]
 pub enum Hasher {
-    Sha256(Box<sha2::Sha256>),
+    /// Resumable: see [`super::sha256`].
+    Sha256(Box<super::sha256::Sha256>),
     Sha512(Box<sha2::Sha512>),
 }
 
@@ -145,6 +146,21 @@ impl Hasher {
             Hasher::Sha256(_) => Algorithm::Sha256,
             Hasher::Sha512(_) => Algorithm::Sha512,
         }
+    }
+
+    /// A SHA-256 state to store with an upload; `None` for other algorithms.
+    pub fn save(&self) -> Option<Vec<u8>> {
+        match self {
+            Hasher::Sha256(h) => Some(h.save()),
+            Hasher::Sha512(_) => None,
+        }
+    }
+
+    /// A hasher [`Hasher::save`] saved, and the bytes it had consumed.
+    pub fn restore(saved: &[u8]) -> Option<(Hasher, u64)> {
+        let h = super::sha256::Sha256::restore(saved)?;
+        let length = h.length();
+        Some((Hasher::Sha256(Box::new(h)), length))
     }
 
     pub fn finish(self) -> Digest {

@@ -7,6 +7,7 @@ pub mod manifest;
 pub mod name;
 pub mod range;
 pub mod reference;
+pub mod sha256;
 pub mod upload_id;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};

@@ -370,6 +370,10 @@ impl StorageDriver for S3Driver {
         }
     }
 
+    fn reads_unfinished_writes(&self) -> bool {
+        false
+    }
+
     async fn list(&self, key: &str) -> StorageResult<Vec<String>> {
         let path = self.path(key)?;
         let listed = self
