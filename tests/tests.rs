@@ -15,6 +15,7 @@
 //! - `user`: `regapp user` against Apache's `htpasswd -v` and a running edge.
 //! - `fuzz`: the fuzz targets' checks over the committed corpora and regressions.
 //! - `readme`: the README's first command as a newcomer types it.
+//! - `s3`: the engine on a SeaweedFS that goes away mid-upload (more S3 runs: tests/run-all.sh).
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
@@ -33,6 +34,7 @@ mod fuzz;
 mod gc;
 mod ops;
 mod readme;
+mod s3;
 mod skopeo;
 mod user;
 mod util;

@@ -20,6 +20,7 @@ pub struct Seaweed {
     child: Child,
     pub s3_port: u16,
     filer_port: u16,
+    ports: Vec<u16>,
     dir: tempfile::TempDir,
 }
 
@@ -57,62 +58,84 @@ fn status(port: u16, method: &str, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
+/// Starts `weed server` in `dir` on `ports` (master, its gRPC, volume, its gRPC, filer, its
+/// gRPC, S3, its gRPC), with the identity of `dir/s3.json`.
+fn spawn(dir: &std::path::Path, ports: &[u16]) -> Child {
+    let arg = |name: &str, value: &dyn std::fmt::Display| format!("-{name}={value}");
+    let mut command = Command::new(weed());
+    command
+        .arg("server")
+        .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
+        .arg(arg("dir", &dir.display()))
+        .arg(arg("master.port", &ports[0]))
+        .arg(arg("master.port.grpc", &ports[1]))
+        .args(["-master.telemetry=false", "-volume.preStopSeconds=0"])
+        // A bucket is a collection with volumes of its own: room for a few small ones.
+        .args(["-volume.max=64", "-master.volumeSizeLimitMB=256"])
+        .arg(arg("volume.port", &ports[2]))
+        .arg(arg("volume.port.grpc", &ports[3]))
+        .arg("-filer")
+        .arg(arg("filer.port", &ports[4]))
+        .arg(arg("filer.port.grpc", &ports[5]))
+        .arg(arg("filer.localSocket", &dir.join("filer.sock").display()))
+        .arg("-s3")
+        .arg(arg("s3.port", &ports[6]))
+        .arg(arg("s3.port.grpc", &ports[7]))
+        .arg(arg("s3.localSocket", &dir.join("s3.sock").display()))
+        .arg(arg("s3.config", &dir.join("s3.json").display()))
+        .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("weed.log"))
+                .expect("weed.log"),
+        );
+    // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when the thread that
+    // started weed ends, so that a test process that dies takes its server with it.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("start weed")
+}
+
 impl Seaweed {
     pub fn start() -> Seaweed {
         let dir = tempfile::tempdir().expect("temp dir");
-        let d = dir.path();
-        let config = d.join("s3.json");
         std::fs::write(
-            &config,
+            dir.path().join("s3.json"),
             format!(
                 r#"{{"identities":[{{"name":"regapp","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Write"]}}]}}"#
             ),
         )
         .expect("s3.json");
         let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
-        let arg = |name: &str, value: &dyn std::fmt::Display| format!("-{name}={value}");
-        let mut command = Command::new(weed());
-        command
-            .arg("server")
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-            .arg(arg("dir", &d.display()))
-            .arg(arg("master.port", &ports[0]))
-            .arg(arg("master.port.grpc", &ports[1]))
-            .args(["-master.telemetry=false", "-volume.preStopSeconds=0"])
-            // A bucket is a collection with volumes of its own: room for a few small ones.
-            .args(["-volume.max=64", "-master.volumeSizeLimitMB=256"])
-            .arg(arg("volume.port", &ports[2]))
-            .arg(arg("volume.port.grpc", &ports[3]))
-            .arg("-filer")
-            .arg(arg("filer.port", &ports[4]))
-            .arg(arg("filer.port.grpc", &ports[5]))
-            .arg(arg("filer.localSocket", &d.join("filer.sock").display()))
-            .arg("-s3")
-            .arg(arg("s3.port", &ports[6]))
-            .arg(arg("s3.port.grpc", &ports[7]))
-            .arg(arg("s3.localSocket", &d.join("s3.sock").display()))
-            .arg(arg("s3.config", &config.display()))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("weed.log")).expect("weed.log"));
-        // SAFETY: prctl is async-signal-safe; it only asks for SIGKILL when the thread that
-        // started weed ends, so that a test process that dies takes its server with it.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command.spawn().expect("start weed");
         let server = Seaweed {
-            child,
+            child: spawn(dir.path(), &ports),
             s3_port: ports[6],
             filer_port: ports[4],
+            ports,
             dir,
         };
         server.wait_until_ready();
         server.create_bucket(BUCKET);
         server
+    }
+
+    /// Kills the server (its data stays), as a crash or a network cut would look to clients.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data after [`Seaweed::stop`].
+    pub fn restart(&mut self) {
+        self.child = spawn(self.dir.path(), &self.ports);
+        self.wait_until_ready();
     }
 
     /// One server for the whole test process, started on first use from a thread that never

@@ -26,6 +26,7 @@ use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, S
 mod folders;
 #[cfg(test)]
 #[path = "../../../tests/util/seaweed.rs"]
+#[allow(dead_code)] // shared with the integration tests, which use the rest of it
 pub(crate) mod seaweed;
 #[cfg(test)]
 mod tests;

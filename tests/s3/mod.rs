@@ -1,0 +1,94 @@
+//! What only a bucket can do to the engine: its S3 server going away in the middle of an
+//! upload. (The API, skopeo and registry:2 tests run on S3 too: tests/run-all.sh, `compat`.)
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use regapp::registry::api::Api;
+use regapp::registry::store::Store;
+use regapp::storage::{S3Driver, S3Settings};
+
+use crate::api::{sha256, Engine};
+use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+
+/// While the S3 server is down a chunk gets the spec's JSON error with a 5xx and nothing
+/// becomes visible; once it is back the same upload goes on from where it was and commits.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_s3_server_fails_a_chunk_cleanly_and_the_upload_resumes() {
+    let mut server = tokio::task::spawn_blocking(Seaweed::start).await.unwrap();
+    let settings = S3Settings {
+        bucket: BUCKET.to_owned(),
+        endpoint: server.endpoint(),
+        access_key_id: Some(ACCESS_KEY.to_owned()),
+        secret_access_key: Some(SECRET_KEY.to_owned()),
+        ..S3Settings::default()
+    };
+    let driver = Arc::new(S3Driver::new(&settings).unwrap());
+    let e = Engine {
+        api: Api::new(Arc::new(Store::new(driver, Default::default()))),
+        _dir: None,
+    };
+    let content: Vec<u8> = (0..9 * 1024 * 1024 + 5).map(|i| (i % 249) as u8).collect();
+    let (head, tail) = content.split_at(9 * 1024 * 1024);
+    let digest = sha256(&content);
+    let r = e
+        .call(Method::POST, "/v2/a/blobs/uploads/", &[], Bytes::new())
+        .await;
+    let location = r.header("location").to_owned();
+    let range = format!("0-{}", head.len() - 1);
+    let patch = |body: &[u8], range: &str| {
+        let (body, range) = (Bytes::copy_from_slice(body), range.to_owned());
+        let (e, location) = (&e, &location);
+        async move {
+            e.call(Method::PATCH, location, &[("content-range", &range)], body)
+                .await
+        }
+    };
+    assert_eq!(patch(head, &range).await.status, StatusCode::ACCEPTED);
+
+    let mut server = tokio::task::spawn_blocking(move || {
+        server.stop();
+        server
+    })
+    .await
+    .unwrap();
+    let tail_range = format!("{}-{}", head.len(), content.len() - 1);
+    let r = patch(tail, &tail_range).await;
+    assert!(r.status.is_server_error(), "{} {:?}", r.status, r.body);
+    assert_eq!(r.error_code(), "UNKNOWN");
+    let put = format!("{location}?digest={digest}");
+    let r = e.call(Method::PUT, &put, &[], Bytes::new()).await;
+    assert!(r.status.is_server_error(), "{}", r.status);
+
+    let server = tokio::task::spawn_blocking(move || {
+        server.restart();
+        server
+    })
+    .await
+    .unwrap();
+    // Its S3 port answers before its volumes are back: a client retries until the upload's
+    // status does.
+    let started = std::time::Instant::now();
+    let status = loop {
+        let status = e.get(&location).await;
+        if !status.status.is_server_error() || started.elapsed().as_secs() > 30 {
+            break status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert_eq!(status.status, StatusCode::NO_CONTENT, "{:?}", status.body);
+    assert_eq!(
+        status.header("range"),
+        range,
+        "the failed chunk added nothing"
+    );
+    let blob = format!("/v2/a/blobs/{digest}");
+    let visible = e.get(&blob).await.status;
+    assert_eq!(visible, StatusCode::NOT_FOUND, "nothing visible");
+    assert_eq!(patch(tail, &tail_range).await.status, StatusCode::ACCEPTED);
+    let r = e.call(Method::PUT, &put, &[], Bytes::new()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert!(e.get(&blob).await.body == content, "the blob differs");
+    drop(server);
+}
