@@ -8,7 +8,7 @@
 //!   rules, lingering bodies, hostile connections.
 //! - `skopeo`: push and pull through the registry under test, digests and bytes unchanged.
 //! - `compat`: two-way on-disk compatibility with docker-registry 2.8 on the same storage root.
-//! - `crash`: `kill -9` during pushes leaves nothing corrupt or half-visible.
+//! - `crash`: `kill -9` during pushes leaves nothing corrupt or half-visible, on disk and in S3.
 //! - `gc`: `regapp gc`/`du` while pushes run, the schedule, metrics, docker-registry after it.
 //! - `acme`: certificates from Debian's pebble over HTTP-01, restart, forced renewal, errors.
 //! - `ops`: `/metrics`, health, SIGHUP reloads, systemd notify, logs, `check-config`.

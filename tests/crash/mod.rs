@@ -1,8 +1,9 @@
 //! `kill -9` during pushes: whatever moment the process dies, the store holds no corrupt or
-//! half-visible blob, manifest, link or tag, and an upload session survives the restart.
+//! half-visible blob, manifest, link or tag, and an upload session survives the restart; on
+//! disk and in a bucket (the store is read back through regapp's own drivers).
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -11,7 +12,49 @@ use std::time::Duration;
 use reqwest::blocking::{Body, Client};
 use sha2::{Digest as _, Sha256};
 
+use regapp::storage::{FsDriver, S3Driver, S3Settings, StorageDriver};
+
+use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 use crate::util::{Regapp, Registry};
+
+/// Where the regapp of a crash test keeps its registry.
+enum Backend {
+    Disk,
+    /// A prefix of the bucket of the test process's SeaweedFS.
+    S3(String),
+}
+
+impl Backend {
+    fn s3() -> Backend {
+        Backend::S3(Seaweed::shared().fresh_prefix())
+    }
+
+    /// Starts regapp on this store (`root`: its storage root or, with S3, its state).
+    fn start(&self, root: &Path) -> Regapp {
+        match self {
+            Backend::Disk => Regapp::start(root),
+            Backend::S3(prefix) => Regapp::start_on_s3_prefix(root, prefix),
+        }
+    }
+
+    /// The store as regapp's own driver reads it.
+    fn driver(&self, root: &Path) -> Arc<dyn StorageDriver> {
+        match self {
+            Backend::Disk => Arc::new(FsDriver::new(root)),
+            Backend::S3(prefix) => Arc::new(
+                S3Driver::new(&S3Settings {
+                    bucket: BUCKET.to_owned(),
+                    endpoint: Seaweed::shared().endpoint(),
+                    prefix: prefix.clone(),
+                    access_key_id: Some(ACCESS_KEY.to_owned()),
+                    secret_access_key: Some(SECRET_KEY.to_owned()),
+                    ..S3Settings::default()
+                })
+                .expect("an S3 driver"),
+            ),
+        }
+    }
+}
 
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -110,10 +153,19 @@ fn push_until_it_fails(base: String, seed: u64, stop: Arc<AtomicBool>, pushed: A
 
 #[test]
 fn kill_9_at_any_moment_of_a_push_leaves_a_consistent_store() {
+    kill_9_during_pushes(&Backend::Disk, 6);
+}
+
+#[test]
+fn kill_9_at_any_moment_of_a_push_leaves_a_consistent_bucket() {
+    kill_9_during_pushes(&Backend::s3(), 4);
+}
+
+fn kill_9_during_pushes(backend: &Backend, rounds: u64) {
     let root = tempfile::tempdir().unwrap();
     let mut checked = 0;
-    for round in 0..6u64 {
-        let mut regapp = Regapp::start(root.path());
+    for round in 0..rounds {
+        let mut regapp = backend.start(root.path());
         let stop = Arc::new(AtomicBool::new(false));
         let pushed = Arc::new(AtomicUsize::new(0));
         let pushers: Vec<_> = (0..3)
@@ -136,7 +188,7 @@ fn kill_9_at_any_moment_of_a_push_leaves_a_consistent_store() {
         for p in pushers {
             p.join().unwrap();
         }
-        let visible = assert_store_consistent(root.path());
+        let visible = assert_store_consistent(backend.driver(root.path()));
         eprintln!("round {round}: {visible} visible files checked after kill -9");
         checked += visible;
     }
@@ -148,11 +200,22 @@ fn kill_9_at_any_moment_of_a_push_leaves_a_consistent_store() {
 
 #[test]
 fn an_upload_session_survives_kill_9_and_restart() {
+    upload_survives_kill_9(&Backend::Disk, 1024 * 1024 + 17);
+}
+
+/// In a bucket, with a first chunk over a part: its bytes cannot be read back, the restarted
+/// process continues from the hash state stored with the upload.
+#[test]
+fn an_upload_session_in_a_bucket_survives_kill_9_and_restart() {
+    upload_survives_kill_9(&Backend::s3(), 9 * 1024 * 1024 + 17);
+}
+
+fn upload_survives_kill_9(backend: &Backend, first_chunk: usize) {
     let root = tempfile::tempdir().unwrap();
-    let data = content(7, 3 * 1024 * 1024);
-    let (first, rest) = data.split_at(1024 * 1024 + 17);
+    let data = content(7, first_chunk + 2 * 1024 * 1024);
+    let (first, rest) = data.split_at(first_chunk);
     let http = client();
-    let mut regapp = Regapp::start(root.path());
+    let mut regapp = backend.start(root.path());
     let r = http
         .post(format!("{}/v2/s/blobs/uploads/", regapp.url()))
         .send()
@@ -167,7 +230,7 @@ fn an_upload_session_survives_kill_9_and_restart() {
     assert_eq!(r.status(), 202);
     regapp.kill_hard();
 
-    let regapp = Regapp::start(root.path());
+    let regapp = backend.start(root.path());
     let url = format!("{}{location}", regapp.url());
     let r = http.get(&url).send().unwrap();
     assert_eq!(
@@ -201,108 +264,97 @@ fn an_upload_session_survives_kill_9_and_restart() {
     assert!(pulled == data, "the resumed blob reads back byte-identical");
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
+/// Every key below `prefix`, through the driver (an unfinished write's state is not one).
+async fn keys_under(driver: &dyn StorageDriver, prefix: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(d) = pending.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if !path.to_string_lossy().ends_with(".tmp") {
-                out.push(path);
+    let mut pending = vec![prefix.to_owned()];
+    while let Some(dir) = pending.pop() {
+        for name in driver.list(&dir).await.unwrap_or_default() {
+            let key = format!("{dir}/{name}");
+            match driver.stat(&key).await {
+                Ok(info) if info.is_dir => pending.push(key),
+                Ok(_) => out.push(key),
+                // An emptied folder SeaweedFS still lists (S3 has none).
+                Err(e) if e.is_not_found() => {}
+                Err(e) => panic!("{key} is listed but: {e}"),
             }
         }
     }
     out
 }
 
-fn link_target(link: &Path) -> String {
-    let text = std::fs::read_to_string(link).unwrap();
+fn link_target(key: &str, text: &[u8]) -> String {
+    let text = String::from_utf8_lossy(text).into_owned();
     let hex = text
         .strip_prefix("sha256:")
-        .unwrap_or_else(|| panic!("{link:?} holds {text:?}"));
+        .unwrap_or_else(|| panic!("{key} holds {text:?}"));
     assert!(
         hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        "{link:?} holds {text:?}"
+        "{key} holds {text:?}"
     );
     text
 }
 
-/// Checks every visible file of the layout; returns how many it checked.
-fn assert_store_consistent(root: &Path) -> usize {
-    let v2 = root.join("docker/registry/v2");
-    let blob = |digest: &str| {
-        v2.join(format!(
-            "blobs/sha256/{}/{}/data",
-            &digest[7..9],
-            &digest[7..]
-        ))
-    };
+/// Checks every visible object of the layout; returns how many it checked.
+fn assert_store_consistent(driver: Arc<dyn StorageDriver>) -> usize {
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(check_store(driver.as_ref()))
+}
+
+async fn check_store(driver: &dyn StorageDriver) -> usize {
+    let v2 = "docker/registry/v2";
+    let blob = |digest: &str| format!("{v2}/blobs/sha256/{}/{}/data", &digest[7..9], &digest[7..]);
+    let exists = |key: String| async move { driver.stat(&key).await.is_ok() };
     let mut checked = 0;
-    for path in files(&v2.join("blobs")) {
-        let hex = path
-            .parent()
-            .unwrap()
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(
-            sha256(&bytes),
-            format!("sha256:{hex}"),
-            "{path:?} is corrupt"
-        );
+    for key in keys_under(driver, &format!("{v2}/blobs")).await {
+        let hex = key.rsplit('/').nth(1).unwrap();
+        let bytes = driver.get(&key).await.unwrap();
+        assert_eq!(sha256(&bytes), format!("sha256:{hex}"), "{key} is corrupt");
         checked += 1;
     }
-    for path in files(&v2.join("repositories")) {
-        let p = path.to_string_lossy().into_owned();
-        if p.contains("/_uploads/") {
+    for key in keys_under(driver, &format!("{v2}/repositories")).await {
+        if key.contains("/_uploads/") {
             continue;
         }
-        let target = link_target(&path);
+        let target = link_target(&key, &driver.get(&key).await.unwrap());
         assert!(
-            blob(&target).exists(),
-            "{p} points at a missing blob {target}"
+            exists(blob(&target)).await,
+            "{key} points at a missing blob {target}"
         );
-        if p.contains("/_layers/") || p.contains("/_manifests/revisions/") {
-            let dir_hex = path
-                .parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_str()
-                .unwrap();
-            assert_eq!(&target[7..], dir_hex, "{p} names another digest");
+        if key.contains("/_layers/") || key.contains("/_manifests/revisions/") {
+            let dir_hex = key.rsplit('/').nth(1).unwrap();
+            assert_eq!(&target[7..], dir_hex, "{key} names another digest");
         }
-        if p.ends_with("/current/link") {
-            let repo = p
+        if key.ends_with("/current/link") {
+            let repo = key
                 .split("/repositories/")
                 .nth(1)
                 .unwrap()
                 .split("/_manifests/")
                 .next()
                 .unwrap();
-            let repo_dir = v2.join("repositories").join(repo);
-            let revision =
-                repo_dir.join(format!("_manifests/revisions/sha256/{}/link", &target[7..]));
+            let repo_dir = format!("{v2}/repositories/{repo}");
+            let revision = format!(
+                "{repo_dir}/_manifests/revisions/sha256/{}/link",
+                &target[7..]
+            );
             assert!(
-                revision.exists(),
-                "tag {p} points at a manifest that is not in the repository"
+                exists(revision).await,
+                "tag {key} points at a manifest that is not in the repository"
             );
             let manifest: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(blob(&target)).unwrap()).unwrap();
+                serde_json::from_slice(&driver.get(&blob(&target)).await.unwrap()).unwrap();
             let config = manifest["config"]["digest"].as_str().unwrap().to_owned();
             let layers = manifest["layers"].as_array().unwrap().iter();
             for digest in layers
                 .map(|l| l["digest"].as_str().unwrap().to_owned())
                 .chain([config])
             {
-                let link = repo_dir.join(format!("_layers/sha256/{}/link", &digest[7..]));
+                let link = format!("{repo_dir}/_layers/sha256/{}/link", &digest[7..]);
                 assert!(
-                    link.exists(),
-                    "tag {p} needs {digest}, which the repository lacks"
+                    exists(link).await,
+                    "tag {key} needs {digest}, which the repository lacks"
                 );
             }
         }
