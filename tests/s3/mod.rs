@@ -92,3 +92,47 @@ async fn a_dead_s3_server_fails_a_chunk_cleanly_and_the_upload_resumes() {
     assert!(e.get(&blob).await.body == content, "the blob differs");
     drop(server);
 }
+
+/// A bucket regapp cannot use stops `serve` at start with the bucket's location and what S3
+/// answered, not at the first push: a dead endpoint, then wrong credentials.
+#[test]
+fn an_unusable_bucket_is_a_clear_error_at_start() {
+    let server = Seaweed::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let credentials = dir.path().join("creds");
+    for (endpoint, secret, expect) in [
+        (
+            format!("http://127.0.0.1:{dead_port}"),
+            SECRET_KEY,
+            "Connection refused",
+        ),
+        (server.endpoint(), "wrong", "SignatureDoesNotMatch"),
+    ] {
+        std::fs::write(
+            &credentials,
+            format!(
+                "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {secret}\n"
+            ),
+        )
+        .unwrap();
+        let config = dir.path().join("regapp.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\nroot = {:?}\nbackend = \"s3\"\n[storage.s3]\nbucket = \"{BUCKET}\"\n\
+                 endpoint = \"{endpoint}\"\ncredentials_file = {credentials:?}\n\
+                 [engine]\nlisten = \"127.0.0.1:0\"\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                dir.path().join("state")
+            ),
+        )
+        .unwrap();
+        let stderr = crate::util::regapp_fails("serve", &config);
+        assert!(
+            stderr.contains(&format!("storage {endpoint}/{BUCKET}")) && stderr.contains(expect),
+            "{stderr}"
+        );
+    }
+}

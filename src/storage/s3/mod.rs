@@ -212,9 +212,25 @@ pub(crate) fn error(key: &str, e: object_store::Error) -> StorageError {
         },
         e => StorageError::Io {
             key: key.to_owned(),
-            source: std::io::Error::other(e),
+            source: std::io::Error::other(with_causes(&e)),
         },
     }
+}
+
+/// An error and its causes on one line: object_store's own message stops at "error sending
+/// request", the reason an operator needs ("Connection refused") is a cause below it.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn modified(meta: &object_store::ObjectMeta) -> SystemTime {
