@@ -36,21 +36,23 @@ pub fn test_driver() -> (Arc<dyn StorageDriver>, Option<tempfile::TempDir>) {
             let dir = tempfile::tempdir().unwrap();
             (Arc::new(FsDriver::new(dir.path())), Some(dir))
         }
-        Ok("s3") => {
-            let server = Seaweed::shared();
-            let settings = S3Settings {
-                bucket: BUCKET.to_owned(),
-                prefix: server.fresh_prefix(),
-                endpoint: server.endpoint(),
-                access_key_id: Some(ACCESS_KEY.to_owned()),
-                secret_access_key: Some(SECRET_KEY.to_owned()),
-                ..S3Settings::default()
-            };
-            let driver = S3Driver::new(&settings).expect("an S3 driver");
-            (Arc::new(driver), None)
-        }
+        Ok("s3") => (s3_driver(), None),
         Ok(other) => panic!("REGAPP_TEST_STORAGE={other:?}: `filesystem` (the default) or `s3`"),
     }
+}
+
+/// A fresh prefix in the bucket of the test process's SeaweedFS.
+fn s3_driver() -> Arc<dyn StorageDriver> {
+    let server = Seaweed::shared();
+    let settings = S3Settings {
+        bucket: BUCKET.to_owned(),
+        prefix: server.fresh_prefix(),
+        endpoint: server.endpoint(),
+        access_key_id: Some(ACCESS_KEY.to_owned()),
+        secret_access_key: Some(SECRET_KEY.to_owned()),
+        ..S3Settings::default()
+    };
+    Arc::new(S3Driver::new(&settings).expect("an S3 driver"))
 }
 
 /// What came back, with the body read.
@@ -97,6 +99,14 @@ impl Engine {
         Engine {
             api: Api::new(Arc::new(Store::new(driver, options))),
             _dir: dir,
+        }
+    }
+
+    /// An engine on S3 whatever `REGAPP_TEST_STORAGE` says.
+    pub fn on_s3() -> Engine {
+        Engine {
+            api: Api::new(Arc::new(Store::new(s3_driver(), StoreOptions::default()))),
+            _dir: None,
         }
     }
 

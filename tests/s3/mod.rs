@@ -136,3 +136,53 @@ fn an_unusable_bucket_is_a_clear_error_at_start() {
         );
     }
 }
+
+/// A collection over a bucket: an untagged image's manifest and layer go, the tagged image
+/// stays whole and pullable.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collection_in_a_bucket_removes_only_what_nothing_keeps() {
+    use regapp::registry::gc::{Collector, GcPolicy, InPlace, RunOptions};
+
+    let e = tokio::task::spawn_blocking(Engine::on_s3).await.unwrap();
+    let (kept, _) = e.push_image("a", "v1", b"kept layer").await;
+    let (gone, _) = e.push_image("a", "v2", b"gone layer").await;
+    let r = e
+        .call(Method::DELETE, "/v2/a/manifests/v2", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+
+    let state = tempfile::tempdir().unwrap();
+    let store = e.api.store().clone();
+    let disposal = Arc::new(InPlace(store.driver().clone()));
+    let policy = GcPolicy {
+        grace: std::time::Duration::ZERO,
+        ..GcPolicy::default()
+    };
+    let collector = Collector::new(store, disposal, policy, state.path());
+    let options = RunOptions {
+        dry_run: false,
+        delete_untagged: true,
+    };
+    let report = collector.run_once(options).await.unwrap();
+    assert_eq!(
+        (report.manifests_removed, report.blobs_removed),
+        (1, 2),
+        "the untagged manifest and its layer: {report:?}"
+    );
+    let layer = |content: &[u8]| format!("/v2/a/blobs/{}", sha256(content));
+    assert_eq!(
+        e.get(&layer(b"gone layer")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        e.get(&format!("/v2/a/manifests/{gone}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(e.get(&layer(b"kept layer")).await.body, "kept layer");
+    assert_eq!(
+        e.get("/v2/a/manifests/v1")
+            .await
+            .header("docker-content-digest"),
+        kept
+    );
+}
