@@ -23,11 +23,11 @@ use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, P
 
 use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult};
 
-mod folders;
 #[cfg(test)]
 #[path = "../../../tests/util/seaweed.rs"]
 #[allow(dead_code)] // shared with the integration tests, which use the rest of it
 pub(crate) mod seaweed;
+mod signed;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -38,6 +38,8 @@ use writer::{S3Writer, WriteState};
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// S3's largest part.
 pub const MAX_PART_SIZE: u64 = 5 * 1024 * 1024 * 1024;
+/// The ranges a large object is copied in.
+const COPY_PART_SIZE: u64 = 1024 * 1024 * 1024;
 /// Parts of this size take a 50 GiB layer in 6,400 of S3's 10,000 parts.
 pub const DEFAULT_PART_SIZE: u64 = 8 * 1024 * 1024;
 
@@ -91,7 +93,9 @@ pub struct S3Driver {
     /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
     prefix: String,
     part_size: u64,
-    folders: folders::Folders,
+    signed: signed::Signed,
+    /// Objects larger than this are moved by copying ranges into parts (S3: 5 GiB at most).
+    copy_whole_up_to: u64,
 }
 
 impl S3Driver {
@@ -124,17 +128,25 @@ impl S3Driver {
             source: std::io::Error::other(e),
         })?;
         let store = Arc::new(store);
-        let folders =
-            folders::Folders::new(store.clone(), settings).map_err(|e| StorageError::Io {
+        let signed =
+            signed::Signed::new(store.clone(), settings).map_err(|e| StorageError::Io {
                 key: settings.location(),
                 source: std::io::Error::other(e),
             })?;
         Ok(S3Driver {
-            folders,
+            signed,
+            copy_whole_up_to: MAX_PART_SIZE,
             store,
             prefix: settings.prefix.trim_matches('/').to_owned(),
             part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
         })
+    }
+
+    /// Moves objects over `bytes` in copied ranges (tests: S3's 5 GiB limit, in small).
+    #[cfg(test)]
+    fn copying_whole_up_to(mut self, bytes: u64) -> S3Driver {
+        self.copy_whole_up_to = bytes;
+        self
     }
 
     /// The object name of `key`: keys are relative paths that cannot climb out (no `..` or `.`,
@@ -170,7 +182,7 @@ impl S3Driver {
         }
     }
 
-    /// Removes the folder entries (see [`folders`]) of `dir` and of every directory between
+    /// Removes the folder entries (see [`signed`]) of `dir` and of every directory between
     /// it and the objects that were below it, deepest first; a failure is only logged (the
     /// store's own sweep removes them later).
     async fn remove_folders(&self, dir: &Path, below: &[object_store::ObjectMeta]) {
@@ -187,10 +199,45 @@ impl S3Driver {
         let mut deepest_first: Vec<Path> = folders.into_iter().collect();
         deepest_first.sort_by_key(|p| std::cmp::Reverse(p.parts().count()));
         for folder in deepest_first {
-            if let Err(e) = self.folders.remove(&folder).await {
+            if let Err(e) = self.signed.remove_folder(&folder).await {
                 tracing::debug!(%folder, error = %e, "removing a folder entry failed");
             }
         }
+    }
+
+    /// Copies `source` (`size` bytes) to `target` as a multipart upload of copied ranges, for
+    /// objects a single copy cannot take; `target` appears only once every range is in.
+    async fn copy_in_parts(
+        &self,
+        source: &Path,
+        target: &Path,
+        size: u64,
+    ) -> object_store::Result<()> {
+        use object_store::multipart::{MultipartStore, PartId};
+        let part = self.copy_whole_up_to.clamp(MIN_PART_SIZE, COPY_PART_SIZE);
+        let id = self.store.create_multipart(target).await?;
+        let mut parts = Vec::new();
+        for (index, start) in (0..size).step_by(part as usize).enumerate() {
+            let range = start..(start + part).min(size);
+            match self
+                .signed
+                .copy_part(target, &id, index, source, range)
+                .await
+            {
+                Ok(content_id) => parts.push(PartId { content_id }),
+                Err(e) => {
+                    let _ = self.store.abort_multipart(target, &id).await;
+                    return Err(object_store::Error::Generic {
+                        store: "S3",
+                        source: e.into(),
+                    });
+                }
+            }
+        }
+        self.store
+            .complete_multipart(target, &id, parts)
+            .await
+            .map(drop)
     }
 
     /// Every object below a directory-like key (the key's own object not included).
@@ -474,10 +521,22 @@ impl StorageDriver for S3Driver {
         let (source, target) = (self.path(from)?, self.path(to)?);
         // S3 has no rename: a server-side copy, then the source goes. A reader of `to` sees
         // the old object or the new one, never part of one.
-        self.store
-            .copy(&source, &target)
+        let size = self
+            .store
+            .head(&source)
             .await
-            .map_err(|e| error(from, e))?;
+            .map_err(|e| error(from, e))?
+            .size;
+        if size > self.copy_whole_up_to {
+            self.copy_in_parts(&source, &target, size)
+                .await
+                .map_err(|e| error(from, e))?;
+        } else {
+            self.store
+                .copy(&source, &target)
+                .await
+                .map_err(|e| error(from, e))?;
+        }
         self.store.delete(&source).await.map_err(|e| error(from, e))
     }
 }

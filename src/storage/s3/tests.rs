@@ -120,3 +120,26 @@ fn deleting_an_unfinished_write_leaves_nothing() {
         assert!(driver.list("u").await.unwrap_err().is_not_found());
     });
 }
+
+/// An object too large for one copy (S3: over 5 GiB; here over 5 MiB) is renamed by copying
+/// its ranges into the parts of a multipart upload, whole and byte-identical.
+#[test]
+fn a_rename_too_large_for_one_copy_goes_in_ranges() {
+    let server = Seaweed::shared();
+    let settings = settings(server);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let driver = S3Driver::new(&settings)
+            .unwrap()
+            .copying_whole_up_to(MIN_PART_SIZE);
+        let content: Vec<u8> = (0..12 * 1024 * 1024 + 7).map(|i| (i % 241) as u8).collect();
+        let mut w = driver.writer("up/data", false).await.unwrap();
+        w.write(Bytes::from(content.clone())).await.unwrap();
+        w.commit().await.unwrap();
+        driver.rename("up/data", "blobs/x/data").await.unwrap();
+        assert!(
+            read_all(&driver, "blobs/x/data").await == content,
+            "bytes differ"
+        );
+        assert!(driver.stat("up/data").await.unwrap_err().is_not_found());
+    });
+}
