@@ -374,6 +374,7 @@ impl fmt::Display for Settings {
             writeln!(f, "storage.s3.prefix = {:?}", s3.prefix)?;
             writeln!(f, "storage.s3.path_style = {}", s3.path_style)?;
             writeln!(f, "storage.s3.part_size = {}", s3.part_size)?;
+            writeln!(f, "storage.s3.redirect = {}", s3.redirect)?;
         }
         writeln!(
             f,

@@ -50,6 +50,7 @@ pub(super) struct RawS3 {
     pub path_style: Option<bool>,
     pub credentials_file: Option<PathBuf>,
     pub part_size: Option<u64>,
+    pub redirect: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -110,6 +110,7 @@ fn s3_settings(raw: RawS3, locator: &Locator<'_>) -> Result<S3Settings, Vec<Conf
         access_key_id,
         secret_access_key,
         part_size,
+        redirect: raw.redirect.unwrap_or(default.redirect),
     })
 }
 

@@ -159,6 +159,16 @@ pub trait StorageDriver: Send + Sync + 'static {
         }
         results
     }
+    /// A URL a client may GET the object from directly for `expires`, if this store hands
+    /// them out (S3 with `redirect`); `None` means: serve it through `reader`.
+    async fn download_url(
+        &self,
+        _key: &str,
+        _expires: std::time::Duration,
+    ) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Whether an object a writer closed (not committed) can be read back: a file can; the
     /// parts of a multipart upload cannot, so whoever continues such a write must have kept
     /// what it needs of the bytes (an upload's hash state).

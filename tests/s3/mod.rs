@@ -186,3 +186,38 @@ async fn a_collection_in_a_bucket_removes_only_what_nothing_keeps() {
         kept
     );
 }
+
+/// With `redirect`, a blob GET answers 307 to a presigned URL of the bucket that serves the
+/// bytes to a client without credentials; HEAD and manifests are still answered by regapp.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redirect_a_blob_get_goes_to_the_bucket() {
+    let server = tokio::task::spawn_blocking(Seaweed::shared).await.unwrap();
+    let settings = S3Settings {
+        bucket: BUCKET.to_owned(),
+        prefix: server.fresh_prefix(),
+        endpoint: server.endpoint(),
+        access_key_id: Some(ACCESS_KEY.to_owned()),
+        secret_access_key: Some(SECRET_KEY.to_owned()),
+        redirect: true,
+        ..S3Settings::default()
+    };
+    let driver = Arc::new(S3Driver::new(&settings).unwrap());
+    let e = Engine {
+        api: Api::new(Arc::new(Store::new(driver, Default::default()))),
+        _dir: None,
+    };
+    let (manifest, _) = e.push_image("a", "v1", b"layer bytes").await;
+    let blob = format!("/v2/a/blobs/{}", sha256(b"layer bytes"));
+    let r = e.get(&blob).await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+    let url = r.header("location").to_owned();
+    assert!(url.starts_with(&server.endpoint()), "{url}");
+    assert!(url.contains("X-Amz-Expires=1200"), "20 minutes: {url}");
+    let fetched = reqwest::get(&url).await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap(), "layer bytes");
+    let head = e.call(Method::HEAD, &blob, &[], Bytes::new()).await;
+    assert_eq!(head.status, StatusCode::OK);
+    let r = e.get("/v2/a/manifests/v1").await;
+    assert_eq!(r.header("docker-content-digest"), manifest);
+}

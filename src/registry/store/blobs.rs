@@ -8,6 +8,10 @@ use super::{paths, Store, StoreError, StoreResult};
 use crate::registry::types::{ByteRange, Digest, RepoName};
 use crate::storage::{ByteStream, Publish};
 
+/// How long a blob's download URL works: long enough for a slow client to start (the
+/// transfer may outlast it), short enough that a leaked one soon stops working; distribution's.
+pub const DOWNLOAD_URL_LIFETIME: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
 impl Store {
     /// The size of a blob the repository may serve.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> StoreResult<u64> {
@@ -25,6 +29,16 @@ impl Store {
     }
 
     /// Streams a blob (or a range of it) the repository may serve.
+    /// Where a client may download the blob directly (a presigned bucket URL valid for
+    /// [`DOWNLOAD_URL_LIFETIME`]), if the storage hands such URLs out.
+    pub async fn blob_download_url(&self, digest: &Digest) -> StoreResult<Option<String>> {
+        let key = paths::blob_data(digest);
+        Ok(self
+            .driver
+            .download_url(&key, DOWNLOAD_URL_LIFETIME)
+            .await?)
+    }
+
     pub async fn blob_read(
         &self,
         digest: &Digest,

@@ -59,6 +59,8 @@ pub struct S3Settings {
     pub secret_access_key: Option<String>,
     /// Bytes of an upload held in memory before they go out as one part.
     pub part_size: u64,
+    /// Blob GETs answer 307 to a presigned URL of the bucket (clients must reach it).
+    pub redirect: bool,
 }
 
 impl S3Settings {
@@ -83,6 +85,7 @@ impl Default for S3Settings {
             access_key_id: None,
             secret_access_key: None,
             part_size: DEFAULT_PART_SIZE,
+            redirect: false,
         }
     }
 }
@@ -93,6 +96,7 @@ pub struct S3Driver {
     /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
     prefix: String,
     part_size: u64,
+    redirect: bool,
     signed: signed::Signed,
     /// Objects larger than this are moved by copying ranges into parts (S3: 5 GiB at most).
     copy_whole_up_to: u64,
@@ -139,6 +143,7 @@ impl S3Driver {
             store,
             prefix: settings.prefix.trim_matches('/').to_owned(),
             part_size: settings.part_size.clamp(MIN_PART_SIZE, MAX_PART_SIZE),
+            redirect: settings.redirect,
         })
     }
 
@@ -436,6 +441,20 @@ impl StorageDriver for S3Driver {
 
     fn reads_unfinished_writes(&self) -> bool {
         false
+    }
+
+    async fn download_url(&self, key: &str, expires: Duration) -> StorageResult<Option<String>> {
+        use object_store::signer::Signer;
+        if !self.redirect {
+            return Ok(None);
+        }
+        let path = self.path(key)?;
+        let url = self
+            .store
+            .signed_url(http::Method::GET, &path, expires)
+            .await
+            .map_err(|e| error(key, e))?;
+        Ok(Some(url.to_string()))
     }
 
     async fn list(&self, key: &str) -> StorageResult<Vec<String>> {

@@ -30,6 +30,16 @@ pub(super) async fn get(
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
         None => (StatusCode::OK, size),
     };
+    if req.method == Method::GET {
+        if let Some(url) = store.blob_download_url(digest).await? {
+            let mut response = response::empty(StatusCode::TEMPORARY_REDIRECT);
+            response.headers_mut().insert(header::LOCATION, value(url));
+            response
+                .headers_mut()
+                .insert(CONTENT_DIGEST, value(digest.to_string()));
+            return Ok(response);
+        }
+    }
     let mut response = if req.method == Method::HEAD {
         response::head(status, OCTET_STREAM, len)
     } else {
