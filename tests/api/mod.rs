@@ -8,10 +8,10 @@ use http::{HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use regapp::registry::api::Api;
 use regapp::registry::store::{Store, StoreOptions};
-use regapp::storage::{FsDriver, S3Driver, S3Settings, StorageDriver};
+use regapp::storage::{FsDriver, S3Driver, StorageDriver};
 use sha2::{Digest as _, Sha256};
 
-use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+use crate::util::seaweed::Seaweed;
 
 mod access;
 mod blobs;
@@ -44,14 +44,7 @@ pub fn test_driver() -> (Arc<dyn StorageDriver>, Option<tempfile::TempDir>) {
 /// A fresh prefix in the bucket of the test process's SeaweedFS.
 fn s3_driver() -> Arc<dyn StorageDriver> {
     let server = Seaweed::shared();
-    let settings = S3Settings {
-        bucket: BUCKET.to_owned(),
-        prefix: server.fresh_prefix(),
-        endpoint: server.endpoint(),
-        access_key_id: Some(ACCESS_KEY.to_owned()),
-        secret_access_key: Some(SECRET_KEY.to_owned()),
-        ..S3Settings::default()
-    };
+    let settings = crate::util::s3_settings(server, server.fresh_prefix());
     Arc::new(S3Driver::new(&settings).expect("an S3 driver"))
 }
 

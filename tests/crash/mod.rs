@@ -12,9 +12,9 @@ use std::time::Duration;
 use reqwest::blocking::{Body, Client};
 use sha2::{Digest as _, Sha256};
 
-use regapp::storage::{FsDriver, S3Driver, S3Settings, StorageDriver};
+use regapp::storage::{FsDriver, S3Driver, StorageDriver};
 
-use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+use crate::util::seaweed::Seaweed;
 use crate::util::{Regapp, Registry};
 
 /// Where the regapp of a crash test keeps its registry.
@@ -41,17 +41,10 @@ impl Backend {
     fn driver(&self, root: &Path) -> Arc<dyn StorageDriver> {
         match self {
             Backend::Disk => Arc::new(FsDriver::new(root)),
-            Backend::S3(prefix) => Arc::new(
-                S3Driver::new(&S3Settings {
-                    bucket: BUCKET.to_owned(),
-                    endpoint: Seaweed::shared().endpoint(),
-                    prefix: prefix.clone(),
-                    access_key_id: Some(ACCESS_KEY.to_owned()),
-                    secret_access_key: Some(SECRET_KEY.to_owned()),
-                    ..S3Settings::default()
-                })
-                .expect("an S3 driver"),
-            ),
+            Backend::S3(prefix) => {
+                let settings = crate::util::s3_settings(Seaweed::shared(), prefix.clone());
+                Arc::new(S3Driver::new(&settings).expect("an S3 driver"))
+            }
         }
     }
 }

@@ -17,13 +17,7 @@ use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_s3_server_fails_a_chunk_cleanly_and_the_upload_resumes() {
     let mut server = tokio::task::spawn_blocking(Seaweed::start).await.unwrap();
-    let settings = S3Settings {
-        bucket: BUCKET.to_owned(),
-        endpoint: server.endpoint(),
-        access_key_id: Some(ACCESS_KEY.to_owned()),
-        secret_access_key: Some(SECRET_KEY.to_owned()),
-        ..S3Settings::default()
-    };
+    let settings = crate::util::s3_settings(&server, String::new());
     let driver = Arc::new(S3Driver::new(&settings).unwrap());
     let e = Engine {
         api: Api::new(Arc::new(Store::new(driver, Default::default()))),
@@ -193,13 +187,8 @@ async fn a_collection_in_a_bucket_removes_only_what_nothing_keeps() {
 async fn with_redirect_a_blob_get_goes_to_the_bucket() {
     let server = tokio::task::spawn_blocking(Seaweed::shared).await.unwrap();
     let settings = S3Settings {
-        bucket: BUCKET.to_owned(),
-        prefix: server.fresh_prefix(),
-        endpoint: server.endpoint(),
-        access_key_id: Some(ACCESS_KEY.to_owned()),
-        secret_access_key: Some(SECRET_KEY.to_owned()),
         redirect: true,
-        ..S3Settings::default()
+        ..crate::util::s3_settings(server, server.fresh_prefix())
     };
     let driver = Arc::new(S3Driver::new(&settings).unwrap());
     let e = Engine {

@@ -80,6 +80,19 @@ pub fn regapp_fails(command: &str, config: &Path) -> String {
     stderr
 }
 
+/// Settings for the bucket of `server`, under `prefix` (regapp's own S3 driver, as the tests
+/// read and write a store with it).
+pub fn s3_settings(server: &seaweed::Seaweed, prefix: String) -> ::regapp::storage::S3Settings {
+    ::regapp::storage::S3Settings {
+        bucket: seaweed::BUCKET.to_owned(),
+        endpoint: server.endpoint(),
+        prefix,
+        access_key_id: Some(seaweed::ACCESS_KEY.to_owned()),
+        secret_access_key: Some(seaweed::SECRET_KEY.to_owned()),
+        ..Default::default()
+    }
+}
+
 /// A running registry server, whatever implements it.
 pub trait Registry {
     /// Short name for messages: "regapp" or "docker-registry".

@@ -18,6 +18,14 @@ fn settings(server: &Seaweed) -> S3Settings {
     }
 }
 
+/// [`settings`] with S3's smallest parts, so that a few MiB make several.
+fn small_parts(server: &Seaweed) -> S3Settings {
+    S3Settings {
+        part_size: MIN_PART_SIZE,
+        ..settings(server)
+    }
+}
+
 async fn read_all(driver: &S3Driver, key: &str) -> Vec<u8> {
     let chunks: Vec<Bytes> = driver
         .reader(key, 0, None)
@@ -51,11 +59,7 @@ fn s3_driver_passes_the_suite() {
 /// would do the same: the state is in the bucket), committed into one object.
 #[test]
 fn a_multipart_write_survives_its_writer_and_commits_whole() {
-    let server = Seaweed::shared();
-    let settings = S3Settings {
-        part_size: MIN_PART_SIZE,
-        ..settings(server)
-    };
+    let settings = small_parts(Seaweed::shared());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let driver = S3Driver::new(&settings).unwrap();
         let part = MIN_PART_SIZE as usize;
@@ -101,11 +105,7 @@ fn a_multipart_write_survives_its_writer_and_commits_whole() {
 /// Deleting an unfinished write gives its parts back and leaves nothing.
 #[test]
 fn deleting_an_unfinished_write_leaves_nothing() {
-    let server = Seaweed::shared();
-    let settings = S3Settings {
-        part_size: MIN_PART_SIZE,
-        ..settings(server)
-    };
+    let settings = small_parts(Seaweed::shared());
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let driver = S3Driver::new(&settings).unwrap();
         let mut w = driver.writer("u/1/data", false).await.unwrap();
