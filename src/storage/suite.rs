@@ -6,7 +6,12 @@ use futures_util::TryStreamExt;
 
 use super::{Publish, StorageDriver, StorageError};
 
-async fn read_all(driver: &dyn StorageDriver, key: &str, offset: u64, len: Option<u64>) -> Vec<u8> {
+pub(crate) async fn read_all(
+    driver: &dyn StorageDriver,
+    key: &str,
+    offset: u64,
+    len: Option<u64>,
+) -> Vec<u8> {
     let chunks: Vec<Bytes> = driver
         .reader(key, offset, len)
         .await

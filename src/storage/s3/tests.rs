@@ -1,9 +1,8 @@
 use bytes::Bytes;
-use futures_util::TryStreamExt;
 
 use super::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 use super::{S3Driver, S3Settings, MIN_PART_SIZE};
-use crate::storage::suite::run_all;
+use crate::storage::suite::{read_all, run_all};
 use crate::storage::StorageDriver;
 
 /// Settings for a fresh prefix in the shared bucket of `server`.
@@ -24,17 +23,6 @@ fn small_parts(server: &Seaweed) -> S3Settings {
         part_size: MIN_PART_SIZE,
         ..settings(server)
     }
-}
-
-async fn read_all(driver: &S3Driver, key: &str) -> Vec<u8> {
-    let chunks: Vec<Bytes> = driver
-        .reader(key, 0, None)
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    chunks.concat()
 }
 
 /// The suite every driver passes, against a real S3 server, with and without a prefix.
@@ -93,7 +81,7 @@ fn a_multipart_write_survives_its_writer_and_commits_whole() {
             content.len() as u64
         );
         assert!(
-            read_all(&driver, "up/data").await == content,
+            read_all(&driver, "up/data", 0, None).await == content,
             "bytes differ"
         );
         assert_eq!(driver.list("up").await.unwrap(), ["data"], "no state left");
@@ -137,7 +125,7 @@ fn a_rename_too_large_for_one_copy_goes_in_ranges() {
         w.commit().await.unwrap();
         driver.rename("up/data", "blobs/x/data").await.unwrap();
         assert!(
-            read_all(&driver, "blobs/x/data").await == content,
+            read_all(&driver, "blobs/x/data", 0, None).await == content,
             "bytes differ"
         );
         assert!(driver.stat("up/data").await.unwrap_err().is_not_found());
