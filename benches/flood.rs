@@ -20,6 +20,12 @@ use std::time::{Duration, Instant};
 #[path = "engine/edge.rs"]
 #[allow(dead_code)]
 mod edge;
+#[path = "engine/s3.rs"]
+#[allow(dead_code)]
+mod s3;
+#[path = "../tests/util/seaweed.rs"]
+#[allow(dead_code)]
+mod seaweed;
 #[path = "engine/server.rs"]
 #[allow(dead_code)]
 mod server;

@@ -168,7 +168,14 @@ impl Client {
     /// Downloads a blob and returns how many bytes came; the bytes are dropped as they arrive.
     pub async fn pull_blob(&self, repo: &str, digest: &str) -> BenchResult<u64> {
         let path = format!("/v2/{repo}/blobs/{digest}");
-        let response = self.send(Method::GET, &path, &[], ReqBody::Empty).await?;
+        let mut response = self.send(Method::GET, &path, &[], ReqBody::Empty).await?;
+        if response.status() == StatusCode::TEMPORARY_REDIRECT {
+            // To the bucket, as docker follows it: the URL carries its own signature, so no
+            // credentials go along.
+            let location = response.headers()[LOCATION].to_str()?.to_owned();
+            let request = Request::get(&location).body(ReqBody::Empty)?;
+            response = self.http.request(request).await?;
+        }
         if response.status() != StatusCode::OK {
             return Err(format!("GET {path}: {}", response.status()).into());
         }

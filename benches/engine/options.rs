@@ -26,6 +26,9 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
                      comparison (h1 over TLS, Basic Auth on every request), ratios to nginx
                      and to docker-registry alone; the catalog (7) is not run
+  --s3               the same as --registries regapp-s3,docker-registry-s3,regapp-s3-redirect,
+                     regapp: both engines on one SeaweedFS (the test venv's weed), regapp on disk
+                     beside
   --http2            clients of TLS servers offer h2 by ALPN, as docker, containerd and skopeo
                      do, and multiplex their workers over one connection with Go's windows
                      (4 MiB per stream, 1 GiB per connection); default: HTTP/1.1, a connection
@@ -132,6 +135,7 @@ impl Options {
         let mut phases = env("REGAPP_BENCH_PHASES");
         let mut registries = env("REGAPP_BENCH_REGISTRIES");
         let mut edge = false;
+        let mut s3 = false;
         let mut recycle_pages = true;
         let mut http2 = false;
         let mut args = std::env::args().skip(1);
@@ -146,6 +150,7 @@ impl Options {
                     registries = Some(args.next().ok_or("--registries needs a list")?)
                 }
                 "--edge" => edge = true,
+                "--s3" => s3 = true,
                 "--fresh-pages" => recycle_pages = false,
                 "--http2" => http2 = true,
                 "-h" | "--help" => return Ok(None),
@@ -154,6 +159,10 @@ impl Options {
         }
         if edge {
             let names: Vec<&str> = Kind::EDGE.iter().map(|k| k.name()).collect();
+            registries = Some(names.join(","));
+        }
+        if s3 {
+            let names: Vec<&str> = Kind::S3.iter().map(|k| k.name()).collect();
             registries = Some(names.join(","));
         }
         let phases = match phases {

@@ -143,14 +143,22 @@ pub async fn run(
             report.record(
                 &label,
                 Unit::MibPerS,
-                report.goal(Goal::RatioAtLeast(2.5), Goal::RatioAtLeast(3.0)),
+                report.goal(
+                    Goal::RatioAtLeast(2.5),
+                    Goal::RatioAtLeast(3.0),
+                    Goal::RatioAtLeast(2.0),
+                ),
                 name,
                 mib_per_s(content.big.len(), usage.wall),
             );
             report.record(
                 "max VmRSS during phase 1",
                 Unit::Mib,
-                report.goal(Goal::RegappAtMost(32.0), Goal::RegappAtMost(64.0)),
+                report.goal(
+                    Goal::RegappAtMost(32.0),
+                    Goal::RegappAtMost(64.0),
+                    Goal::RegappAtMost(64.0),
+                ),
                 name,
                 rss as f64 / 1024.0,
             );
@@ -177,7 +185,11 @@ pub async fn run(
             report.record(
                 &label,
                 Unit::MibPerS,
-                report.goal(Goal::RatioAtLeast(1.0), Goal::RatioAtLeast(2.0)),
+                report.goal(
+                    Goal::RatioAtLeast(1.0),
+                    Goal::RatioAtLeast(2.0),
+                    Goal::RatioAtLeast(1.5),
+                ),
                 name,
                 mib_per_s(received, usage.wall),
             );
@@ -204,7 +216,11 @@ pub async fn run(
             report.record(
                 "max VmRSS during phase 3",
                 Unit::Mib,
-                report.goal(Goal::RegappAtMost(32.0), Goal::RegappAtMost(64.0)),
+                report.goal(
+                    Goal::RegappAtMost(32.0),
+                    Goal::RegappAtMost(64.0),
+                    Goal::RegappAtMost(64.0),
+                ),
                 name,
                 rss as f64 / 1024.0,
             );
@@ -226,7 +242,11 @@ pub async fn run(
             report.record(
                 &label,
                 Unit::MibPerS,
-                report.goal(Goal::RatioAtLeast(2.0), Goal::RatioAtLeast(10.0)),
+                report.goal(
+                    Goal::RatioAtLeast(2.0),
+                    Goal::RatioAtLeast(10.0),
+                    Goal::RatioAtLeast(3.0),
+                ),
                 name,
                 mib_per_s(bytes, usage.wall),
             );
@@ -245,7 +265,11 @@ pub async fn run(
             report.record(
                 &label,
                 Unit::ReqPerS,
-                report.goal(Goal::RatioAtLeast(10.0), Goal::RatioAtLeastBoth(100.0, 3.0)),
+                report.goal(
+                    Goal::RatioAtLeast(10.0),
+                    Goal::RatioAtLeastBoth(100.0, 3.0),
+                    Goal::RatioAtLeast(10.0),
+                ),
                 name,
                 count as f64 / usage.wall.as_secs_f64(),
             );
@@ -263,7 +287,11 @@ pub async fn run(
             report.record(
                 &label,
                 Unit::ReqPerS,
-                report.goal(Goal::RatioAtLeast(8.0), Goal::RatioAtLeastBoth(100.0, 3.0)),
+                report.goal(
+                    Goal::RatioAtLeast(8.0),
+                    Goal::RatioAtLeastBoth(100.0, 3.0),
+                    Goal::RatioAtLeast(10.0),
+                ),
                 name,
                 count as f64 / usage.wall.as_secs_f64(),
             );

@@ -138,10 +138,17 @@ impl Report {
         self.columns.first() == Some(&Kind::RegappEdge)
     }
 
-    /// The target for the plain engines, or for the edge comparison.
-    pub fn goal(&self, plain: Goal, edge: Goal) -> Goal {
+    /// Whether this is the S3 comparison (regapp-s3 first), whose targets differ too.
+    pub fn s3(&self) -> bool {
+        self.columns.first() == Some(&Kind::RegappS3)
+    }
+
+    /// The target for the plain engines, the edge comparison or the S3 one.
+    pub fn goal(&self, plain: Goal, edge: Goal, s3: Goal) -> Goal {
         if self.edge() {
             edge
+        } else if self.s3() {
+            s3
         } else {
             plain
         }

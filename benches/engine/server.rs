@@ -28,13 +28,22 @@ pub enum Kind {
     Nginx,
     Regapp,
     DockerRegistry,
+    /// regapp with its registry in a bucket of a SeaweedFS the bench starts.
+    RegappS3,
+    /// The same, answering blob GETs with 307 to the bucket.
+    RegappS3Redirect,
+    /// docker-registry on its `s3-aws` driver, on the same SeaweedFS.
+    DockerRegistryS3,
 }
 
 impl Kind {
     /// Every kind, in the order of the report's columns: the first is compared with the next.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 7] = [
         Kind::RegappEdge,
         Kind::Nginx,
+        Kind::RegappS3,
+        Kind::DockerRegistryS3,
+        Kind::RegappS3Redirect,
         Kind::Regapp,
         Kind::DockerRegistry,
     ];
@@ -42,6 +51,13 @@ impl Kind {
     pub const PLAIN: [Kind; 2] = [Kind::Regapp, Kind::DockerRegistry];
     /// `--edge`: both TLS + auth setups, and docker-registry alone as the no-auth baseline.
     pub const EDGE: [Kind; 3] = [Kind::RegappEdge, Kind::Nginx, Kind::DockerRegistry];
+    /// `--s3`: both engines on one SeaweedFS, regapp redirecting too, regapp on disk beside.
+    pub const S3: [Kind; 4] = [
+        Kind::RegappS3,
+        Kind::DockerRegistryS3,
+        Kind::RegappS3Redirect,
+        Kind::Regapp,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -49,6 +65,9 @@ impl Kind {
             Kind::Nginx => "nginx",
             Kind::Regapp => "regapp",
             Kind::DockerRegistry => "docker-registry",
+            Kind::RegappS3 => "regapp-s3",
+            Kind::RegappS3Redirect => "regapp-s3-redirect",
+            Kind::DockerRegistryS3 => "docker-registry-s3",
         }
     }
 }
@@ -73,7 +92,7 @@ impl Server {
         match kind {
             Kind::RegappEdge => return crate::edge::start_regapp(dir, regapp),
             Kind::Nginx => return crate::edge::start_nginx(dir, regapp),
-            Kind::Regapp | Kind::DockerRegistry => {}
+            _ => {}
         }
         let root = dir.join("data");
         fs::create_dir_all(&root)?;
@@ -82,10 +101,11 @@ impl Server {
         // docker-registry is given its port; regapp picks one and prints it.
         let mut address = None;
         let mut command = match kind {
-            Kind::Regapp => {
+            Kind::Regapp | Kind::RegappS3 | Kind::RegappS3Redirect => {
                 let config = dir.join("regapp.toml");
+                let storage = crate::s3::regapp_storage(kind, dir)?;
                 let text = format!(
-                    "[storage]\nroot = {}\n\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                    "[storage]\nroot = {}\n{storage}\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
                     toml_string(path_str(&root)?)
                 );
                 fs::write(&config, text)?;
@@ -101,16 +121,23 @@ impl Server {
                 let port = free_port()?;
                 address = Some(format!("127.0.0.1:{port}"));
                 // JSON strings are valid YAML scalars, which takes care of quoting the path.
+                let storage = match kind {
+                    Kind::DockerRegistryS3 => crate::s3::docker_registry_storage(),
+                    _ => format!(
+                        "  filesystem:\n    rootdirectory: {}\n",
+                        serde_json::Value::from(path_str(&root)?)
+                    ),
+                };
                 let yaml = format!(
                     "version: 0.1\nlog:\n  level: error\n\
-                     storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{}\n",
-                    serde_json::Value::from(path_str(&root)?),
-                    port
+                     storage:\n{storage}  delete:\n    enabled: true\n\
+                     http:\n  addr: 127.0.0.1:{port}\n",
                 );
                 fs::write(&config, yaml)?;
                 let mut command = Command::new("docker-registry");
                 command.arg("serve").arg(&config);
+                // 2.8.2 on S3 dies at start when this is set.
+                command.env_remove("AWS_CA_BUNDLE");
                 // It reads REGISTRY_* variables as config overrides; keep the caller's out.
                 for (key, _) in std::env::vars_os() {
                     if key.to_string_lossy().starts_with("REGISTRY_") {
@@ -125,7 +152,7 @@ impl Server {
             .stdout(stdout)
             .stderr(File::create(&log)?);
         let child = command.spawn().map_err(|e| match kind {
-            Kind::DockerRegistry => format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`"),
+            Kind::DockerRegistry | Kind::DockerRegistryS3 => format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`"),
             _ => format!("cannot start {} ({e})", regapp.display()),
         })?;
         let mut server = Server::spawned(kind, child, log);
