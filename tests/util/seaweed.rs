@@ -90,8 +90,9 @@ fn spawn(dir: &std::path::Path, ports: &[u16]) -> Child {
         .arg(arg("master.port", &ports[0]))
         .arg(arg("master.port.grpc", &ports[1]))
         .args(["-master.telemetry=false", "-volume.preStopSeconds=0"])
-        // A bucket is a collection with volumes of its own: room for a few small ones.
-        .args(["-volume.max=64", "-master.volumeSizeLimitMB=256"])
+        // A bucket is a collection with volumes of its own; as many volumes as the disk takes
+        // (the bench writes tens of GiB).
+        .args(["-volume.max=0", "-master.volumeSizeLimitMB=1024"])
         .arg(arg("volume.port", &ports[2]))
         .arg(arg("volume.port.grpc", &ports[3]))
         .arg("-filer")
