@@ -259,9 +259,14 @@ async fn open_store(
         .map_err(|e| format!("storage {}: {e}", storage.location()))?;
     let store = Arc::new(store);
     if let Backend::S3(_) = storage.backend {
-        crate::storage::probe(store.driver().as_ref())
+        // A driver of its own: behind the edge this runs on a runtime that ends right after,
+        // and the store's client must not keep connections that lived on it.
+        let failed =
+            |e: crate::storage::StorageError| format!("storage {}: {e}", storage.location());
+        let prober = crate::storage::driver(storage).map_err(failed)?;
+        crate::storage::probe(prober.as_ref())
             .await
-            .map_err(|e| format!("storage {}: {e}", storage.location()))?;
+            .map_err(failed)?;
         let driver = store.driver().clone();
         service.readiness.add("storage", move || {
             let driver = driver.clone();

@@ -177,7 +177,12 @@ impl S3Driver {
     }
 
     async fn write_state(&self, key: &str) -> StorageResult<Option<WriteState>> {
-        match self.store.get(&self.writing_path(key)?).await {
+        self.write_state_at(key, &self.writing_path(key)?).await
+    }
+
+    /// The write state stored at `writing` for `key` (for messages), if there is one.
+    async fn write_state_at(&self, key: &str, writing: &Path) -> StorageResult<Option<WriteState>> {
+        match self.store.get(writing).await {
             Ok(got) => {
                 let bytes = got.bytes().await.map_err(|e| error(key, e))?;
                 WriteState::decode(key, bytes).map(Some)
@@ -185,6 +190,20 @@ impl S3Driver {
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(error(key, e)),
         }
+    }
+
+    /// Abandons and removes the write state of `key` (at `path`); whether there was one.
+    async fn delete_write(&self, key: &str, path: &Path) -> StorageResult<bool> {
+        let Some(state) = self.write_state(key).await? else {
+            return Ok(false);
+        };
+        state.abandon(&self.store, path).await;
+        let writing = self.writing_path(key)?;
+        self.store
+            .delete(&writing)
+            .await
+            .map_err(|e| error(key, e))?;
+        Ok(true)
     }
 
     /// Removes the folder entries (see [`signed`]) of `dir` and of every directory between
@@ -368,9 +387,11 @@ impl StorageDriver for S3Driver {
                 }
             }
             // Reading from the end of an object: S3 answers 416, a file gives nothing.
-            Err(e) if offset > 0 && e.to_string().contains("416") => {
-                Ok(futures_util::stream::empty().boxed())
-            }
+            // object_store does not expose the status, so ask for the size.
+            Err(e) if offset > 0 => match self.store.head(&path).await {
+                Ok(meta) if offset >= meta.size => Ok(futures_util::stream::empty().boxed()),
+                _ => Err(error(key, e)),
+            },
             Err(e) => Err(error(key, e)),
         }
     }
@@ -380,14 +401,16 @@ impl StorageDriver for S3Driver {
         let writing = self.writing_path(key)?;
         // A committed object is the key's truth over a write state (as for `stat`): a crash
         // between a state's write and the object's removal leaves the object.
-        let committed = append
-            && match self.store.head(&path).await {
-                Ok(_) => true,
-                Err(object_store::Error::NotFound { .. }) => false,
+        let committed = match append {
+            false => None,
+            true => match self.store.head(&path).await {
+                Ok(meta) => Some(meta.size),
+                Err(object_store::Error::NotFound { .. }) => None,
                 Err(e) => return Err(error(key, e)),
-            };
-        let state = if committed {
-            WriteState::from_object(self, key).await?
+            },
+        };
+        let state = if let Some(size) = committed {
+            WriteState::from_object(self, key, size).await?
         } else if append {
             self.write_state(key).await?.unwrap_or_default()
         } else {
@@ -400,7 +423,7 @@ impl StorageDriver for S3Driver {
             writing,
             self.part_size,
             state,
-            committed,
+            committed.is_some(),
         )))
     }
 
@@ -489,36 +512,31 @@ impl StorageDriver for S3Driver {
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
         let path = self.path(key)?;
-        let mut found = false;
-        match self.store.head(&path).await {
+        let object = match self.store.head(&path).await {
             Ok(_) => {
-                found = true;
                 self.store.delete(&path).await.map_err(|e| error(key, e))?;
+                true
             }
-            Err(object_store::Error::NotFound { .. }) => {}
+            Err(object_store::Error::NotFound { .. }) => false,
             Err(e) => return Err(error(key, e)),
-        }
-        if let Some(state) = self.write_state(key).await? {
-            found = true;
-            state.abandon(&self.store, &path).await;
-            let writing = self.writing_path(key)?;
-            self.store
-                .delete(&writing)
-                .await
-                .map_err(|e| error(key, e))?;
+        };
+        // A write state beside a committed object is what a crash between the two left.
+        let write = self.delete_write(key, &path).await?;
+        if object || write {
+            // A file is no directory: nothing below to list.
+            return Ok(());
         }
         let below = self.objects_under(key).await?;
+        if below.is_empty() {
+            return Err(StorageError::NotFound {
+                key: key.to_owned(),
+            });
+        }
         for meta in &below {
-            found = true;
             if let Some(name) = meta.location.as_ref().strip_suffix(writer::WRITING_SUFFIX) {
-                // An unfinished upload below: give its parts back before its state goes.
-                let writing = meta.location.clone();
-                if let Ok(got) = self.store.get(&writing).await {
-                    if let Ok(bytes) = got.bytes().await {
-                        if let Ok(state) = WriteState::decode(name, bytes) {
-                            state.abandon(&self.store, &Path::from(name)).await;
-                        }
-                    }
+                // An unfinished write below: give its parts back before its state goes.
+                if let Ok(Some(state)) = self.write_state_at(name, &meta.location).await {
+                    state.abandon(&self.store, &Path::from(name)).await;
                 }
             }
             match self.store.delete(&meta.location).await {
@@ -526,14 +544,8 @@ impl StorageDriver for S3Driver {
                 Err(e) => return Err(error(key, e)),
             }
         }
-        if found {
-            self.remove_folders(&path, &below).await;
-            Ok(())
-        } else {
-            Err(StorageError::NotFound {
-                key: key.to_owned(),
-            })
-        }
+        self.remove_folders(&path, &below).await;
+        Ok(())
     }
 
     async fn rename(&self, from: &str, to: &str) -> StorageResult<()> {

@@ -64,17 +64,24 @@ impl WriteState {
 
     /// Continues a committed object (or starts a missing one). A committed object cannot be
     /// reopened as a multipart upload without copying it, so only one smaller than a part can.
-    pub(super) async fn from_object(driver: &S3Driver, key: &str) -> StorageResult<WriteState> {
-        match driver.get(key).await {
-            Ok(bytes) if (bytes.len() as u64) < driver.part_size => Ok(WriteState {
-                tail: bytes,
-                ..WriteState::default()
-            }),
-            Ok(_) => Err(StorageError::Io {
+    /// `size` is the object's, so that a large one is refused without being read.
+    pub(super) async fn from_object(
+        driver: &S3Driver,
+        key: &str,
+        size: u64,
+    ) -> StorageResult<WriteState> {
+        if size >= driver.part_size {
+            return Err(StorageError::Io {
                 key: key.to_owned(),
                 source: std::io::Error::other(
                     "appending to a committed object of a part or more is not supported",
                 ),
+            });
+        }
+        match driver.get(key).await {
+            Ok(bytes) => Ok(WriteState {
+                tail: bytes,
+                ..WriteState::default()
             }),
             Err(e) if e.is_not_found() => Ok(WriteState::default()),
             Err(e) => Err(e),
