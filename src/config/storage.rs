@@ -21,6 +21,7 @@ pub(super) fn storage_settings(
              regapp starts in; name a directory",
         ));
     }
+    let root = raw.root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
     let backend = match (raw.backend.as_deref(), raw.s3) {
         (None | Some("filesystem"), None) => Backend::Filesystem,
         (None | Some("filesystem"), Some(_)) => {
@@ -31,7 +32,7 @@ pub(super) fn storage_settings(
             ));
             Backend::Filesystem
         }
-        (Some("s3"), s3) => match s3_settings(s3.unwrap_or_default(), locator) {
+        (Some("s3"), s3) => match s3_settings(s3.unwrap_or_default(), &root, locator) {
             Ok(s3) => Backend::S3(s3),
             Err(e) => {
                 errors.extend(e);
@@ -50,13 +51,14 @@ pub(super) fn storage_settings(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(StorageSettings {
-        root: raw.root.unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
-        backend,
-    })
+    Ok(StorageSettings { root, backend })
 }
 
-fn s3_settings(raw: RawS3, locator: &Locator<'_>) -> Result<S3Settings, Vec<ConfigError>> {
+fn s3_settings(
+    raw: RawS3,
+    root: &Path,
+    locator: &Locator<'_>,
+) -> Result<S3Settings, Vec<ConfigError>> {
     let error = |key: &str, message: String| locator.error("storage.s3", Some(key), message);
     let mut errors = Vec::new();
     let default = S3Settings::default();
@@ -110,6 +112,7 @@ fn s3_settings(raw: RawS3, locator: &Locator<'_>) -> Result<S3Settings, Vec<Conf
         access_key_id,
         secret_access_key,
         part_size,
+        spool: root.join("s3-spool"),
         redirect: raw.redirect.unwrap_or(default.redirect),
     })
 }

@@ -433,6 +433,7 @@ fn an_s3_backend_is_read_with_its_credentials_file() {
             prefix: "/r".to_owned(),
             access_key_id: Some("AKID".to_owned()),
             secret_access_key: Some("s3cr3t".to_owned()),
+            spool: std::path::Path::new(crate::storage::DEFAULT_ROOT).join("s3-spool"),
             ..S3Settings::default()
         })
     );

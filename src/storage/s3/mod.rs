@@ -28,11 +28,12 @@ use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, S
 #[allow(dead_code)] // shared with the integration tests, which use the rest of it
 pub(crate) mod seaweed;
 mod signed;
+mod spool;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-use writer::{S3Writer, WriteState};
+use writer::{S3Writer, Start, WriteState};
 
 /// S3's smallest part but the last.
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -57,8 +58,10 @@ pub struct S3Settings {
     /// Both or neither; neither: the `AWS_*` environment variables.
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
-    /// Bytes of an upload held in memory before they go out as one part.
+    /// Bytes of an upload gathered (on local disk) before they go out as one part.
     pub part_size: u64,
+    /// The local directory they gather in (`<storage.root>/s3-spool`).
+    pub spool: std::path::PathBuf,
     /// Blob GETs answer 307 to a presigned URL of the bucket (clients must reach it).
     pub redirect: bool,
 }
@@ -85,6 +88,7 @@ impl Default for S3Settings {
             access_key_id: None,
             secret_access_key: None,
             part_size: DEFAULT_PART_SIZE,
+            spool: std::env::temp_dir(),
             redirect: false,
         }
     }
@@ -96,8 +100,9 @@ pub struct S3Driver {
     /// Object names are `<prefix>/<key>` (no leading or trailing `/` here; empty: `<key>`).
     prefix: String,
     part_size: u64,
+    spool: std::path::PathBuf,
     redirect: bool,
-    signed: signed::Signed,
+    signed: Arc<signed::Signed>,
     /// Objects larger than this are moved by copying ranges into parts (S3: 5 GiB at most).
     copy_whole_up_to: u64,
 }
@@ -137,8 +142,13 @@ impl S3Driver {
                 key: settings.location(),
                 source: std::io::Error::other(e),
             })?;
+        std::fs::create_dir_all(&settings.spool).map_err(|e| StorageError::Io {
+            key: settings.spool.display().to_string(),
+            source: e,
+        })?;
         Ok(S3Driver {
-            signed,
+            signed: Arc::new(signed),
+            spool: settings.spool.clone(),
             copy_whole_up_to: MAX_PART_SIZE,
             store,
             prefix: settings.prefix.trim_matches('/').to_owned(),
@@ -182,14 +192,7 @@ impl S3Driver {
 
     /// The write state stored at `writing` for `key` (for messages), if there is one.
     async fn write_state_at(&self, key: &str, writing: &Path) -> StorageResult<Option<WriteState>> {
-        match self.store.get(writing).await {
-            Ok(got) => {
-                let bytes = got.bytes().await.map_err(|e| error(key, e))?;
-                WriteState::decode(key, bytes).map(Some)
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(error(key, e)),
-        }
+        WriteState::read(&self.store, key, writing).await
     }
 
     /// Abandons and removes the write state of `key` (at `path`); whether there was one.
@@ -364,15 +367,12 @@ impl StorageDriver for S3Driver {
                     .boxed())
             }
             Err(object_store::Error::NotFound { .. }) => {
-                match self.write_state(key).await? {
+                let writing = self.writing_path(key)?;
+                match self.write_state_at(key, &writing).await? {
                     // No part sent yet: the bytes are all in the state's tail.
                     Some(state) if state.in_tail() => {
-                        let tail = state.tail();
-                        let start = (offset as usize).min(tail.len());
-                        let end =
-                            len.map_or(tail.len(), |len| (start + len as usize).min(tail.len()));
-                        let bytes = tail.slice(start..end);
-                        Ok(futures_util::stream::once(async move { Ok(bytes) }).boxed())
+                        let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
+                        state.tail(&self.store, key, &writing, offset..end).await
                     }
                     // The bytes of an unfinished multipart upload cannot be read back.
                     Some(_) => Err(StorageError::Io {
@@ -409,22 +409,26 @@ impl StorageDriver for S3Driver {
                 Err(e) => return Err(error(key, e)),
             },
         };
-        let state = if let Some(size) = committed {
+        let (state, tail) = if let Some(size) = committed {
             WriteState::from_object(self, key, size).await?
         } else if append {
-            self.write_state(key).await?.unwrap_or_default()
+            match self.write_state_at(key, &writing).await? {
+                Some(state) => {
+                    let tail = state.tail(&self.store, key, &writing, 0..u64::MAX).await?;
+                    (state, Some(tail))
+                }
+                None => (WriteState::default(), None),
+            }
         } else {
-            WriteState::default()
+            (WriteState::default(), None)
         };
-        Ok(Box::new(S3Writer::new(
-            self.store.clone(),
-            key.to_owned(),
-            path,
-            writing,
-            self.part_size,
+        let start = Start {
             state,
-            committed.is_some(),
-        )))
+            tail,
+            replaces_object: committed.is_some(),
+        };
+        let writer = S3Writer::open(self, key.to_owned(), path, writing, start).await?;
+        Ok(Box::new(writer))
     }
 
     async fn stat(&self, key: &str) -> StorageResult<ObjectInfo> {
