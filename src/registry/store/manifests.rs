@@ -49,11 +49,18 @@ impl Store {
         reference: &Reference,
     ) -> StoreResult<StoredManifest> {
         let digest = self.manifest_digest(repo, reference).await?;
-        let body = self
-            .driver
-            .get(&paths::blob_data(&digest))
-            .await
-            .or_unknown(|| StoreError::ManifestUnknown(reference.to_string()))?;
+        let body = match self.bodies.get(&digest) {
+            Some(body) => body,
+            None => {
+                let body = self
+                    .driver
+                    .get(&paths::blob_data(&digest))
+                    .await
+                    .or_unknown(|| StoreError::ManifestUnknown(reference.to_string()))?;
+                self.bodies.insert(&digest, &body);
+                body
+            }
+        };
         let summary = self.summary(&digest, &body)?;
         Ok(StoredManifest {
             digest,
@@ -125,6 +132,7 @@ impl Store {
         }
         self.driver.publish(steps).await?;
         self.catalog.note(repo).await;
+        self.bodies.insert(&digest, &body);
         let summary = self.summaries.insert(
             digest.clone(),
             ManifestSummary::of(&manifest, body.len() as u64),

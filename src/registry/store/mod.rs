@@ -31,7 +31,7 @@ pub use pins::{PinGuard, Pins};
 
 use batching::BatchBudget;
 use catalog::Catalog;
-use summaries::Summaries;
+use summaries::{Bodies, Summaries};
 use uploads::UploadSessions;
 
 /// How the store behaves: `[storage] delete_enabled` and `[engine] max_manifest_bytes`.
@@ -70,6 +70,7 @@ pub struct Store {
     options: StoreOptions,
     uploads: UploadSessions,
     summaries: Summaries,
+    bodies: Bodies,
     catalog: Catalog,
     pins: Pins,
     batch_budget: BatchBudget,
@@ -85,6 +86,7 @@ impl Store {
             options,
             uploads: UploadSessions::default(),
             summaries: Summaries::default(),
+            bodies: Bodies::default(),
             catalog: Catalog::default(),
             pins: Pins::default(),
             batch_budget: BatchBudget::default(),
