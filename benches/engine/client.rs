@@ -165,8 +165,9 @@ impl Client {
         .map(drop)
     }
 
-    /// Downloads a blob and returns how many bytes came; the bytes are dropped as they arrive.
-    pub async fn pull_blob(&self, repo: &str, digest: &str) -> BenchResult<u64> {
+    /// Downloads a blob and returns how many bytes came; the bytes are compared with
+    /// `expected` (a memcmp, cheap beside the transfer) and dropped as they arrive.
+    pub async fn pull_blob(&self, repo: &str, digest: &str, expected: &[u8]) -> BenchResult<u64> {
         let path = format!("/v2/{repo}/blobs/{digest}");
         let mut response = self.send(Method::GET, &path, &[], ReqBody::Empty).await?;
         if response.status() == StatusCode::TEMPORARY_REDIRECT {
@@ -183,6 +184,10 @@ impl Client {
         let mut received = 0;
         while let Some(frame) = body.frame().await {
             if let Some(data) = frame?.data_ref() {
+                let at = received as usize;
+                if expected.get(at..at + data.len()) != Some(&data[..]) {
+                    return Err(format!("GET {path}: other bytes than pushed at {at}").into());
+                }
                 received += data.len() as u64;
             }
         }

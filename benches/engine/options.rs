@@ -23,6 +23,8 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --registries LIST  regapp,docker-registry (or REGAPP_BENCH_REGISTRIES); default both;
                      also regapp-edge (regapp with its TLS edge and Basic Auth) and nginx
                      (Debian's nginx with TLS and auth_basic in front of a docker-registry)
+  --big-mib N        the size of phases 1 and 2's blob, in MiB (or REGAPP_BENCH_BIG_MIB);
+                     default 1024 (128 with --quick); e.g. 6144 for S3's 5 GiB copy limit
   --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
                      comparison (h1 over TLS, Basic Auth on every request), ratios to nginx
                      and to docker-registry alone; the catalog (7) is not run
@@ -134,6 +136,7 @@ impl Options {
         let mut rounds = env("REGAPP_BENCH_ROUNDS");
         let mut phases = env("REGAPP_BENCH_PHASES");
         let mut registries = env("REGAPP_BENCH_REGISTRIES");
+        let mut big_mib = env("REGAPP_BENCH_BIG_MIB");
         let mut edge = false;
         let mut s3 = false;
         let mut recycle_pages = true;
@@ -149,6 +152,7 @@ impl Options {
                 "--registries" => {
                     registries = Some(args.next().ok_or("--registries needs a list")?)
                 }
+                "--big-mib" => big_mib = Some(args.next().ok_or("--big-mib needs a number")?),
                 "--edge" => edge = true,
                 "--s3" => s3 = true,
                 "--fresh-pages" => recycle_pages = false,
@@ -217,6 +221,13 @@ impl Options {
                 _ => return Err(format!("--rounds wants a number from 1 to 100, not {n:?}").into()),
             },
         };
+        let mut sizes = Sizes::new(quick);
+        if let Some(n) = big_mib {
+            match n.parse::<usize>() {
+                Ok(n @ 1..=65536) => sizes.big = n * MIB,
+                _ => return Err(format!("--big-mib wants MiB from 1 to 65536, not {n:?}").into()),
+            }
+        }
         let dir = env("REGAPP_BENCH_DIR").map_or_else(
             || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/engine-bench"),
             PathBuf::from,
@@ -232,7 +243,7 @@ impl Options {
             rounds,
             phases,
             registries,
-            sizes: Sizes::new(quick),
+            sizes,
             dir,
             regapp,
         }))

@@ -170,15 +170,17 @@ pub async fn run(
                 target.big_pushed = Some(content.big.digest.clone());
             }
             let label = format!("pull 1 × {} MiB blob", content.big.len() / MIB as u64);
+            let sampler = RssSampler::start(pids.clone());
             let (received, usage) = measured(pid, async {
                 tokio::time::timeout(
                     PUSH_LIMIT,
-                    client.pull_blob("bench/big", &content.big.digest),
+                    client.pull_blob("bench/big", &content.big.digest, &content.big.data),
                 )
                 .await
                 .map_err(|_| "the pull timed out")?
             })
             .await?;
+            let rss = sampler.finish();
             if received != content.big.len() {
                 return Err(format!("pulled {received} bytes of {}", content.big.len()).into());
             }
@@ -192,6 +194,17 @@ pub async fn run(
                 ),
                 name,
                 mib_per_s(received, usage.wall),
+            );
+            report.record(
+                "max VmRSS during phase 2",
+                Unit::Mib,
+                report.goal(
+                    Goal::RegappAtMost(32.0),
+                    Goal::RegappAtMost(64.0),
+                    Goal::RegappAtMost(64.0),
+                ),
+                name,
+                rss as f64 / 1024.0,
             );
             record_usage(report, &label, name, &usage);
         }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use super::{sha256, Engine};
+use super::{image_manifest, sha256, Engine, OCI_MANIFEST};
 
 async fn start(e: &Engine, repo: &str) -> String {
     let r = e
@@ -275,4 +275,64 @@ async fn mount_links_a_blob_from_another_repository_or_opens_a_session() {
         )
         .await;
     assert_eq!(r.error_code(), "NAME_INVALID");
+}
+
+/// Concurrent pushes of one blob (in chunks, into one repository and into several) and of one
+/// manifest under one tag all succeed, and every repository serves the whole blob: on S3 a
+/// blob's move into place is a copy, and the first one's must not hide the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pushes_of_one_blob_and_one_manifest_all_succeed() {
+    let e = Engine::new();
+    // Two parts and a tail on S3 (5 MiB parts at the least).
+    let content: Vec<u8> = (0..11 * 1024 * 1024 + 7).map(|i| (i % 247) as u8).collect();
+    let digest = sha256(&content);
+    let push = |repo: String| {
+        let (e, content, digest) = (&e, &content, &digest);
+        async move {
+            let location = start(e, &repo).await;
+            let (head, tail) = content.split_at(6 * 1024 * 1024);
+            let range = format!("0-{}", head.len() - 1);
+            let r = e
+                .call(
+                    Method::PATCH,
+                    &location,
+                    &[("content-range", &range)],
+                    Bytes::copy_from_slice(head),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+            let put = format!("{location}?digest={digest}");
+            let r = e
+                .call(Method::PUT, &put, &[], Bytes::copy_from_slice(tail))
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{repo}: {:?}", r.body);
+        }
+    };
+    futures_util::future::join_all((0..8).map(|i| push(format!("same/r{}", i % 3)))).await;
+    for i in 0..3 {
+        let r = e.get(&format!("/v2/same/r{i}/blobs/{digest}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body == content, "r{i} serves other bytes");
+    }
+
+    let config = e.push_blob("same/r0", b"{}").await;
+    let manifest = image_manifest(&config, &digest, content.len(), None);
+    let put = |_| {
+        let (e, manifest) = (&e, manifest.clone());
+        async move {
+            e.call(
+                Method::PUT,
+                "/v2/same/r0/manifests/v1",
+                &[("content-type", OCI_MANIFEST)],
+                manifest,
+            )
+            .await
+        }
+    };
+    for r in futures_util::future::join_all((0..8).map(put)).await {
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    let r = e.get("/v2/same/r0/manifests/v1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body == manifest);
 }

@@ -64,6 +64,18 @@ pub fn htpasswd(args: &[&str]) {
     );
 }
 
+/// What a test adds to the config: keys of `[edge]`, htpasswd users (and raw lines), keys and
+/// tables after `[auth]`, sections at the end, keys and tables of `[storage]`.
+#[derive(Default)]
+struct Setup<'a> {
+    extra_edge: &'a str,
+    users: &'a [(&'a str, &'a str)],
+    htpasswd_lines: &'a str,
+    auth_tail: &'a str,
+    extra_sections: &'a str,
+    storage: &'a str,
+}
+
 /// How the edge gets its certificate in a test.
 pub enum Tls {
     SelfSigned,
@@ -83,12 +95,21 @@ impl EdgeServer {
     /// With more htpasswd users and `auth_tail` appended to the config after `[auth]`'s keys
     /// (more `[auth]` keys, then `[[auth.groups]]` and `[[access]]` tables).
     pub fn start_with_rules(users: &[(&str, &str)], auth_tail: &str) -> EdgeServer {
-        EdgeServer::start_full(Tls::SelfSigned, "", users, "", auth_tail, "", |_| {})
+        let setup = Setup {
+            users,
+            auth_tail,
+            ..Setup::default()
+        };
+        EdgeServer::start_full(Tls::SelfSigned, setup, |_| {})
     }
 
     /// With `lines` appended to the htpasswd file before the server starts.
     pub fn start_with_htpasswd_lines(lines: &str) -> EdgeServer {
-        EdgeServer::start_full(Tls::SelfSigned, "", &[], lines, "", "", |_| {})
+        let setup = Setup {
+            htpasswd_lines: lines,
+            ..Setup::default()
+        };
+        EdgeServer::start_full(Tls::SelfSigned, setup, |_| {})
     }
 
     /// `extra_sections` is appended after `[auth]` (`[log]`, or keys of `[metrics]` after its
@@ -99,18 +120,43 @@ impl EdgeServer {
         extra_sections: &str,
         customize: impl FnOnce(&mut Command),
     ) -> EdgeServer {
-        EdgeServer::start_full(tls, extra_edge, &[], "", "", extra_sections, customize)
+        let setup = Setup {
+            extra_edge,
+            extra_sections,
+            ..Setup::default()
+        };
+        EdgeServer::start_full(tls, setup, customize)
     }
 
-    fn start_full(
-        tls: Tls,
-        extra_edge: &str,
-        users: &[(&str, &str)],
-        htpasswd_lines: &str,
-        auth_tail: &str,
-        extra_sections: &str,
-        customize: impl FnOnce(&mut Command),
-    ) -> EdgeServer {
+    /// With the registry in a fresh prefix of the test process's SeaweedFS bucket.
+    pub fn start_on_s3() -> EdgeServer {
+        let server = crate::util::seaweed::Seaweed::shared();
+        let storage = format!(
+            "backend = \"s3\"\n[storage.s3]\nbucket = {:?}\nendpoint = {:?}\nprefix = {:?}\n",
+            crate::util::seaweed::BUCKET,
+            server.endpoint(),
+            server.fresh_prefix(),
+        );
+        let setup = Setup {
+            storage: &storage,
+            ..Setup::default()
+        };
+        EdgeServer::start_full(Tls::SelfSigned, setup, |command| {
+            command
+                .env("AWS_ACCESS_KEY_ID", crate::util::seaweed::ACCESS_KEY)
+                .env("AWS_SECRET_ACCESS_KEY", crate::util::seaweed::SECRET_KEY);
+        })
+    }
+
+    fn start_full(tls: Tls, setup: Setup, customize: impl FnOnce(&mut Command)) -> EdgeServer {
+        let Setup {
+            extra_edge,
+            users,
+            htpasswd_lines,
+            auth_tail,
+            extra_sections,
+            storage,
+        } = setup;
         let dir = tempfile::tempdir().unwrap();
         let htpasswd_file = dir.path().join("htpasswd");
         htpasswd(&[
@@ -145,7 +191,7 @@ impl EdgeServer {
             }
         };
         let config = format!(
-            "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
+            "[storage]\nroot = {root:?}\n{storage}\n[engine]\nlisten = \"127.0.0.1:{engine_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
              http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n{extra_edge}\n\n\
              [tls]\n{tls}\n[auth]\nhtpasswd = {htpasswd_file:?}\nrealm = \"test\"\n{auth_tail}\n\n\

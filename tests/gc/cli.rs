@@ -58,6 +58,30 @@ fn gc_and_du_go_through_the_running_server_or_work_alone() {
     assert!(du.contains("cli/kept"), "{du}");
 }
 
+/// The same on a bucket: `du` sums what is in it, `gc` deletes in place.
+#[test]
+fn gc_and_du_on_a_bucket_go_through_the_running_server() {
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("state");
+    let server = Regapp::start_on_s3_with(&root, "[gc]\ngrace = \"0s\"\ninterval = \"\"\n");
+    let config = server.config();
+    let pusher = Pusher::new(server.host());
+    let (kept, gone) = pusher.push_kept_and_gone("cli");
+
+    let du = regapp_ok(&["du"], &config);
+    assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");
+    let dry = regapp_ok(&["gc", "--dry-run"], &config);
+    assert!(dry.contains("would remove: 3 blobs"), "{dry}");
+    let run = regapp_ok(&["gc"], &config);
+    assert!(run.contains("removed: 3 blobs"), "{run}");
+    pusher.verify(&kept);
+    for (digest, _) in &gone.blobs {
+        assert!(!pusher.has_blob(&gone.repo, digest), "{digest} collected");
+    }
+    let du = regapp_ok(&["du"], &config);
+    assert!(du.contains("cli/kept"), "{du}");
+}
+
 #[test]
 fn a_collection_is_refused_while_another_holds_the_lock() {
     let work = tempfile::tempdir().unwrap();

@@ -31,15 +31,25 @@ impl Regapp {
     /// Like [`Regapp::start`], its registry in a fresh prefix of a bucket on the test
     /// process's SeaweedFS (`root` keeps only this node's state).
     pub fn start_on_s3(root: &Path) -> Self {
+        Self::start_on_s3_with(root, "")
+    }
+
+    /// Like [`Regapp::start_on_s3`], with `extra` appended to the config.
+    pub fn start_on_s3_with(root: &Path, extra: &str) -> Self {
         let prefix = super::seaweed::Seaweed::shared().fresh_prefix();
-        Self::start_on_s3_prefix(root, &prefix)
+        Self::start_on_s3_prefix_with(root, &prefix, extra)
     }
 
     /// Like [`Regapp::start_on_s3`], in `prefix` of the bucket (a store another server shares).
     pub fn start_on_s3_prefix(root: &Path, prefix: &str) -> Self {
+        Self::start_on_s3_prefix_with(root, prefix, "")
+    }
+
+    fn start_on_s3_prefix_with(root: &Path, prefix: &str, extra: &str) -> Self {
         let server = super::seaweed::Seaweed::shared();
-        let dir = tempfile::tempdir().expect("a temp dir for the S3 credentials");
-        let credentials = dir.path().join("s3-credentials");
+        // Beside this node's state, where `regapp gc` and `du` read it again.
+        std::fs::create_dir_all(root).expect("create the node's state directory");
+        let credentials = root.join("s3-credentials");
         std::fs::write(
             &credentials,
             format!(
@@ -50,16 +60,13 @@ impl Regapp {
         )
         .expect("write the S3 credentials");
         let extra = format!(
-            "[storage.s3]\nbucket = {}\nendpoint = {}\nprefix = {}\ncredentials_file = {}\n",
+            "[storage.s3]\nbucket = {}\nendpoint = {}\nprefix = {}\ncredentials_file = {}\n{extra}",
             toml_string(super::seaweed::BUCKET),
             toml_string(&server.endpoint()),
             toml_string(prefix),
             toml_string(credentials.to_str().expect("UTF-8 temp paths")),
         );
-        let regapp = Self::start_with_storage(root, "backend = \"s3\"\n", &extra);
-        // The credentials file is read at start; it can go.
-        drop(dir);
-        regapp
+        Self::start_with_storage(root, "backend = \"s3\"\n", &extra)
     }
 
     /// Like [`Regapp::start`], with `extra` appended to the config (e.g. a `[gc]` section).
