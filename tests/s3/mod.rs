@@ -181,6 +181,59 @@ async fn a_collection_in_a_bucket_removes_only_what_nothing_keeps() {
     );
 }
 
+/// Retention on a bucket: tags are ordered by their links' LastModified (whole seconds on S3,
+/// hence the pauses), the newest stays and the older ones go with what only they held; `du`
+/// counts what is left.
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_in_a_bucket_keeps_the_newest_tags_and_du_counts_what_stays() {
+    use regapp::auth::access::RepoGlob;
+    use regapp::registry::gc::{Collector, GcPolicy, InPlace, RetentionRule, RunOptions};
+
+    let e = tokio::task::spawn_blocking(Engine::on_s3).await.unwrap();
+    for tag in ["n1", "n2", "n3"] {
+        e.push_image("ci/app", tag, format!("layer of {tag}").as_bytes())
+            .await;
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    let state = tempfile::tempdir().unwrap();
+    let store = e.api.store().clone();
+    let disposal = Arc::new(InPlace(store.driver().clone()));
+    let policy = GcPolicy {
+        grace: std::time::Duration::ZERO,
+        retention: vec![RetentionRule::new(
+            RepoGlob::parse("ci/**").unwrap(),
+            Some(1),
+            None,
+            None,
+        )],
+        ..GcPolicy::default()
+    };
+    let collector = Collector::new(store, disposal, policy, state.path());
+    let report = collector.run_once(RunOptions::default()).await.unwrap();
+    let mut removed: Vec<_> = report.tags_removed.iter().map(|(_, t)| t.clone()).collect();
+    removed.sort();
+    assert_eq!(removed, ["n1", "n2"], "{report:?}");
+    let tags = e.get("/v2/ci/app/tags/list").await.json();
+    assert_eq!(tags["tags"], serde_json::json!(["n3"]));
+    let layer = |tag: &str| {
+        format!(
+            "/v2/ci/app/blobs/{}",
+            sha256(format!("layer of {tag}").as_bytes())
+        )
+    };
+    assert_eq!(e.get(&layer("n1")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(e.get(&layer("n3")).await.body, "layer of n3");
+
+    let usage = collector.usage().await.unwrap();
+    let app = &usage.repositories["ci/app"];
+    assert_eq!(
+        (usage.total_blobs, app.blobs),
+        (3, 3),
+        "n3's manifest, config and layer: {usage:?}"
+    );
+    assert_eq!(app.referenced_bytes, usage.total_bytes, "{usage:?}");
+}
+
 /// With `redirect`, a blob GET answers 307 to a presigned URL of the bucket that serves the
 /// bytes to a client without credentials; HEAD and manifests are still answered by regapp.
 #[tokio::test(flavor = "multi_thread")]
