@@ -263,3 +263,65 @@ async fn with_redirect_a_blob_get_goes_to_the_bucket() {
     let r = e.get("/v2/a/manifests/v1").await;
     assert_eq!(r.header("docker-content-digest"), manifest);
 }
+
+/// An upload's state is in the bucket, not in a process: three engines on one prefix take
+/// turns at one upload (POST on one, PATCHes and status on each, PUT on another) and every one
+/// serves the blob whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_goes_on_across_engines_sharing_a_bucket() {
+    let server = tokio::task::spawn_blocking(Seaweed::shared).await.unwrap();
+    let settings = S3Settings {
+        part_size: regapp::storage::s3::MIN_PART_SIZE,
+        ..crate::util::s3_settings(server, server.fresh_prefix())
+    };
+    let engines: Vec<Engine> = (0..3)
+        .map(|_| Engine {
+            api: Api::new(Arc::new(Store::new(
+                Arc::new(S3Driver::new(&settings).unwrap()),
+                Default::default(),
+            ))),
+            _dir: None,
+        })
+        .collect();
+    let content: Vec<u8> = (0..13 * 1024 * 1024 + 3).map(|i| (i % 241) as u8).collect();
+    let digest = sha256(&content);
+    let r = engines[0]
+        .call(Method::POST, "/v2/a/blobs/uploads/", &[], Bytes::new())
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let location = r.header("location").to_owned();
+    let mut at = 0;
+    for (node, len) in [
+        (1, 6 * 1024 * 1024),
+        (2, 3 * 1024 * 1024),
+        (0, 4 * 1024 * 1024),
+    ] {
+        let status = engines[(node + 1) % 3].get(&location).await;
+        assert_eq!(status.status, StatusCode::NO_CONTENT);
+        let range = if at == 0 {
+            "0-0".to_owned()
+        } else {
+            format!("0-{}", at - 1)
+        };
+        assert_eq!(status.header("range"), range, "the status on any engine");
+        let chunk = Bytes::copy_from_slice(&content[at..at + len]);
+        let range = format!("{at}-{}", at + len - 1);
+        let r = engines[node]
+            .call(
+                Method::PATCH,
+                &location,
+                &[("content-range", &range)],
+                chunk,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
+        at += len;
+    }
+    let put = format!("{location}?digest={digest}");
+    let rest = Bytes::copy_from_slice(&content[at..]);
+    let r = engines[1].call(Method::PUT, &put, &[], rest).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    for e in &engines {
+        assert!(e.get(&format!("/v2/a/blobs/{digest}")).await.body == content);
+    }
+}

@@ -130,8 +130,10 @@ pub fn upload_started_at(name: &RepoName, id: &UploadId) -> String {
 
 /// The SHA-256 state of an upload's bytes so far, where they cannot be read back (a bucket):
 /// regapp's own format, beside registry:2's `hashstates/` (which regapp neither reads nor writes).
-pub fn upload_hash_state(name: &RepoName, id: &UploadId) -> String {
-    format!("{}/regapp-hashstate", upload_dir(name, id))
+/// One per size the upload had (as registry:2 keeps its own), so that whichever of a state and
+/// its write a crash separates, the state of the size the upload has is there.
+pub fn upload_hash_state(name: &RepoName, id: &UploadId, offset: u64) -> String {
+    format!("{}/regapp-hashstates/{offset}", upload_dir(name, id))
 }
 
 /// Directory names inside a repository that mark it as one (v2.8 looks for `_layers`, v3 for

@@ -219,7 +219,27 @@ impl Store {
             // The hash state is not put back: the next request rebuilds it from disk.
             return Err(e);
         }
+        let before = size;
         let size = writer.size();
+        if !durable && !self.driver.reads_unfinished_writes() {
+            // What a restarted node (or another one) continues from, the bytes being unreadable;
+            // stored before the close that gives the upload its new size.
+            let hasher = hasher.finish().await;
+            if let Some(saved) = hasher.save() {
+                let key = paths::upload_hash_state(repo, id, size);
+                self.driver.put(&key, saved.into()).await?;
+            }
+            writer.close().await?;
+            if size != before {
+                let stale = paths::upload_hash_state(repo, id, before);
+                if let Err(e) = self.driver.delete(&stale).await {
+                    if !e.is_not_found() {
+                        tracing::debug!(key = %stale, error = %e, "removing a hash state failed");
+                    }
+                }
+            }
+            return Ok((hasher, size));
+        }
         // The hash's tail and the fsync overlap.
         let (hasher, written) = tokio::join!(hasher.finish(), async {
             if durable {
@@ -229,13 +249,6 @@ impl Store {
             }
         });
         written?;
-        if !durable && !self.driver.reads_unfinished_writes() {
-            // What a restarted node (or another one) continues from: the bytes are not readable.
-            if let Some(saved) = hasher.save() {
-                let key = paths::upload_hash_state(repo, id);
-                self.driver.put(&key, saved.into()).await?;
-            }
-        }
         Ok((hasher, size))
     }
 
@@ -243,7 +256,7 @@ impl Store {
     async fn saved_hash_state(&self, repo: &RepoName, id: &UploadId, size: u64) -> Option<Hasher> {
         let saved = self
             .driver
-            .get(&paths::upload_hash_state(repo, id))
+            .get(&paths::upload_hash_state(repo, id, size))
             .await
             .ok()?;
         match Hasher::restore(&saved) {
