@@ -121,11 +121,10 @@ impl S3Driver {
                 max_retries: 3,
                 retry_timeout: Duration::from_secs(30),
                 ..Default::default()
-            });
+            })
+            .with_client_options(client_options(settings));
         if !settings.endpoint.is_empty() {
-            builder = builder
-                .with_endpoint(&settings.endpoint)
-                .with_allow_http(settings.endpoint.starts_with("http://"));
+            builder = builder.with_endpoint(&settings.endpoint);
         }
         if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
             builder = builder
@@ -276,6 +275,20 @@ impl S3Driver {
             .await
             .map_err(|e| error(key, e))
     }
+}
+
+/// How long the bucket may stay silent in the middle of a request before it is given up:
+/// no bound on a whole request (a 50 GiB blob streams to a slow client for hours; object_store
+/// stops any request at 30 s by default), only on silence.
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(120);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client_options(settings: &S3Settings) -> object_store::ClientOptions {
+    object_store::ClientOptions::new()
+        .with_allow_http(settings.endpoint.starts_with("http://"))
+        .with_timeout_disabled()
+        .with_read_timeout(READ_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT)
 }
 
 /// An `object_store` error as the driver's: not found stays not found, the rest is I/O.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AwsAuthorizer};
-use object_store::client::{ClientOptions, HttpClient, HttpConnector, HttpRequestBody};
+use object_store::client::{HttpClient, HttpConnector, HttpRequestBody};
 use object_store::path::Path;
 
 use super::{with_causes, S3Settings};
@@ -37,11 +37,12 @@ pub(super) struct Signed {
 
 impl Signed {
     pub(super) fn new(store: Arc<AmazonS3>, settings: &S3Settings) -> object_store::Result<Signed> {
-        let options =
-            ClientOptions::new().with_allow_http(settings.endpoint.starts_with("http://"));
+        let options = super::client_options(settings);
         let client = object_store::client::ReqwestConnector::default().connect(&options)?;
         let streaming = reqwest_s3::Client::builder()
             .https_only(!settings.endpoint.starts_with("http://"))
+            .connect_timeout(super::CONNECT_TIMEOUT)
+            .read_timeout(super::READ_TIMEOUT)
             .build()
             .map_err(|e| object_store::Error::Generic {
                 store: "S3",

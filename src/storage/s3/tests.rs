@@ -131,3 +131,26 @@ fn a_rename_too_large_for_one_copy_goes_in_ranges() {
         assert!(driver.stat("up/data").await.unwrap_err().is_not_found());
     });
 }
+
+/// A read outlives object_store's default 30 s bound on a whole request: a big blob streams
+/// to a slow client for as long as it takes (only silence from the bucket ends it).
+#[test]
+fn a_slow_reader_is_not_cut_off() {
+    let settings = settings(Seaweed::shared());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use futures_util::StreamExt;
+        let driver = S3Driver::new(&settings).unwrap();
+        let content: Vec<u8> = (0..12 << 20).map(|i| (i % 253) as u8).collect();
+        driver
+            .put("slow", Bytes::from(content.clone()))
+            .await
+            .unwrap();
+        let mut stream = driver.reader("slow", 0, None).await.unwrap();
+        let mut read = stream.next().await.unwrap().unwrap().to_vec();
+        tokio::time::sleep(std::time::Duration::from_secs(32)).await;
+        while let Some(chunk) = stream.next().await {
+            read.extend_from_slice(&chunk.expect("the rest after a pause"));
+        }
+        assert!(read == content, "{} of {} bytes", read.len(), content.len());
+    });
+}
