@@ -268,17 +268,27 @@ async fn open_store(
             .await
             .map_err(failed)?;
         let driver = store.driver().clone();
+        let location = storage.location();
         service.readiness.add("storage", move || {
-            let driver = driver.clone();
+            let (driver, location) = (driver.clone(), location.clone());
             async move {
-                crate::storage::probe(driver.as_ref())
-                    .await
-                    .map_err(|e| e.to_string())
+                // A load balancer's probe waits seconds, not the client's retries.
+                let probe = crate::storage::probe(driver.as_ref());
+                match tokio::time::timeout(READINESS_PROBE_TIMEOUT, probe).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(format!("{location}: {e}")),
+                    Err(_) => Err(format!(
+                        "{location}: no answer within {READINESS_PROBE_TIMEOUT:?}"
+                    )),
+                }
             }
         });
     }
     Ok(store)
 }
+
+/// How long `/readyz` waits for the bucket's answer.
+const READINESS_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Starts garbage collection over `store`: binds `gc.sock` in the storage root (`regapp gc`
 /// asks through it), waits for a command-line collection that may be running on the store

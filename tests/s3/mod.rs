@@ -325,3 +325,35 @@ async fn an_upload_goes_on_across_engines_sharing_a_bucket() {
         assert!(e.get(&format!("/v2/a/blobs/{digest}")).await.body == content);
     }
 }
+
+/// `/readyz` writes into the bucket: not ready, naming the bucket, while its S3 server is
+/// down; ready again once it is back, with no restart.
+#[test]
+fn readyz_follows_the_bucket() {
+    use crate::ops::get;
+    use crate::util::{eventually, Regapp};
+    use std::time::Duration;
+
+    let mut server = Seaweed::start();
+    let state = tempfile::tempdir().unwrap();
+    let regapp = Regapp::start_on_s3_server(state.path(), &server, "ready", "");
+    let port = regapp.metrics_port();
+    eventually(Duration::from_secs(10), "ready at start", || {
+        get(port, "/readyz").0 == 200
+    });
+    assert!(get(port, "/readyz").1.contains("storage: ok"));
+
+    server.stop();
+    let (status, body) = get(port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    let bucket = format!("storage: FAIL: {}/{BUCKET}", server.endpoint());
+    assert!(body.contains(&bucket), "{body}");
+    assert_eq!(get(port, "/healthz").0, 200, "still alive");
+
+    server.restart();
+    eventually(
+        Duration::from_secs(60),
+        "ready once the bucket is back",
+        || get(port, "/readyz").0 == 200,
+    );
+}

@@ -46,7 +46,16 @@ impl Regapp {
     }
 
     fn start_on_s3_prefix_with(root: &Path, prefix: &str, extra: &str) -> Self {
-        let server = super::seaweed::Seaweed::shared();
+        Self::start_on_s3_server(root, super::seaweed::Seaweed::shared(), prefix, extra)
+    }
+
+    /// Like [`Regapp::start_on_s3`], on `server` (one the test can stop).
+    pub fn start_on_s3_server(
+        root: &Path,
+        server: &super::seaweed::Seaweed,
+        prefix: &str,
+        extra: &str,
+    ) -> Self {
         // Beside this node's state, where `regapp gc` and `du` read it again.
         std::fs::create_dir_all(root).expect("create the node's state directory");
         let credentials = root.join("s3-credentials");
