@@ -302,12 +302,9 @@ fn start_gc(
 ) -> Result<Arc<Collector>, AppError> {
     let state_dir = &settings.storage.root;
     let disposal = gc::disposal_for(&settings.storage, store.driver());
-    let collector = Arc::new(Collector::new(
-        store,
-        disposal,
-        settings.gc.clone(),
-        state_dir,
-    ));
+    let collector = Collector::new(store, disposal, settings.gc.clone(), state_dir)
+        .on_node(&settings.storage, &settings.cluster.node);
+    let collector = Arc::new(collector);
     let socket = collector.socket_path();
     let control =
         gc::control::bind(&socket).map_err(|e| format!("gc socket {}: {e}", socket.display()))?;

@@ -136,7 +136,11 @@ fn collector(settings: &Settings) -> Result<Collector, crate::registry::gc::GcEr
         crate::registry::store::Store::open(&settings.storage, settings.engine.store.clone())?;
     let store = Arc::new(store);
     let disposal = crate::registry::gc::disposal_for(&settings.storage, store.driver());
-    Ok(Collector::new(store, disposal, settings.gc.clone(), &settings.storage.root).interactive())
+    Ok(
+        Collector::new(store, disposal, settings.gc.clone(), &settings.storage.root)
+            .on_node(&settings.storage, &settings.cluster.node)
+            .interactive(),
+    )
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::auth::access::AccessPolicy;
 use crate::auth::AuthSettings;
 use crate::certs::TlsSettings;
+use crate::cluster::ClusterSettings;
 use crate::edge::{
     EdgeSettings, DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS_PER_CLIENT, DEFAULT_SHUTDOWN_GRACE,
@@ -44,6 +45,8 @@ pub struct Settings {
     pub access: AccessPolicy,
     /// Garbage collection and retention (`[gc]`, `[[retention]]`).
     pub gc: GcPolicy,
+    /// This node among others on the same bucket.
+    pub cluster: ClusterSettings,
 }
 
 impl Settings {
@@ -79,6 +82,18 @@ impl Settings {
             Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
         };
         let mut problems = Vec::new();
+        let cluster = match raw.cluster.node {
+            None => ClusterSettings::default(),
+            Some(node) if crate::cluster::valid_node_name(&node) => ClusterSettings { node },
+            Some(node) => {
+                problems.push(locator.error(
+                    "cluster",
+                    Some("node"),
+                    format!("{node:?}: a node's name is 1 to 63 letters, digits, '.', '_' or '-'"),
+                ));
+                ClusterSettings::default()
+            }
+        };
         if raw.engine.max_manifest_bytes == Some(0) {
             problems.push(locator.error(
                 "engine",
@@ -123,6 +138,7 @@ impl Settings {
             log,
             access,
             gc,
+            cluster,
         };
         let clashes = settings.listen_clashes(&locator);
         if !clashes.is_empty() {
@@ -200,6 +216,7 @@ impl Settings {
             log: LogSettings::default(),
             access: AccessPolicy::default(),
             gc: GcPolicy::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -366,6 +383,7 @@ fn is_host_name(name: &str) -> bool {
 
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "cluster.node = {}", self.cluster.node)?;
         writeln!(f, "storage.root = {}", self.storage.root.display())?;
         if let Backend::S3(s3) = &self.storage.backend {
             // Not the credentials: this text goes to logs.

@@ -27,8 +27,16 @@ pub(super) struct RawConfig {
     pub metrics: RawMetrics,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub cluster: RawCluster,
     /// `[[access]]`: per-repository rules, in order.
     pub access: Option<Vec<RawAccessRule>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCluster {
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

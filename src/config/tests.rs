@@ -479,3 +479,20 @@ fn s3_mistakes_are_errors_with_line_and_key() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn a_node_is_named_by_its_host_unless_named_in_cluster() {
+    let settings = Settings::parse("", "f").unwrap();
+    assert_eq!(settings.cluster.node, crate::cluster::host_name());
+    let settings = Settings::parse("[cluster]\nnode = \"n1.eu-west\"\n", "f").unwrap();
+    assert_eq!(settings.cluster.node, "n1.eu-west");
+    assert!(settings.to_string().contains("cluster.node = n1.eu-west"));
+    let errors = Settings::parse("\n[cluster]\nnode = \"n 1\"\n", "f")
+        .unwrap_err()
+        .0;
+    assert_eq!(
+        lines_and_keys(&errors),
+        [(Some(3), "cluster.node".to_owned())],
+        "{errors:?}"
+    );
+}

@@ -9,6 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use super::fs_reader::FileChunks;
 use super::{
     ByteStream, ObjectInfo, ObjectWriter, Publish, StorageDriver, StorageError, StorageResult,
+    Version,
 };
 
 /// Chunks queued between the caller and the writing thread: bounds memory per writer. 8 rides
@@ -103,6 +105,22 @@ fn object_info(meta: &fs::Metadata) -> ObjectInfo {
         size: meta.len(),
         modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
         is_dir: meta.is_dir(),
+    }
+}
+
+/// A file's version: the hash of its content (objects compared this way are small).
+fn content_version(content: &[u8]) -> Version {
+    use sha2::Digest as _;
+    Version(hex::encode(sha2::Sha256::digest(content)))
+}
+
+/// An exclusive `flock` on `file`, held until it is closed.
+fn lock_exclusive(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    match unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
 }
 
@@ -291,6 +309,65 @@ impl StorageDriver for FsDriver {
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
                 Err(e) => Err(e),
             }
+        })
+        .await
+    }
+
+    async fn get_versioned(&self, key: &str) -> StorageResult<Option<(Bytes, Version)>> {
+        match self.get(key).await {
+            Ok(bytes) => {
+                let version = content_version(&bytes);
+                Ok(Some((bytes, version)))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_if_version(
+        &self,
+        key: &str,
+        content: Bytes,
+        version: &Version,
+    ) -> StorageResult<bool> {
+        let path = self.path(key)?;
+        let version = version.clone();
+        blocking(key, move || {
+            // The file is locked, compared and replaced under its lock; a writer that took the
+            // lock on a file replaced meanwhile (a rename leaves the lock on the old one)
+            // opens the new one.
+            let mut current = loop {
+                let file = match File::open(&path) {
+                    Ok(file) => file,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(e),
+                };
+                lock_exclusive(&file)?;
+                let locked = file.metadata()?.ino();
+                match fs::metadata(&path) {
+                    Ok(now) if now.ino() == locked => break file,
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            };
+            let mut bytes = Vec::new();
+            io::Read::read_to_end(&mut current, &mut bytes)?;
+            if content_version(&bytes) != version {
+                return Ok(false);
+            }
+            let temp = temp_path_for(&path);
+            let written = File::create(&temp).and_then(|mut file| {
+                file.write_all(&content)?;
+                file.sync_data()
+            });
+            let renamed = written.and_then(|()| fs::rename(&temp, &path));
+            if renamed.is_err() {
+                let _ = fs::remove_file(&temp);
+            }
+            renamed?;
+            sync_dir(parent(&path))?;
+            Ok(true)
         })
         .await
     }

@@ -115,6 +115,11 @@ impl StorageError {
 
 pub type StorageResult<T> = Result<T, StorageError>;
 
+/// What an object's version is to its driver (an ETag in a bucket, a content hash on disk):
+/// only compared, never read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub(crate) String);
+
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectInfo {
     pub size: u64,
@@ -132,6 +137,17 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// `put`, only if nothing is at `key` yet: `false` (and nothing written) if something is.
     /// What several writers agree through (a lock, a lease) without any other coordination.
     async fn put_if_absent(&self, key: &str, content: Bytes) -> StorageResult<bool>;
+    /// A small object with its version, which [`put_if_version`](Self::put_if_version)
+    /// compares; `None` if there is none.
+    async fn get_versioned(&self, key: &str) -> StorageResult<Option<(Bytes, Version)>>;
+    /// `put`, only if the object is still at `version`: `false` (and nothing written) if another
+    /// writer replaced or removed it since. With `put_if_absent`, what a lease is made of.
+    async fn put_if_version(
+        &self,
+        key: &str,
+        content: Bytes,
+        version: &Version,
+    ) -> StorageResult<bool>;
     /// Streams `len` bytes (or all) of an object from `offset`.
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream>;
     /// Opens a streaming writer. With `append` it continues an existing object (a resumed upload);

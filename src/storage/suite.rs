@@ -27,6 +27,7 @@ pub async fn run_all(driver: &dyn StorageDriver) {
     streaming_write_append_and_ranged_read(driver).await;
     list_hides_temporaries_and_delete_is_recursive(driver).await;
     put_if_absent_writes_only_the_first(driver).await;
+    put_if_version_writes_only_over_the_version_read(driver).await;
     lookups_of_many_keys_answer_for_each_in_order(driver).await;
     rename_replaces_target(driver).await;
     publish_runs_its_steps_in_order(driver).await;
@@ -86,6 +87,27 @@ async fn put_if_absent_writes_only_the_first(driver: &dyn StorageDriver) {
     assert!(!second.await.unwrap(), "something was there");
     assert_eq!(driver.get("lease/holder").await.unwrap(), "a");
     assert_eq!(driver.list("lease").await.unwrap(), ["holder"]);
+}
+
+async fn put_if_version_writes_only_over_the_version_read(driver: &dyn StorageDriver) {
+    assert!(driver.get_versioned("cas/lease").await.unwrap().is_none());
+    driver
+        .put("cas/lease", Bytes::from_static(b"one"))
+        .await
+        .unwrap();
+    let (content, one) = driver.get_versioned("cas/lease").await.unwrap().unwrap();
+    assert_eq!(content, "one");
+    let first = driver.put_if_version("cas/lease", Bytes::from_static(b"two"), &one);
+    assert!(first.await.unwrap(), "still at the version read");
+    let second = driver.put_if_version("cas/lease", Bytes::from_static(b"three"), &one);
+    assert!(!second.await.unwrap(), "replaced since");
+    let (content, two) = driver.get_versioned("cas/lease").await.unwrap().unwrap();
+    assert_eq!(content, "two");
+    assert_ne!(one, two);
+    driver.delete("cas/lease").await.unwrap();
+    let gone = driver.put_if_version("cas/lease", Bytes::from_static(b"four"), &two);
+    assert!(!gone.await.unwrap(), "removed since");
+    assert!(driver.get_versioned("cas/lease").await.unwrap().is_none());
 }
 
 async fn lookups_of_many_keys_answer_for_each_in_order(driver: &dyn StorageDriver) {

@@ -2,6 +2,7 @@
 //! apart by `gc.lock`.
 
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use super::push::Pusher;
 use super::{blob_path, regapp, regapp_ok};
@@ -172,4 +173,49 @@ fn a_collection_through_the_server_says_whose_settings_it_used() {
     // The server's own file: the same settings, no warning.
     let same = regapp(&["gc", "--dry-run"], &server.config());
     assert!(String::from_utf8_lossy(&same.stderr).is_empty(), "{same:?}");
+}
+
+/// Nodes on one bucket collect one at a time: while another node holds the collection's lease
+/// in the bucket, `regapp gc` is refused naming that node; once it is released, the collection
+/// runs and the lease names this node as the last to finish one.
+#[test]
+fn a_collection_waits_for_another_nodes_lease_in_the_bucket() {
+    use ::regapp::cluster::{Acquired, Leases};
+    use ::regapp::registry::gc::GC_LEASE;
+    use std::sync::Arc;
+
+    let work = tempfile::tempdir().unwrap();
+    let server = crate::util::seaweed::Seaweed::shared();
+    let prefix = server.fresh_prefix();
+    let node = Regapp::start_on_s3_server(
+        &work.path().join("n1"),
+        server,
+        &prefix,
+        "[cluster]\nnode = \"n1\"\n[gc]\ninterval = \"\"\n",
+    );
+    let config = node.config();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let driver = ::regapp::storage::S3Driver::new(&crate::util::s3_settings(server, prefix));
+    let other = Leases::new(Arc::new(driver.unwrap()), "n2", Duration::from_secs(60));
+    let Acquired::Held(lease) = runtime.block_on(other.try_acquire(GC_LEASE)).unwrap() else {
+        panic!("nobody held the lease");
+    };
+
+    let refused = regapp(&["gc"], &config);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("a collection is already running (on node n2)"),
+        "{stderr}"
+    );
+
+    assert!(runtime.block_on(lease.release(true)).unwrap());
+    let run = regapp_ok(&["gc"], &config);
+    assert!(run.contains("removed: 0 blobs"), "{run}");
+    let holder = runtime.block_on(other.holder(GC_LEASE)).unwrap().unwrap();
+    assert_eq!(holder.node, "n1");
+    assert!(
+        holder.last_finished.is_some() && holder.expires == 0,
+        "{holder:?}"
+    );
 }

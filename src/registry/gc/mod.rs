@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 
 use async_trait::async_trait;
 
+use crate::cluster::{Acquired, Lease, Leases};
 use crate::plumbing::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
 use crate::storage::{Backend, StorageDriver, StorageError, StorageResult, StorageSettings};
@@ -236,6 +237,11 @@ pub enum GcError {
         #[source]
         source: std::io::Error,
     },
+    /// A scheduled run when another node's finished within the interval.
+    #[error("not due: {0}")]
+    NotDue(String),
+    #[error("the collection's lease in the store was lost (taken over after it expired)")]
+    LeaseLost,
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
@@ -260,7 +266,14 @@ pub struct Collector {
     /// How often progress shows, where a test sets it.
     #[cfg(test)]
     progress_every: Option<Duration>,
+    /// Nodes sharing the store: one collection at a time among them (see [`GC_LEASE`]).
+    leases: Option<Arc<Leases>>,
 }
+
+/// The lease a collection holds while it runs when several nodes share the store.
+pub const GC_LEASE: &str = "gc";
+/// How long it lasts without renewal: a node that died mid-run holds it this long at most.
+pub const GC_LEASE_TTL: Duration = Duration::from_secs(60);
 
 impl Collector {
     /// A collector for `store` that deletes through `disposal`; `state_dir` holds `gc.lock`
@@ -283,7 +296,27 @@ impl Collector {
             interactive: false,
             #[cfg(test)]
             progress_every: None,
+            leases: None,
         }
+    }
+
+    /// As `node` among others when the store is a bucket (which several nodes may share):
+    /// collections hold its [`GC_LEASE`]. On a filesystem `gc.lock` is enough.
+    pub fn on_node(self, storage: &StorageSettings, node: &str) -> Collector {
+        match storage.backend {
+            Backend::S3(_) => {
+                let leases = Leases::new(self.store.driver().clone(), node, GC_LEASE_TTL);
+                self.with_leases(Arc::new(leases))
+            }
+            Backend::Filesystem => self,
+        }
+    }
+
+    /// Collections also hold the store's [`GC_LEASE`]: one at a time among the nodes that
+    /// share the store, one per interval among their schedules.
+    pub fn with_leases(mut self, leases: Arc<Leases>) -> Collector {
+        self.leases = Some(leases);
+        self
     }
 
     pub fn with_observer(self, observer: Arc<dyn GcObserver>) -> Collector {
@@ -336,7 +369,7 @@ impl Collector {
     /// One collection now; refused with [`GcError::Busy`] while another runs (here or in
     /// another process).
     pub async fn run_once(&self, options: RunOptions) -> Result<GcReport, GcError> {
-        self.run(options, self.progress("gc", None)).await
+        self.run(options, self.progress("gc", None), None).await
     }
 
     /// [`Collector::run_once`] for a command line on the socket: it gets the progress too.
@@ -345,15 +378,50 @@ impl Collector {
         options: RunOptions,
         client: Interim,
     ) -> Result<GcReport, GcError> {
-        self.run(options, self.progress("gc", Some(client))).await
+        self.run(options, self.progress("gc", Some(client)), None)
+            .await
     }
 
-    async fn run(&self, options: RunOptions, mut progress: Progress) -> Result<GcReport, GcError> {
+    /// One run; `scheduled` (the interval) when the schedule asks.
+    async fn run(
+        &self,
+        options: RunOptions,
+        progress: Progress,
+        scheduled: Option<Duration>,
+    ) -> Result<GcReport, GcError> {
         let _running = self
             .running
             .try_lock()
             .map_err(|_| GcError::Busy("in this server".to_owned()))?;
         let _lock = lock::CollectionLock::try_acquire(&self.state_dir)?;
+        let Some(leases) = &self.leases else {
+            return self.collect(options, progress).await;
+        };
+        let lease = match leases.try_acquire(GC_LEASE).await? {
+            Acquired::Held(lease) => lease,
+            Acquired::Busy(holder) => {
+                return Err(GcError::Busy(format!("on node {}", holder.node)));
+            }
+        };
+        if let (Some(interval), Some(last)) = (scheduled, lease.last_finished()) {
+            let since = SystemTime::now().duration_since(last).unwrap_or_default();
+            // A minute's slack: schedules a few seconds apart must not both run.
+            if since + Duration::from_secs(60) < interval {
+                let _ = lease.release(false).await;
+                return Err(GcError::NotDue(format!(
+                    "a node finished one {} ago",
+                    humantime::format_duration(Duration::from_secs(since.as_secs()))
+                )));
+            }
+        }
+        under_lease(lease, !options.dry_run, self.collect(options, progress)).await
+    }
+
+    async fn collect(
+        &self,
+        options: RunOptions,
+        mut progress: Progress,
+    ) -> Result<GcReport, GcError> {
         let policy = self.policy();
         tracing::info!(
             dry_run = options.dry_run,
@@ -438,10 +506,17 @@ impl Collector {
                 _ = tokio::time::sleep(interval) => {}
                 _ = changed => continue,
             }
-            match self.run_once(RunOptions::default()).await {
+            let progress = self.progress("gc", None);
+            match self
+                .run(RunOptions::default(), progress, Some(interval))
+                .await
+            {
                 Ok(_) => {}
                 Err(GcError::Busy(who)) => {
                     tracing::info!(%who, "scheduled garbage collection skipped: another runs")
+                }
+                Err(GcError::NotDue(why)) => {
+                    tracing::info!(%why, "scheduled garbage collection skipped: not due")
                 }
                 Err(e) => tracing::error!(error = %e, "garbage collection failed"),
             }
@@ -471,6 +546,37 @@ impl Collector {
         }
         progress
     }
+}
+
+/// Runs `work` while renewing `lease`, stops it if the lease is lost (another node may have
+/// started collecting), then releases the lease (`finished`: noting the run as done).
+async fn under_lease<T>(
+    mut lease: Lease,
+    finished: bool,
+    work: impl std::future::Future<Output = Result<T, GcError>>,
+) -> Result<T, GcError> {
+    let mut work = std::pin::pin!(work);
+    let mut renewed = std::time::Instant::now();
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            _ = tokio::time::sleep(lease.renew_every()) => match lease.renew().await {
+                Ok(true) => renewed = std::time::Instant::now(),
+                Ok(false) => break Err(GcError::LeaseLost),
+                // Until the lease could have expired, the store may come back.
+                Err(e) if renewed.elapsed() < lease.renew_every() * 2 => {
+                    tracing::warn!(error = %e, "renewing the collection's lease failed");
+                }
+                Err(_) => break Err(GcError::LeaseLost),
+            },
+        }
+    };
+    match lease.release(finished && result.is_ok()).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the collection's lease was taken over before its release"),
+        Err(e) => tracing::warn!(error = %e, "releasing the collection's lease failed; it expires"),
+    }
+    result
 }
 
 /// `start - grace`, or the epoch when the grace reaches before it.

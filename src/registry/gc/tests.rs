@@ -798,3 +798,37 @@ async fn temporary_files_a_crash_left_go_once_older_than_the_grace() {
     );
     assert!(f.has_revision("app", &image));
 }
+
+/// Under the store's lease, a scheduled run is not due while the last one (any node's) is
+/// younger than the interval; a run asked for is always made; another node's live lease
+/// refuses both, naming it.
+#[tokio::test]
+async fn a_shared_schedule_collects_once_per_interval_and_never_beside_another_node() {
+    use crate::cluster::{Acquired, Leases};
+    let f = Fixture::new();
+    let leases = |node: &str| {
+        Arc::new(Leases::new(
+            f.store.driver().clone(),
+            node,
+            Duration::from_secs(60),
+        ))
+    };
+    let collector = f.collector(GcPolicy::default()).with_leases(leases("a"));
+    let hour = Some(Duration::from_secs(3600));
+    let scheduled = || collector.run(RunOptions::default(), collector.progress("gc", None), hour);
+
+    scheduled().await.unwrap();
+    let not_due = scheduled().await.unwrap_err();
+    assert!(matches!(not_due, GcError::NotDue(_)), "{not_due}");
+    collector.run_once(RunOptions::default()).await.unwrap();
+
+    let Acquired::Held(held) = leases("b").try_acquire(GC_LEASE).await.unwrap() else {
+        panic!("released after each run");
+    };
+    let busy = collector.run_once(RunOptions::default()).await.unwrap_err();
+    assert_eq!(
+        busy.to_string(),
+        "a collection is already running (on node b)"
+    );
+    held.release(false).await.unwrap();
+}

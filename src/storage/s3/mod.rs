@@ -21,7 +21,9 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMode, PutOptions};
 
-use super::{ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult};
+use super::{
+    ByteStream, ObjectInfo, ObjectWriter, StorageDriver, StorageError, StorageResult, Version,
+};
 
 #[cfg(test)]
 #[path = "../../../tests/util/seaweed.rs"]
@@ -355,6 +357,48 @@ impl StorageDriver for S3Driver {
         {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
+    async fn get_versioned(&self, key: &str) -> StorageResult<Option<(Bytes, Version)>> {
+        let got = match self.store.get(&self.path(key)?).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(error(key, e)),
+        };
+        let Some(e_tag) = got.meta.e_tag.clone() else {
+            return Err(StorageError::Io {
+                key: key.to_owned(),
+                source: std::io::Error::other("the store gave the object no ETag"),
+            });
+        };
+        let bytes = got.bytes().await.map_err(|e| error(key, e))?;
+        Ok(Some((bytes, Version(e_tag))))
+    }
+
+    async fn put_if_version(
+        &self,
+        key: &str,
+        content: Bytes,
+        version: &Version,
+    ) -> StorageResult<bool> {
+        let options = PutOptions {
+            mode: PutMode::Update(object_store::UpdateVersion {
+                e_tag: Some(version.0.clone()),
+                version: None,
+            }),
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key)?, content.into(), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => Ok(false),
             Err(e) => Err(error(key, e)),
         }
     }
