@@ -10,11 +10,16 @@ pub use lease::{Acquired, Holder, Lease, Leases};
 pub struct ClusterSettings {
     /// How logs, metrics and leases name this node; the host name unless set.
     pub node: String,
+    /// How far apart the nodes' clocks may be: a pin or a lease counts this much longer.
+    pub clock_skew: std::time::Duration,
 }
 
 impl Default for ClusterSettings {
     fn default() -> ClusterSettings {
-        ClusterSettings { node: host_name() }
+        ClusterSettings {
+            node: host_name(),
+            clock_skew: lease::CLOCK_SKEW,
+        }
     }
 }
 

@@ -71,5 +71,6 @@ pub(super) fn gc_settings(
         delete_untagged: gc.delete_untagged.unwrap_or(default.delete_untagged),
         upload_max_age: gc.upload_max_age.map_or(default.upload_max_age, |d| d.0),
         retention: rules,
+        clock_skew: default.clock_skew,
     })
 }

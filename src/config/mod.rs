@@ -82,18 +82,19 @@ impl Settings {
             Some(edge) => edge_settings(edge, raw.tls, raw.auth, raw.acme, &locator).map(Some),
         };
         let mut problems = Vec::new();
-        let cluster = match raw.cluster.node {
-            None => ClusterSettings::default(),
-            Some(node) if crate::cluster::valid_node_name(&node) => ClusterSettings { node },
-            Some(node) => {
-                problems.push(locator.error(
-                    "cluster",
-                    Some("node"),
-                    format!("{node:?}: a node's name is 1 to 63 letters, digits, '.', '_' or '-'"),
-                ));
-                ClusterSettings::default()
-            }
-        };
+        let mut cluster = ClusterSettings::default();
+        if let Some(skew) = raw.cluster.clock_skew {
+            cluster.clock_skew = skew.0;
+        }
+        match raw.cluster.node {
+            None => {}
+            Some(node) if crate::cluster::valid_node_name(&node) => cluster.node = node,
+            Some(node) => problems.push(locator.error(
+                "cluster",
+                Some("node"),
+                format!("{node:?}: a node's name is 1 to 63 letters, digits, '.', '_' or '-'"),
+            )),
+        }
         if raw.engine.max_manifest_bytes == Some(0) {
             problems.push(locator.error(
                 "engine",
@@ -137,7 +138,10 @@ impl Settings {
             metrics: ops::metrics_settings(raw.metrics),
             log,
             access,
-            gc,
+            gc: GcPolicy {
+                clock_skew: cluster.clock_skew,
+                ..gc
+            },
             cluster,
         };
         let clashes = settings.listen_clashes(&locator);
@@ -384,6 +388,11 @@ fn is_host_name(name: &str) -> bool {
 impl fmt::Display for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "cluster.node = {}", self.cluster.node)?;
+        writeln!(
+            f,
+            "cluster.clock_skew = {}",
+            humantime::format_duration(self.cluster.clock_skew)
+        )?;
         writeln!(f, "storage.root = {}", self.storage.root.display())?;
         if let Backend::S3(s3) = &self.storage.backend {
             // Not the credentials: this text goes to logs.

@@ -37,6 +37,7 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCluster {
     pub node: Option<String>,
+    pub clock_skew: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

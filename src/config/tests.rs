@@ -484,8 +484,14 @@ fn s3_mistakes_are_errors_with_line_and_key() {
 fn a_node_is_named_by_its_host_unless_named_in_cluster() {
     let settings = Settings::parse("", "f").unwrap();
     assert_eq!(settings.cluster.node, crate::cluster::host_name());
-    let settings = Settings::parse("[cluster]\nnode = \"n1.eu-west\"\n", "f").unwrap();
+    assert_eq!(
+        settings.cluster.clock_skew,
+        std::time::Duration::from_secs(10)
+    );
+    let text = "[cluster]\nnode = \"n1.eu-west\"\nclock_skew = \"2s\"\n";
+    let settings = Settings::parse(text, "f").unwrap();
     assert_eq!(settings.cluster.node, "n1.eu-west");
+    assert_eq!(settings.gc.clock_skew, std::time::Duration::from_secs(2));
     assert!(settings.to_string().contains("cluster.node = n1.eu-west"));
     let errors = Settings::parse("\n[cluster]\nnode = \"n 1\"\n", "f")
         .unwrap_err()

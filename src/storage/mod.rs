@@ -185,6 +185,12 @@ pub trait StorageDriver: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Whether other processes may write the store meanwhile (several nodes on one bucket):
+    /// what a node keeps in memory about it must then be checked against it.
+    fn shared(&self) -> bool {
+        false
+    }
+
     /// Whether an object a writer closed (not committed) can be read back: a file can; the
     /// parts of a multipart upload cannot, so whoever continues such a write must have kept
     /// what it needs of the bytes (an upload's hash state).

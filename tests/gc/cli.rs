@@ -64,7 +64,10 @@ fn gc_and_du_go_through_the_running_server_or_work_alone() {
 fn gc_and_du_on_a_bucket_go_through_the_running_server() {
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("state");
-    let server = Regapp::start_on_s3_with(&root, "[gc]\ngrace = \"0s\"\ninterval = \"\"\n");
+    let server = Regapp::start_on_s3_with(
+        &root,
+        "[gc]\ngrace = \"0s\"\ninterval = \"\"\n[cluster]\nclock_skew = \"0s\"\n",
+    );
     let config = server.config();
     let pusher = Pusher::new(server.host());
     let (kept, gone) = pusher.push_kept_and_gone("cli");

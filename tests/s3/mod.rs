@@ -150,6 +150,8 @@ async fn a_collection_in_a_bucket_removes_only_what_nothing_keeps() {
     let disposal = Arc::new(InPlace(store.driver().clone()));
     let policy = GcPolicy {
         grace: std::time::Duration::ZERO,
+        // One machine, one clock.
+        clock_skew: std::time::Duration::ZERO,
         ..GcPolicy::default()
     };
     let collector = Collector::new(store, disposal, policy, state.path());
@@ -200,6 +202,8 @@ async fn retention_in_a_bucket_keeps_the_newest_tags_and_du_counts_what_stays() 
     let disposal = Arc::new(InPlace(store.driver().clone()));
     let policy = GcPolicy {
         grace: std::time::Duration::ZERO,
+        // One machine, one clock.
+        clock_skew: std::time::Duration::ZERO,
         retention: vec![RetentionRule::new(
             RepoGlob::parse("ci/**").unwrap(),
             Some(1),
@@ -269,20 +273,9 @@ async fn with_redirect_a_blob_get_goes_to_the_bucket() {
 /// serves the blob whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_goes_on_across_engines_sharing_a_bucket() {
-    let server = tokio::task::spawn_blocking(Seaweed::shared).await.unwrap();
-    let settings = S3Settings {
-        part_size: regapp::storage::s3::MIN_PART_SIZE,
-        ..crate::util::s3_settings(server, server.fresh_prefix())
-    };
-    let engines: Vec<Engine> = (0..3)
-        .map(|_| Engine {
-            api: Api::new(Arc::new(Store::new(
-                Arc::new(S3Driver::new(&settings).unwrap()),
-                Default::default(),
-            ))),
-            _dir: None,
-        })
-        .collect();
+    let engines = tokio::task::spawn_blocking(|| engines_on_one_prefix(3))
+        .await
+        .unwrap();
     let content: Vec<u8> = (0..13 * 1024 * 1024 + 3).map(|i| (i % 241) as u8).collect();
     let digest = sha256(&content);
     let r = engines[0]
@@ -356,4 +349,188 @@ fn readyz_follows_the_bucket() {
         "ready once the bucket is back",
         || get(port, "/readyz").0 == 200,
     );
+}
+
+/// `n` engines (nodes, as far as the store can tell) on one fresh prefix of the shared bucket,
+/// with S3's smallest parts.
+fn engines_on_one_prefix(n: usize) -> Vec<Engine> {
+    let server = Seaweed::shared();
+    let settings = S3Settings {
+        part_size: regapp::storage::s3::MIN_PART_SIZE,
+        ..crate::util::s3_settings(server, server.fresh_prefix())
+    };
+    (0..n)
+        .map(|_| Engine {
+            api: Api::new(Arc::new(Store::new(
+                Arc::new(S3Driver::new(&settings).unwrap()),
+                Default::default(),
+            ))),
+            _dir: None,
+        })
+        .collect()
+}
+
+/// What one node writes another reads on the next request (a tag, a deletion), and a new
+/// repository is in every node's catalog within 2 s, though each had listed its catalog
+/// before.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_on_one_bucket_read_each_others_writes() {
+    let engines = tokio::task::spawn_blocking(|| engines_on_one_prefix(2))
+        .await
+        .unwrap();
+    let (a, b) = (&engines[0], &engines[1]);
+    for e in &engines {
+        assert_eq!(
+            e.get("/v2/_catalog").await.json()["repositories"],
+            serde_json::json!([])
+        );
+    }
+    let (digest, manifest) = a.push_image("team/app", "v1", b"layer").await;
+    let pushed = std::time::Instant::now();
+    let r = b.get("/v2/team/app/manifests/v1").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body == manifest);
+
+    let listed = loop {
+        let catalog = b.get("/v2/_catalog").await.json();
+        if catalog["repositories"] == serde_json::json!(["team/app"]) {
+            break pushed.elapsed();
+        }
+        assert!(
+            pushed.elapsed() < std::time::Duration::from_secs(5),
+            "{catalog}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        listed <= std::time::Duration::from_millis(2500),
+        "listed after {listed:?}"
+    );
+
+    let r = a
+        .call(
+            Method::DELETE,
+            &format!("/v2/team/app/manifests/{digest}"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        b.get("/v2/team/app/manifests/v1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let by_digest = format!("/v2/team/app/manifests/{digest}");
+    assert_eq!(b.get(&by_digest).await.status, StatusCode::NOT_FOUND);
+}
+
+/// A push on one node never loses a blob to a collection on another (grace 0): node A pushes
+/// images that reuse a layer, skipping its upload when a HEAD finds it, and deletes every
+/// image but each third before the next push, so the reused layer is garbage between pushes;
+/// node B collects meanwhile, again and again. A push that finds a blob gone fails cleanly and
+/// is retried as a client would; afterwards every kept image pulls whole from B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_collection_on_one_node_never_takes_a_blob_from_a_push_on_another() {
+    use regapp::registry::gc::{Collector, GcPolicy, InPlace, RunOptions};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let engines = tokio::task::spawn_blocking(|| engines_on_one_prefix(2))
+        .await
+        .unwrap();
+    let (a, b) = (&engines[0], &engines[1]);
+    let state = tempfile::tempdir().unwrap();
+    let store = b.api.store().clone();
+    let disposal = Arc::new(InPlace(store.driver().clone()));
+    let policy = GcPolicy {
+        grace: std::time::Duration::ZERO,
+        // The default skew: with none, pushes here would starve (every blob collected
+        // between its upload and its manifest), which is grace 0 working, not a lost blob.
+        ..GcPolicy::default()
+    };
+    let collector = Collector::new(store, disposal, policy, state.path());
+    let done = AtomicBool::new(false);
+
+    let shared: &[u8] = b"the layer every image reuses";
+    let config = b"{}";
+    let pushes = async {
+        let mut kept = Vec::new();
+        for i in 0..30 {
+            let unique = format!("layer {i}").into_bytes();
+            let manifest = serde_json::to_vec(&serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": crate::api::OCI_MANIFEST,
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": sha256(config), "size": config.len()},
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": sha256(shared), "size": shared.len()},
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": sha256(&unique), "size": unique.len()},
+                ],
+            }))
+            .unwrap();
+            let tag = format!("/v2/app/manifests/v{i}");
+            let mut attempts = 0;
+            let digest = loop {
+                attempts += 1;
+                assert!(attempts < 20, "v{i} never went in");
+                // As a client does: upload what a HEAD does not find, then the manifest.
+                for blob in [&config[..], shared, &unique] {
+                    let head = format!("/v2/app/blobs/{}", sha256(blob));
+                    if a.call(Method::HEAD, &head, &[], Bytes::new()).await.status != StatusCode::OK
+                    {
+                        a.push_blob("app", blob).await;
+                    }
+                }
+                let r = a
+                    .call(
+                        Method::PUT,
+                        &tag,
+                        &[("content-type", crate::api::OCI_MANIFEST)],
+                        manifest.clone(),
+                    )
+                    .await;
+                match r.status {
+                    StatusCode::CREATED => break r.header("docker-content-digest").to_owned(),
+                    _ => assert_eq!(r.error_code(), "MANIFEST_BLOB_UNKNOWN", "{:?}", r.body),
+                }
+            };
+            if i % 3 == 0 {
+                kept.push((i, unique));
+            } else {
+                let r = a
+                    .call(
+                        Method::DELETE,
+                        &format!("/v2/app/manifests/{digest}"),
+                        &[],
+                        Bytes::new(),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::ACCEPTED);
+            }
+        }
+        done.store(true, Ordering::SeqCst);
+        kept
+    };
+    let collections = async {
+        let mut runs = 0;
+        while !done.load(Ordering::SeqCst) {
+            collector.run_once(RunOptions::default()).await.unwrap();
+            runs += 1;
+        }
+        runs
+    };
+    let (kept, runs) = tokio::join!(pushes, collections);
+    assert!(runs > 1, "collections ran beside the pushes: {runs}");
+    for (i, unique) in kept {
+        let r = b.get(&format!("/v2/app/manifests/v{i}")).await;
+        assert_eq!(r.status, StatusCode::OK, "v{i}");
+        for blob in [&config[..], shared, &unique] {
+            let r = b.get(&format!("/v2/app/blobs/{}", sha256(blob))).await;
+            assert!(
+                r.status == StatusCode::OK && r.body == blob,
+                "v{i}: a blob is gone"
+            );
+        }
+    }
 }

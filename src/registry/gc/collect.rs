@@ -60,6 +60,9 @@ async fn run(
         disposal,
         pins: store.pins(),
         cutoff,
+        pinned_since: cutoff
+            .checked_sub(policy.clock_skew)
+            .unwrap_or(SystemTime::UNIX_EPOCH),
         dry_run: options.dry_run,
     };
     let mut report = GcReport {

@@ -116,6 +116,9 @@ pub struct GcPolicy {
     pub upload_max_age: Duration,
     /// Evaluated before the mark; the first rule matching a repository applies.
     pub retention: Vec<RetentionRule>,
+    /// On a shared store, a push's pin spares a blob if newer than the cutoff less this
+    /// (`[cluster] clock_skew`: the pin's time is the pushing node's clock).
+    pub clock_skew: Duration,
 }
 
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -147,6 +150,7 @@ impl Default for GcPolicy {
             delete_untagged: false,
             upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
             retention: Vec::new(),
+            clock_skew: crate::cluster::lease::CLOCK_SKEW,
         }
     }
 }

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use super::mark::{digests_under, list_or_empty};
 use super::progress::Progress;
 use super::Disposal;
-use crate::registry::store::{paths, Pins};
+use crate::registry::store::{paths, shared_pins, Pins};
 use crate::registry::types::{Algorithm, Digest, RepoName, Tag, UploadId};
 use crate::storage::{StorageDriver, StorageResult};
 
@@ -29,6 +29,9 @@ pub struct Sweeper<'a> {
     pub disposal: &'a dyn Disposal,
     pub pins: &'a Pins,
     pub cutoff: SystemTime,
+    /// A pin in a shared store newer than this spares its digest (the cutoff less the skew
+    /// between nodes' clocks).
+    pub pinned_since: SystemTime,
     pub dry_run: bool,
 }
 
@@ -237,11 +240,30 @@ impl Sweeper<'_> {
                 batch.outcomes.push((digest, BlobOutcome::Spared));
             }
         }
+        // Other nodes' pushes: the store's half of the claim.
+        let digests: Vec<Digest> = condemned.iter().map(|(d, _)| d.clone()).collect();
+        let in_store = match shared_pins::condemn(self.driver, &digests, self.pinned_since).await {
+            Ok(verdicts) => verdicts,
+            Err(e) => {
+                self.pins.acquit_each(&digests);
+                return Err(e);
+            }
+        };
+        let (condemned, spared): (Vec<_>, Vec<_>) = condemned
+            .into_iter()
+            .zip(in_store)
+            .partition(|(_, delete)| *delete);
+        for ((digest, _), _) in spared {
+            self.pins.acquit(&digest);
+            batch.outcomes.push((digest, BlobOutcome::Spared));
+        }
+        let condemned: Vec<(Digest, u64)> = condemned.into_iter().map(|(c, _)| c).collect();
         let result = self
             .retire_condemned(&condemned, linked_from, &mut batch)
             .await;
-        self.pins
-            .acquit_each(condemned.iter().map(|(digest, _)| digest));
+        let digests: Vec<Digest> = condemned.iter().map(|(d, _)| d.clone()).collect();
+        shared_pins::release(self.driver, &digests).await;
+        self.pins.acquit_each(&digests);
         result.map(|()| batch)
     }
 
@@ -495,7 +517,20 @@ impl Sweeper<'_> {
         if !self.pins.condemn(digest, self.cutoff) {
             return Ok(Deletion::Spared);
         }
+        let digests = [digest.clone()];
+        match shared_pins::condemn(self.driver, &digests, self.pinned_since).await {
+            Ok(verdict) if verdict[0] => {}
+            Ok(_) => {
+                self.pins.acquit(digest);
+                return Ok(Deletion::Spared);
+            }
+            Err(e) => {
+                self.pins.acquit(digest);
+                return Err(e);
+            }
+        }
         let result = self.retire(key.to_owned()).await;
+        shared_pins::release(self.driver, &digests).await;
         self.pins.acquit(digest);
         match result {
             Ok(()) => Ok(Deletion::Done),

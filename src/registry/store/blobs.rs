@@ -79,7 +79,7 @@ impl Store {
         digest: &Digest,
         from: &RepoName,
     ) -> StoreResult<bool> {
-        let _pin = self.pins.pin(vec![digest.clone()]).await;
+        let _pin = self.pin(vec![digest.clone()]).await?;
         match self.blob_size(from, digest).await {
             Ok(_) => {
                 self.link_blob(repo, digest).await?;
@@ -116,7 +116,7 @@ impl Store {
             content: Bytes::from(digest.to_string()),
         });
         self.driver.publish(steps).await?;
-        self.catalog.note(repo).await;
+        self.catalog.note(repo, self.driver.as_ref()).await?;
         Ok(())
     }
 }

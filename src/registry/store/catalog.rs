@@ -2,33 +2,54 @@
 //!
 //! Walking `repositories/` costs one directory listing per level of every name, far too much
 //! per page for tens of thousands of repositories. The walk runs once, on the first catalog
-//! request, and the sorted set it builds is kept up to date as repositories appear. This
-//! assumes one regapp process owns the store (as registry:2 assumes too).
+//! request, and the sorted set it builds is kept up to date as repositories appear.
+//!
+//! On a store other nodes write too (a bucket), a node that sees a repository first leaves a
+//! marker for it, `regapp-cluster/catalog/<name, '/' as '+'>`, before its push is answered;
+//! a catalog request reads the markers again when they are older than [`SHARED_FRESHNESS`],
+//! so a repository pushed through any node is listed by every node within that bound. (A
+//! listing of 10,000 markers is ten S3 requests.) Repositories that existed before any marker
+//! are found by each node's walk at start.
 
 use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::RwLock;
 
 use super::{paths, Store, StoreResult};
 use crate::registry::types::RepoName;
+use crate::storage::StorageDriver;
+
+/// How old a shared store's markers may be when a catalog is answered.
+pub const SHARED_FRESHNESS: Duration = Duration::from_secs(2);
+
+/// Where the markers are.
+const MARKERS: &str = "regapp-cluster/catalog";
 
 #[derive(Default)]
 pub(super) struct Catalog {
     names: RwLock<Option<BTreeSet<String>>>,
+    /// When a shared store's markers were last read.
+    markers_read: std::sync::Mutex<Option<Instant>>,
     /// Repositories that appeared while the walk was running (it may have listed their parent
     /// directory before they existed); merged in when the walk's result is installed.
     seen_before_walk: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Catalog {
-    /// Records that a repository exists.
-    pub async fn note(&self, repo: &RepoName) {
+    /// Records that a repository exists; on a shared store, leaves its marker for the other
+    /// nodes the first time this node sees it.
+    pub async fn note(&self, repo: &RepoName, driver: &dyn StorageDriver) -> StoreResult<()> {
         // Nearly always already known: a shared lock suffices then.
         if let Some(names) = self.names.read().await.as_ref() {
             if names.contains(repo.as_str()) {
-                return;
+                return Ok(());
             }
+        }
+        if driver.shared() {
+            driver.put(&marker(repo.as_str()), Bytes::new()).await?;
         }
         let mut names = self.names.write().await;
         match names.as_mut() {
@@ -44,6 +65,36 @@ impl Catalog {
                     .insert(repo.to_string());
             }
         }
+        Ok(())
+    }
+
+    /// On a shared store, adds the names other nodes marked, if the last read is stale.
+    async fn read_markers(&self, driver: &dyn StorageDriver) -> StoreResult<()> {
+        {
+            let mut read = self.markers_read.lock().expect("catalog lock poisoned");
+            if !driver.shared() || read.is_some_and(|at| at.elapsed() < SHARED_FRESHNESS) {
+                return Ok(());
+            }
+            *read = Some(Instant::now());
+        }
+        let marked = match driver.list(MARKERS).await {
+            Ok(marked) => marked,
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(e) => {
+                *self.markers_read.lock().expect("catalog lock poisoned") = None;
+                return Err(e.into());
+            }
+        };
+        let mut names = self.names.write().await;
+        if let Some(names) = names.as_mut() {
+            names.extend(
+                marked
+                    .into_iter()
+                    .map(|m| m.replace('+', "/"))
+                    .filter(|name| name.parse::<RepoName>().is_ok()),
+            );
+        }
+        Ok(())
     }
 
     async fn install_walk(&self, mut walked: BTreeSet<String>) {
@@ -53,6 +104,11 @@ impl Catalog {
             *names = Some(walked);
         }
     }
+}
+
+/// The marker of a repository: one object directly under [`MARKERS`] ('+' is in no name).
+fn marker(repo: &str) -> String {
+    format!("{MARKERS}/{}", repo.replace('/', "+"))
 }
 
 impl Store {
@@ -87,6 +143,7 @@ impl Store {
             let walked = self.walk_repositories().await?;
             self.catalog.install_walk(walked).await;
         }
+        self.catalog.read_markers(self.driver.as_ref()).await?;
         let names = self.catalog.names.read().await;
         let names = names.as_ref().expect("the catalog was walked above");
         let start = match last {

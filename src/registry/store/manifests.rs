@@ -105,7 +105,7 @@ impl Store {
             .collect();
         pinned.extend(manifest.manifests.iter().map(|child| child.digest.clone()));
         pinned.push(digest.clone());
-        let _pins = self.pins.pin(pinned).await;
+        let _pins = self.pin(pinned).await?;
         self.check_references(repo, &manifest).await?;
 
         // In this order, so that a link never names a manifest that is not there and the tag
@@ -131,7 +131,7 @@ impl Store {
             link_at(paths::tag_current_link(repo, tag));
         }
         self.driver.publish(steps).await?;
-        self.catalog.note(repo).await;
+        self.catalog.note(repo, self.driver.as_ref()).await?;
         self.bodies.insert(&digest, &body);
         let summary = self.summaries.insert(
             digest.clone(),

@@ -21,6 +21,7 @@ mod manifests;
 pub mod paths;
 mod pins;
 mod referrers;
+pub(crate) mod shared_pins;
 mod summaries;
 mod tags;
 mod uploads;
@@ -106,6 +107,16 @@ impl Store {
     /// What pushes in progress hold; the garbage collector asks before it deletes.
     pub fn pins(&self) -> &Pins {
         &self.pins
+    }
+
+    /// Pins `digests` in this process and, on a shared store, in the store (`shared_pins`).
+    async fn pin(
+        &self,
+        digests: Vec<crate::registry::types::Digest>,
+    ) -> StoreResult<pins::PinGuard<'_>> {
+        let guard = self.pins.pin(digests.clone()).await;
+        shared_pins::pin(self.driver.as_ref(), &digests).await?;
+        Ok(guard)
     }
 
     fn ensure_delete_enabled(&self) -> StoreResult<()> {

@@ -132,7 +132,7 @@ impl Store {
             });
         }
         // Pinned until the link exists, so the collector cannot delete the blob in between.
-        let _pin = self.pins.pin(vec![digest.clone()]).await;
+        let _pin = self.pin(vec![digest.clone()]).await?;
         let mut steps = Vec::new();
         if !self.blob_exists(digest).await? {
             let to = paths::blob_data(digest);

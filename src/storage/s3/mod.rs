@@ -527,6 +527,10 @@ impl StorageDriver for S3Driver {
         false
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     async fn download_url(&self, key: &str, expires: Duration) -> StorageResult<Option<String>> {
         use object_store::signer::Signer;
         if !self.redirect {
