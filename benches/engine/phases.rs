@@ -117,6 +117,17 @@ fn mib_per_s(bytes: u64, wall: Duration) -> f64 {
     bytes as f64 / MIB as f64 / wall.as_secs_f64()
 }
 
+/// The largest RSS seen during phase `phase`, against the memory targets.
+fn record_rss(report: &mut Report, phase: u8, name: &str, rss_kib: u64) {
+    let goal = report.goal(
+        Goal::RegappAtMost(32.0),
+        Goal::RegappAtMost(64.0),
+        Goal::RegappAtMost(64.0),
+    );
+    let label = format!("max VmRSS during phase {phase}");
+    report.record(&label, Unit::Mib, goal, name, rss_kib as f64 / 1024.0);
+}
+
 pub async fn run(
     phase: Phase,
     target: &mut Target,
@@ -151,17 +162,7 @@ pub async fn run(
                 name,
                 mib_per_s(content.big.len(), usage.wall),
             );
-            report.record(
-                "max VmRSS during phase 1",
-                Unit::Mib,
-                report.goal(
-                    Goal::RegappAtMost(32.0),
-                    Goal::RegappAtMost(64.0),
-                    Goal::RegappAtMost(64.0),
-                ),
-                name,
-                rss as f64 / 1024.0,
-            );
+            record_rss(report, 1, name, rss);
             record_usage(report, &label, name, &usage);
         }
         Phase::Pull => {
@@ -195,17 +196,7 @@ pub async fn run(
                 name,
                 mib_per_s(received, usage.wall),
             );
-            report.record(
-                "max VmRSS during phase 2",
-                Unit::Mib,
-                report.goal(
-                    Goal::RegappAtMost(32.0),
-                    Goal::RegappAtMost(64.0),
-                    Goal::RegappAtMost(64.0),
-                ),
-                name,
-                rss as f64 / 1024.0,
-            );
+            record_rss(report, 2, name, rss);
             record_usage(report, &label, name, &usage);
         }
         Phase::PushParallel => {
@@ -226,17 +217,7 @@ pub async fn run(
                 name,
                 mib_per_s(bytes, usage.wall),
             );
-            report.record(
-                "max VmRSS during phase 3",
-                Unit::Mib,
-                report.goal(
-                    Goal::RegappAtMost(32.0),
-                    Goal::RegappAtMost(64.0),
-                    Goal::RegappAtMost(64.0),
-                ),
-                name,
-                rss as f64 / 1024.0,
-            );
+            record_rss(report, 3, name, rss);
             record_usage(report, &label, name, &usage);
         }
         Phase::PushSmall => {

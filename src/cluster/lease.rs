@@ -268,22 +268,14 @@ mod tests {
 #[cfg(test)]
 mod in_a_bucket {
     use super::*;
-    use crate::storage::s3::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
-    use crate::storage::{S3Driver, S3Settings};
+    use crate::storage::s3::seaweed::Seaweed;
+    use crate::storage::S3Driver;
 
     /// Eight nodes after one lease at once, twenty times: one holder each time (the bucket's
     /// conditional writes decide, SeaweedFS's included).
     #[test]
     fn of_nodes_racing_for_a_lease_exactly_one_gets_it() {
-        let server = Seaweed::shared();
-        let settings = S3Settings {
-            bucket: BUCKET.to_owned(),
-            prefix: server.fresh_prefix(),
-            endpoint: server.endpoint(),
-            access_key_id: Some(ACCESS_KEY.to_owned()),
-            secret_access_key: Some(SECRET_KEY.to_owned()),
-            ..S3Settings::default()
-        };
+        let settings = crate::storage::s3::tests::settings(Seaweed::shared());
         tokio::runtime::Runtime::new().unwrap().block_on(async {
             let driver: Arc<dyn StorageDriver> = Arc::new(S3Driver::new(&settings).unwrap());
             let nodes: Vec<Arc<Leases>> = (0..8)

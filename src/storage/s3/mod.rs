@@ -32,7 +32,7 @@ pub(crate) mod seaweed;
 mod signed;
 mod spool;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod writer;
 
 use writer::{S3Writer, Start, WriteState};
@@ -268,6 +268,33 @@ impl S3Driver {
             .map(drop)
     }
 
+    /// A PUT under a condition (`If-None-Match: *`, `If-Match`): `false` when it does not
+    /// hold, nothing written.
+    async fn put_conditionally(
+        &self,
+        key: &str,
+        content: Bytes,
+        mode: PutMode,
+    ) -> StorageResult<bool> {
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&self.path(key)?, content.into(), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. }
+                | object_store::Error::NotFound { .. },
+            ) => Ok(false),
+            Err(e) => Err(error(key, e)),
+        }
+    }
+
     /// Every object below a directory-like key (the key's own object not included).
     async fn objects_under(&self, key: &str) -> StorageResult<Vec<object_store::ObjectMeta>> {
         let prefix = self.path(key)?;
@@ -346,19 +373,7 @@ impl StorageDriver for S3Driver {
     }
 
     async fn put_if_absent(&self, key: &str, content: Bytes) -> StorageResult<bool> {
-        let options = PutOptions {
-            mode: PutMode::Create,
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(&self.path(key)?, content.into(), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
-            Err(e) => Err(error(key, e)),
-        }
+        self.put_conditionally(key, content, PutMode::Create).await
     }
 
     async fn get_versioned(&self, key: &str) -> StorageResult<Option<(Bytes, Version)>> {
@@ -383,24 +398,11 @@ impl StorageDriver for S3Driver {
         content: Bytes,
         version: &Version,
     ) -> StorageResult<bool> {
-        let options = PutOptions {
-            mode: PutMode::Update(object_store::UpdateVersion {
-                e_tag: Some(version.0.clone()),
-                version: None,
-            }),
-            ..Default::default()
-        };
-        match self
-            .store
-            .put_opts(&self.path(key)?, content.into(), options)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(
-                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
-            ) => Ok(false),
-            Err(e) => Err(error(key, e)),
-        }
+        let mode = PutMode::Update(object_store::UpdateVersion {
+            e_tag: Some(version.0.clone()),
+            version: None,
+        });
+        self.put_conditionally(key, content, mode).await
     }
 
     async fn reader(&self, key: &str, offset: u64, len: Option<u64>) -> StorageResult<ByteStream> {

@@ -6,7 +6,7 @@ use crate::storage::suite::{read_all, run_all};
 use crate::storage::StorageDriver;
 
 /// Settings for a fresh prefix in the shared bucket of `server`.
-fn settings(server: &Seaweed) -> S3Settings {
+pub(crate) fn settings(server: &Seaweed) -> S3Settings {
     S3Settings {
         bucket: BUCKET.to_owned(),
         prefix: server.fresh_prefix(),
