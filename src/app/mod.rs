@@ -311,6 +311,7 @@ fn start_gc(
     gc::lock::wait_for_offline_collection(state_dir)
         .map_err(|e| format!("gc lock in {}: {e}", state_dir.display()))?;
     ops::observe::garbage_collection(&service.metrics, &collector);
+    service.metrics.cluster.set_node(&settings.cluster.node);
     parts::gc_policy(&mut service.reloader, collector.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

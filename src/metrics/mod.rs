@@ -15,12 +15,14 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod cluster;
 mod edge;
 mod engine;
 mod gc;
 pub mod health;
 pub mod server;
 
+pub use cluster::ClusterMetrics;
 pub use edge::EdgeMetrics;
 pub use engine::{EngineMetrics, RouteClass};
 pub use gc::GcMetrics;
@@ -57,6 +59,7 @@ pub struct Metrics {
     pub edge: EdgeMetrics,
     pub tls: TlsMetrics,
     pub gc: GcMetrics,
+    pub cluster: ClusterMetrics,
     refreshers: Arc<Mutex<Vec<Refresher>>>,
 }
 
@@ -99,6 +102,7 @@ impl Metrics {
             edge: EdgeMetrics::register(&registry),
             tls: TlsMetrics::register(&registry),
             gc: GcMetrics::register(&registry),
+            cluster: ClusterMetrics::register(&registry),
             registry,
             refreshers: Arc::default(),
         }

@@ -113,3 +113,23 @@ fn certificate_expiry_follows_the_names_served() {
         "{text}"
     );
 }
+
+#[test]
+fn the_node_and_the_leases_it_holds_are_labelled() {
+    let metrics = Metrics::new("v", "c");
+    metrics.cluster.set_node("n1");
+    metrics.cluster.set_lease("gc", true);
+    let text = metrics.render();
+    assert!(
+        text.contains("regapp_cluster_node_info{node=\"n1\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("regapp_cluster_lease_held{lease=\"gc\"} 1"),
+        "{text}"
+    );
+    metrics.cluster.set_lease("gc", false);
+    assert!(metrics
+        .render()
+        .contains("regapp_cluster_lease_held{lease=\"gc\"} 0"));
+}

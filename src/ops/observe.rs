@@ -59,17 +59,23 @@ fn expiry_by_name(info: &CertInfo) -> Vec<(String, u64)> {
 pub fn garbage_collection(metrics: &Metrics, collector: &crate::registry::gc::Collector) {
     collector.set_observer(Arc::new(GcToMetrics {
         metrics: metrics.gc.clone(),
+        cluster: metrics.cluster.clone(),
         reported: std::sync::Mutex::new(Vec::new()),
     }));
 }
 
 struct GcToMetrics {
     metrics: crate::metrics::GcMetrics,
+    cluster: crate::metrics::ClusterMetrics,
     /// Repositories in the last usage, so those gone since stop being reported.
     reported: std::sync::Mutex<Vec<String>>,
 }
 
 impl crate::registry::gc::GcObserver for GcToMetrics {
+    fn on_lease(&self, held: bool) {
+        self.cluster.set_lease(crate::registry::gc::GC_LEASE, held);
+    }
+
     fn on_report(&self, report: &crate::registry::gc::GcReport) {
         if !report.dry_run {
             self.metrics
@@ -108,6 +114,7 @@ mod tests {
         let metrics = Metrics::new("test", "test");
         let observer = GcToMetrics {
             metrics: metrics.gc.clone(),
+            cluster: metrics.cluster.clone(),
             reported: std::sync::Mutex::new(Vec::new()),
         };
         let report = GcReport {

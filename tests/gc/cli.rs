@@ -217,6 +217,12 @@ fn a_collection_waits_for_another_nodes_lease_in_the_bucket() {
     assert!(run.contains("removed: 0 blobs"), "{run}");
     let holder = runtime.block_on(other.holder(GC_LEASE)).unwrap().unwrap();
     assert_eq!(holder.node, "n1");
+    let (_, metrics) = crate::ops::get(node.metrics_port(), "/metrics");
+    assert!(
+        metrics.contains("regapp_cluster_node_info{node=\"n1\"} 1")
+            && metrics.contains("regapp_cluster_lease_held{lease=\"gc\"} 0"),
+        "{metrics}"
+    );
     assert!(
         holder.last_finished.is_some() && holder.expires == 0,
         "{holder:?}"

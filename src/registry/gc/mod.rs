@@ -229,6 +229,8 @@ impl GcReport {
 pub trait GcObserver: Send + Sync {
     fn on_report(&self, _report: &GcReport) {}
     fn on_usage(&self, _usage: &Usage) {}
+    /// This node took ([`GC_LEASE`]) or gave up the store's collection lease.
+    fn on_lease(&self, _held: bool) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -418,7 +420,15 @@ impl Collector {
                 )));
             }
         }
-        under_lease(lease, !options.dry_run, self.collect(options, progress)).await
+        let observer = self.observer();
+        if let Some(observer) = &observer {
+            observer.on_lease(true);
+        }
+        let result = under_lease(lease, !options.dry_run, self.collect(options, progress)).await;
+        if let Some(observer) = &observer {
+            observer.on_lease(false);
+        }
+        result
     }
 
     async fn collect(
