@@ -28,7 +28,6 @@ impl Store {
         Ok(info.size)
     }
 
-    /// Streams a blob (or a range of it) the repository may serve.
     /// Where a client may download the blob directly (a presigned bucket URL valid for
     /// [`DOWNLOAD_URL_LIFETIME`]), if the storage hands such URLs out.
     pub async fn blob_download_url(&self, digest: &Digest) -> StoreResult<Option<String>> {
@@ -39,6 +38,7 @@ impl Store {
             .await?)
     }
 
+    /// Streams a blob (or a range of it) the repository may serve.
     pub async fn blob_read(
         &self,
         digest: &Digest,

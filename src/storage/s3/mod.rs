@@ -187,22 +187,13 @@ impl S3Driver {
         self.path(&format!("{key}{}", writer::WRITING_SUFFIX))
     }
 
-    async fn write_state(&self, key: &str) -> StorageResult<Option<WriteState>> {
-        self.write_state_at(key, &self.writing_path(key)?).await
-    }
-
-    /// The write state stored at `writing` for `key` (for messages), if there is one.
-    async fn write_state_at(&self, key: &str, writing: &Path) -> StorageResult<Option<WriteState>> {
-        WriteState::read(&self.store, key, writing).await
-    }
-
     /// Abandons and removes the write state of `key` (at `path`); whether there was one.
     async fn delete_write(&self, key: &str, path: &Path) -> StorageResult<bool> {
-        let Some(state) = self.write_state(key).await? else {
+        let writing = self.writing_path(key)?;
+        let Some(state) = WriteState::read(&self.store, key, &writing).await? else {
             return Ok(false);
         };
         state.abandon(&self.store, path).await;
-        let writing = self.writing_path(key)?;
         self.store
             .delete(&writing)
             .await
@@ -427,7 +418,7 @@ impl StorageDriver for S3Driver {
             }
             Err(object_store::Error::NotFound { .. }) => {
                 let writing = self.writing_path(key)?;
-                match self.write_state_at(key, &writing).await? {
+                match WriteState::read(&self.store, key, &writing).await? {
                     // No part sent yet: the bytes are all in the state's tail.
                     Some(state) if state.in_tail() => {
                         let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
@@ -471,7 +462,7 @@ impl StorageDriver for S3Driver {
         let (state, tail) = if let Some(size) = committed {
             WriteState::from_object(self, key, size).await?
         } else if append {
-            match self.write_state_at(key, &writing).await? {
+            match WriteState::read(&self.store, key, &writing).await? {
                 Some(state) => {
                     let tail = state.tail(&self.store, key, &writing, 0..u64::MAX).await?;
                     (state, Some(tail))
@@ -503,7 +494,8 @@ impl StorageDriver for S3Driver {
             Err(object_store::Error::NotFound { .. }) => {}
             Err(e) => return Err(error(key, e)),
         }
-        if let Some(state) = self.write_state(key).await? {
+        let writing = self.writing_path(key)?;
+        if let Some(state) = WriteState::read(&self.store, key, &writing).await? {
             return Ok(ObjectInfo {
                 size: state.size(),
                 modified: state.modified(),
@@ -602,7 +594,7 @@ impl StorageDriver for S3Driver {
         for meta in &below {
             if let Some(name) = meta.location.as_ref().strip_suffix(writer::WRITING_SUFFIX) {
                 // An unfinished write below: give its parts back before its state goes.
-                if let Ok(Some(state)) = self.write_state_at(name, &meta.location).await {
+                if let Ok(Some(state)) = WriteState::read(&self.store, name, &meta.location).await {
                     state.abandon(&self.store, &Path::from(name)).await;
                 }
             }

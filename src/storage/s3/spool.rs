@@ -78,7 +78,6 @@ impl Spool {
 }
 
 /// A spool's finished content.
-#[derive(Clone)]
 pub(super) struct Sealed {
     file: Arc<File>,
     len: u64,
