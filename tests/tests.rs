@@ -16,6 +16,8 @@
 //! - `fuzz`: the fuzz targets' checks over the committed corpora and regressions.
 //! - `readme`: the README's first command as a newcomer types it.
 //! - `s3`: the engine on a SeaweedFS that goes away mid-upload (more S3 runs: tests/run-all.sh).
+//! - `cluster`: three nodes on one bucket behind HAProxy: skopeo and podman spread over them, an
+//!   upload across nodes past a `kill -9`, pushes while every node collects, read-after-write.
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.
@@ -27,6 +29,7 @@ mod acme;
 mod api;
 mod auth;
 mod certs;
+mod cluster;
 mod compat;
 mod crash;
 mod edge;

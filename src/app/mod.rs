@@ -88,7 +88,7 @@ fn serve_with_edge(
     let access = Arc::new(Access::new(settings.access.clone()));
     let engine_api = engine_behind_edge(settings, &edge, &mut service, &front_token, &access)?;
     let authenticator = start_authenticator(&edge, &mut service)?;
-    let certificates = start_certificates(&edge, &mut service)?;
+    let certificates = start_certificates(settings, &edge, &mut service)?;
     let metrics_allow = Arc::new(arc_swap::ArcSwap::from_pointee(
         settings.metrics.allow.clone(),
     ));
@@ -178,14 +178,28 @@ struct Certificates {
 }
 
 /// Starts the certificate source `tls.mode` names; certificate files are also watched and
-/// reloaded by SIGHUP. The served certificate (and ACME's attempts) go to the metrics.
+/// reloaded by SIGHUP. The served certificate (and ACME's attempts) go to the metrics. With
+/// the registry in a bucket, ACME keeps its account, certificate and HTTP-01 answers there too,
+/// so that the nodes sharing the bucket share one certificate.
 fn start_certificates(
+    settings: &Settings,
     edge: &EdgeSettings,
     service: &mut Service<Settings>,
 ) -> Result<Certificates, AppError> {
     let resolver = Arc::new(CertResolver::new());
-    let challenges = ChallengeTokens::new();
-    let (watch, acme_manager) = match certificate_source(edge, &resolver, &challenges)? {
+    let bucket = match (&edge.tls, &settings.storage.backend) {
+        (TlsSettings::Acme(_), Backend::S3(_)) => Some(
+            crate::storage::driver(&settings.storage)
+                .map_err(|e| format!("storage {}: {e}", settings.storage.location()))?,
+        ),
+        _ => None,
+    };
+    let challenges = match &bucket {
+        Some(driver) => ChallengeTokens::in_bucket(driver.clone()),
+        None => ChallengeTokens::new(),
+    };
+    let shared = bucket.map(|driver| (driver, settings.cluster.node.as_str()));
+    let (watch, acme_manager) = match certificate_source(edge, &resolver, &challenges, shared)? {
         CertificateSource::Files(files) => {
             let watch = files.watch(DEFAULT_DEBOUNCE)?;
             parts::certificate_files(&mut service.reloader, files);
@@ -211,11 +225,13 @@ enum CertificateSource {
 
 /// Starts the certificate source `tls.mode` names, the one that fills `resolver`: PEM files, a
 /// self-signed certificate (its CA written for clients to trust) or an ACME manager (running on
-/// its own thread, its HTTP-01 answers in `challenges`).
+/// its own thread, its HTTP-01 answers in `challenges`; `shared`: the bucket and this node's
+/// name, when several nodes share the certificate).
 fn certificate_source(
     edge: &EdgeSettings,
     resolver: &Arc<CertResolver>,
     challenges: &ChallengeTokens,
+    shared: Option<(Arc<dyn crate::storage::StorageDriver>, &str)>,
 ) -> Result<CertificateSource, AppError> {
     match &edge.tls {
         TlsSettings::Files {
@@ -240,6 +256,10 @@ fn certificate_source(
                 challenges.clone(),
                 acme::https_connector(settings.ca_root.clone()),
             )?;
+            let manager = match shared {
+                Some((bucket, node)) => manager.shared(bucket, node),
+                None => manager,
+            };
             let manager = Arc::new(manager);
             acme::spawn(manager.clone(), edge.http_listen)?;
             Ok(CertificateSource::Acme(manager))

@@ -9,6 +9,7 @@ use crate::certs::TlsSettings;
 use crate::cli::CertCommand;
 use crate::config::Settings;
 use crate::plumbing::control_socket::ControlError;
+use crate::storage::Backend;
 
 pub fn run(command: CertCommand) -> ExitCode {
     let (config, renew) = match &command {
@@ -56,7 +57,7 @@ pub fn run(command: CertCommand) -> ExitCode {
             print!("{report}");
             ExitCode::SUCCESS
         }
-        Err(ControlError::NotRunning { .. }) => match acme::status_from_disk(&options) {
+        Err(ControlError::NotRunning { .. }) => match stored_status(&settings, &options) {
             Ok(status) => {
                 print!("{}", status.report());
                 println!("server:        not running (due date by the lifetime rule; a running server also asks the CA)");
@@ -72,4 +73,26 @@ pub fn run(command: CertCommand) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The certificate as stored: in the state directory, or with several nodes in the bucket
+/// (with who holds the `acme` lease).
+fn stored_status(settings: &Settings, options: &acme::AcmeOptions) -> Result<acme::Status, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let bucket = match settings.storage.backend {
+            Backend::S3(_) => {
+                let driver = crate::storage::driver(&settings.storage)
+                    .map_err(|e| format!("storage {}: {e}", settings.storage.location()))?;
+                Some((driver, settings.cluster.node.as_str()))
+            }
+            Backend::Filesystem => None,
+        };
+        acme::status_stored(options, bucket)
+            .await
+            .map_err(|e| e.to_string())
+    })
 }

@@ -187,6 +187,44 @@ impl Lease {
         self.write(released).await
     }
 
+    /// Runs `work` while renewing the lease, then releases it (noting the work finished when
+    /// `finished` says so of its result). `None`: the lease was lost first (taken over, or not
+    /// renewable until it could have expired), and `work` was dropped unfinished.
+    pub async fn keep_while<T>(
+        mut self,
+        work: impl std::future::Future<Output = T>,
+        finished: impl FnOnce(&T) -> bool,
+    ) -> Option<T> {
+        let mut work = std::pin::pin!(work);
+        let mut renewed = std::time::Instant::now();
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break Some(result),
+                _ = tokio::time::sleep(self.renew_every()) => match self.renew().await {
+                    Ok(true) => renewed = std::time::Instant::now(),
+                    Ok(false) => break None,
+                    // Until the lease could have expired, the store may come back.
+                    Err(e) if renewed.elapsed() < self.renew_every() * 2 => {
+                        tracing::warn!(lease = %self.key, error = %e, "renewing a lease failed");
+                    }
+                    Err(_) => break None,
+                },
+            }
+        };
+        let key = self.key.clone();
+        let done = result.as_ref().is_some_and(finished);
+        match self.release(done).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(lease = %key, "the lease was taken over before its release")
+            }
+            Err(e) => {
+                tracing::warn!(lease = %key, error = %e, "releasing a lease failed; it expires")
+            }
+        }
+        result
+    }
+
     async fn write(&mut self, holder: Holder) -> StorageResult<bool> {
         if !self
             .driver

@@ -203,6 +203,7 @@ impl Settings {
                 https_listen: "127.0.0.1:5443".parse().expect("a literal address"),
                 http_listen: "127.0.0.1:5080".parse().expect("a literal address"),
                 allow: Vec::new(),
+                trusted_proxies: Vec::new(),
                 shutdown_grace: std::time::Duration::from_secs(5),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -349,6 +350,7 @@ fn edge_settings_with_defaults(
             .http_listen
             .unwrap_or_else(|| "0.0.0.0:80".parse().expect("a literal address")),
         allow: edge.allow.unwrap_or_default(),
+        trusted_proxies: edge.trusted_proxies.unwrap_or_default(),
         shutdown_grace: edge.shutdown_grace.map_or(DEFAULT_SHUTDOWN_GRACE, |d| d.0),
         idle_timeout: edge.idle_timeout.map_or(DEFAULT_IDLE_TIMEOUT, |d| d.0),
         handshake_timeout: edge
@@ -443,6 +445,7 @@ impl fmt::Display for Settings {
         writeln!(f, "edge.https_listen = {}", edge.https_listen)?;
         writeln!(f, "edge.http_listen = {}", edge.http_listen)?;
         writeln!(f, "edge.allow = {:?}", edge.allow)?;
+        writeln!(f, "edge.trusted_proxies = {:?}", edge.trusted_proxies)?;
         writeln!(f, "edge.shutdown_grace = {:?}", edge.shutdown_grace)?;
         writeln!(f, "edge.idle_timeout = {:?}", edge.idle_timeout)?;
         writeln!(f, "edge.handshake_timeout = {:?}", edge.handshake_timeout)?;

@@ -76,6 +76,7 @@ pub(super) struct RawEdge {
     pub https_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
     pub allow: Option<Vec<ipnet::IpNet>>,
+    pub trusted_proxies: Option<Vec<ipnet::IpNet>>,
     pub shutdown_grace: Option<HumanDuration>,
     pub idle_timeout: Option<HumanDuration>,
     pub handshake_timeout: Option<HumanDuration>,

@@ -3,11 +3,14 @@
 //!
 //! A client is its IPv4 address, or its IPv6 /64 (one host usually holds a whole /64, so
 //! counting single IPv6 addresses would cap nothing), as the failed-login limiter counts it.
+//! A trusted load balancer (`edge.trusted_proxies`) carries many clients: only the total caps it.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use ipnet::IpNet;
 
 use crate::auth::limiter::client_key;
 
@@ -19,10 +22,12 @@ const RESERVED_DESCRIPTORS: u64 = 1024;
 const DESCRIPTORS_PER_CONNECTION: u64 = 3;
 
 /// The caps, from `[edge]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub per_client: usize,
     pub total: usize,
+    /// Not capped per client: `edge.trusted_proxies`.
+    pub exempt: Vec<IpNet>,
 }
 
 /// Why a connection was closed at once (the metrics' `reason` label).
@@ -89,7 +94,7 @@ impl Connections {
             return Err(Refusal::Total);
         }
         let held = open.per_client.entry(client).or_default();
-        if *held >= self.limits.per_client {
+        if *held >= self.limits.per_client && !self.limits.exempt.iter().any(|n| n.contains(&ip)) {
             return Err(Refusal::PerClient);
         }
         *held += 1;
@@ -209,6 +214,7 @@ mod tests {
         let connections = Connections::new(Limits {
             per_client: 2,
             total: 10,
+            exempt: Vec::new(),
         });
         let a1 = connections.admit(ip("10.0.0.1")).unwrap();
         let _a2 = connections.admit(ip("10.0.0.1")).unwrap();
@@ -224,10 +230,34 @@ mod tests {
     }
 
     #[test]
+    fn a_trusted_proxy_is_capped_only_by_the_total() {
+        let connections = Connections::new(Limits {
+            per_client: 1,
+            total: 3,
+            exempt: vec!["10.0.0.0/30".parse().unwrap()],
+        });
+        let held: Vec<Slot> = (0..3)
+            .map(|_| connections.admit(ip("10.0.0.2")).unwrap())
+            .collect();
+        assert_eq!(
+            connections.admit(ip("10.0.0.2")).unwrap_err(),
+            Refusal::Total
+        );
+        drop(held);
+        let _one = connections.admit(ip("10.0.0.9")).unwrap();
+        assert_eq!(
+            connections.admit(ip("10.0.0.9")).unwrap_err(),
+            Refusal::PerClient,
+            "outside the trusted network"
+        );
+    }
+
+    #[test]
     fn the_total_cap_refuses_everyone_until_a_place_frees() {
         let connections = Connections::new(Limits {
             per_client: 5,
             total: 2,
+            exempt: Vec::new(),
         });
         let first = connections.admit(ip("10.0.0.1")).unwrap();
         let _second = connections.admit(ip("10.0.0.2")).unwrap();
@@ -244,6 +274,7 @@ mod tests {
         let connections = Connections::new(Limits {
             per_client: 1,
             total: 10,
+            exempt: Vec::new(),
         });
         let _one = connections.admit(ip("2001:db8:1:2::1")).unwrap();
         assert_eq!(
@@ -263,6 +294,7 @@ mod tests {
         let connections = Connections::new(Limits {
             per_client: 10,
             total: 10,
+            exempt: Vec::new(),
         });
         let slots: Vec<Slot> = (0..5)
             .map(|_| connections.admit(ip("10.0.0.1")).unwrap())

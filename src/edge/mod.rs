@@ -146,6 +146,7 @@ impl Edge {
                 authenticator: self.authenticator,
                 realm: settings.auth.realm.clone(),
                 allow: settings.allow.clone(),
+                trusted_proxies: settings.trusted_proxies.clone(),
                 certificates: self.resolver.clone(),
                 in_flight,
                 idle_timeout: settings.idle_timeout,
@@ -269,6 +270,7 @@ fn connection_limits(settings: &EdgeSettings) -> io::Result<Limits> {
     Ok(Limits {
         per_client: settings.max_connections_per_client,
         total,
+        exempt: settings.trusted_proxies.clone(),
     })
 }
 

@@ -45,6 +45,8 @@ pub struct EdgeProxy {
     pub authenticator: Authenticator,
     pub realm: String,
     pub allow: Vec<IpNet>,
+    /// Load balancers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
     /// Asked per response whether the certificate is self-signed: HSTS only for a real one.
     pub certificates: Arc<CertResolver>,
     pub in_flight: InFlight,
@@ -406,11 +408,42 @@ fn header_bytes(request: &RequestHeader) -> usize {
     fields + request.uri.to_string().len() + request.method.as_str().len()
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+fn client_ip(session: &Session, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+    let peer = session.client_addr().and_then(|a| a.as_inet())?.ip();
+    let forwarded = session.req_header().headers.get_all("x-forwarded-for");
+    Some(forwarded_client(
+        peer,
+        forwarded.iter().filter_map(|v| v.to_str().ok()),
+        trusted_proxies,
+    ))
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the rightmost
+/// `X-Forwarded-For` hop that no trusted proxy added (each proxy appends the address it saw,
+/// so hops further left are the client's own claims). A hop that does not parse ends the walk.
+fn forwarded_client<'a>(
+    peer: IpAddr,
+    forwarded: impl Iterator<Item = &'a str>,
+    trusted_proxies: &[IpNet],
+) -> IpAddr {
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    if !trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded.flat_map(|v| v.split(',')).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !trusted(&ip) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 #[async_trait]
@@ -433,7 +466,7 @@ impl ProxyHttp for EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestContext,
     ) -> Result<bool> {
-        ctx.client = client_ip(session);
+        ctx.client = client_ip(session, &self.trusted_proxies);
         // Per read and per write, so a slow push that keeps moving is never cut; pingora's own
         // default has no write timeout (a client that stops reading would be held forever).
         session.set_read_timeout(Some(self.idle_timeout));
@@ -596,5 +629,40 @@ impl ProxyHttp for EdgeProxy {
             duration_ms = ctx.started.elapsed().as_millis() as u64,
             error = error.map(|e| e.to_string()),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(peer: &str, forwarded: &[&str], trusted: &[&str]) -> String {
+        let trusted: Vec<IpNet> = trusted.iter().map(|n| n.parse().unwrap()).collect();
+        forwarded_client(peer.parse().unwrap(), forwarded.iter().copied(), &trusted).to_string()
+    }
+
+    #[test]
+    fn a_trusted_proxy_forwards_the_client_it_saw_and_nobody_else_does() {
+        let lb = ["10.0.0.0/24"];
+        assert_eq!(client("10.0.0.5", &["192.0.2.7"], &lb), "192.0.2.7");
+        // A client's own claim is left of what the proxy appended.
+        assert_eq!(
+            client("10.0.0.5", &["6.6.6.6, 192.0.2.7"], &lb),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            client("10.0.0.5", &["6.6.6.6", "192.0.2.7"], &lb),
+            "192.0.2.7"
+        );
+        // Two trusted hops (a CDN's edge inside the trusted range, then the balancer).
+        assert_eq!(
+            client("10.0.0.5", &["192.0.2.7, 10.0.0.9"], &lb),
+            "192.0.2.7"
+        );
+        assert_eq!(client("10.0.0.5", &[], &lb), "10.0.0.5");
+        assert_eq!(client("10.0.0.5", &["garbage"], &lb), "10.0.0.5");
+        // Not from a trusted proxy: the header is the client's claim, ignored.
+        assert_eq!(client("198.51.100.1", &["192.0.2.7"], &lb), "198.51.100.1");
+        assert_eq!(client("10.0.0.5", &["192.0.2.7"], &[]), "10.0.0.5");
     }
 }

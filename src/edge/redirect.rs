@@ -41,7 +41,7 @@ impl ServeHttp for RedirectToHttps {
             response = response.header(name, value);
         }
         if path_and_query.starts_with(CHALLENGE_PREFIX) {
-            if let Some(answer) = self.challenges.answer(uri.path()) {
+            if let Some(answer) = self.challenges.answer(uri.path()).await {
                 return response
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -27,6 +27,9 @@ pub struct EdgeSettings {
     pub http_listen: SocketAddr,
     /// Client networks allowed in; empty means everyone.
     pub allow: Vec<IpNet>,
+    /// Load balancers in front (HAProxy in `mode http`): a request from one is the client's
+    /// that its `X-Forwarded-For` names, and its connections are not capped per client.
+    pub trusted_proxies: Vec<IpNet>,
     /// How long SIGTERM waits for requests in flight.
     pub shutdown_grace: Duration,
     /// How long a client may send or take nothing before its connection is closed.

@@ -20,6 +20,7 @@ use crate::edge::{free_port, htpasswd, PASSWORD, USER};
 use crate::util::process::ServerProcess;
 
 mod bench;
+mod cluster;
 mod flows;
 
 /// pebble and its DNS server, with a CA of our own for pebble's HTTPS listener.
@@ -223,7 +224,52 @@ impl AcmeRegapp {
     /// Writes the configuration (ports chosen here; `http_port` is the one pebble validates
     /// against) without starting anything. `extra_acme` is appended to `[acme]`.
     pub fn configure(http_port: u16, directory: &str, ca_root: &Path, extra_acme: &str) -> Self {
+        Self::configure_with(http_port, directory, ca_root, extra_acme, |_| String::new())
+    }
+
+    /// Like [`AcmeRegapp::configure`], the registry (and so the certificate) in `prefix` of the
+    /// tests' SeaweedFS bucket, as the node named `node` of several.
+    pub fn configure_on_bucket(
+        http_port: u16,
+        directory: &str,
+        ca_root: &Path,
+        prefix: &str,
+        node: &str,
+    ) -> Self {
+        use crate::util::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+        Self::configure_with(http_port, directory, ca_root, "", |dir| {
+            let credentials = dir.join("s3-credentials");
+            std::fs::write(
+                &credentials,
+                format!(
+                    "[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
+                ),
+            )
+            .unwrap();
+            format!(
+                "[storage.s3]\nbucket = {BUCKET:?}\nendpoint = {:?}\nprefix = {prefix:?}\n\
+                 credentials_file = {credentials:?}\n\n[cluster]\nnode = {node:?}\n",
+                Seaweed::shared().endpoint()
+            )
+        })
+    }
+
+    /// `storage` writes what the config needs beside `dir` and returns its `[storage.s3]` and
+    /// `[cluster]` sections (empty: the registry on disk).
+    fn configure_with(
+        http_port: u16,
+        directory: &str,
+        ca_root: &Path,
+        extra_acme: &str,
+        storage: impl FnOnce(&Path) -> String,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let sections = storage(dir.path());
+        let backend = if sections.is_empty() {
+            ""
+        } else {
+            "backend = \"s3\"\n"
+        };
         let htpasswd_file = dir.path().join("htpasswd");
         htpasswd(&[
             "-B",
@@ -238,7 +284,7 @@ impl AcmeRegapp {
         let https_port = free_port();
         let metrics_port = free_port();
         let config = format!(
-            "[storage]\nroot = {root:?}\n\n[engine]\nlisten = \"127.0.0.1:{engine}\"\n\n\
+            "[storage]\nroot = {root:?}\n{backend}\n{sections}\n[engine]\nlisten = \"127.0.0.1:{engine}\"\n\n\
              [metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
              [edge]\nhostname = \"localhost\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n\
              http_listen = \"127.0.0.1:{http_port}\"\nshutdown_grace = \"10s\"\n\n\

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod docker_registry;
+pub mod haproxy;
 pub mod images;
 pub mod layout;
 pub mod process;

@@ -14,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
 use super::error::AcmeError;
-use super::state::StateDir;
+use super::kept::Kept;
 use super::AcmeOptions;
 
 /// Makes the HTTP side of an account: the system's roots, a private CA's root, or (in tests)
@@ -70,18 +70,13 @@ fn trusting(root: &Path) -> Result<rustls::ClientConfig, instant_acme::Error> {
 /// The stored account for `options.directory`, or a new one (stored before it is used).
 pub async fn load_or_create(
     options: &AcmeOptions,
-    state: &StateDir,
+    kept: &Kept,
     connector: &Connector,
 ) -> Result<Account, AcmeError> {
     let builder =
         || connector().map_err(|e| AcmeError::from_acme("setting up the HTTPS client", e));
-    if let Some(credentials) = state.load_account()? {
-        let account = builder()?
-            .from_credentials(credentials)
-            .await
-            .map_err(|e| AcmeError::from_acme("reading the CA's directory", e))?;
-        tracing::debug!(account = account.id(), "using the stored ACME account");
-        return Ok(account);
+    if let Some(credentials) = kept.load_account().await? {
+        return from_stored(builder()?, credentials).await;
     }
     let contact: Vec<&str> = options.contact.iter().map(String::as_str).collect();
     let eab = options
@@ -100,13 +95,27 @@ pub async fn load_or_create(
         )
         .await
         .map_err(|e| AcmeError::from_account_creation(e, eab.is_some()))?;
-    state.save_account(&credentials)?;
+    if let Some(theirs) = kept.save_account(&credentials).await? {
+        tracing::info!("another node stored an ACME account first; using that one");
+        return from_stored(builder()?, theirs).await;
+    }
     tracing::info!(
         account = account.id(),
         directory = %options.directory,
-        file = %state.account_path().display(),
         "created an ACME account"
     );
+    Ok(account)
+}
+
+async fn from_stored(
+    builder: AccountBuilder,
+    credentials: instant_acme::AccountCredentials,
+) -> Result<Account, AcmeError> {
+    let account = builder
+        .from_credentials(credentials)
+        .await
+        .map_err(|e| AcmeError::from_acme("reading the CA's directory", e))?;
+    tracing::debug!(account = account.id(), "using the stored ACME account");
     Ok(account)
 }
 

@@ -2,18 +2,68 @@
 //! publishes them and the :80 listener that serves `/.well-known/acme-challenge/<token>`.
 //!
 //! A lookup is a read lock on a tiny map; tokens live only while their order runs
-//! ([`Published`] removes them when dropped, also when the order fails half-way).
+//! ([`Published`] removes them when dropped, also when the order fails half-way). With several
+//! nodes on one bucket the answers are also objects in the bucket, so whichever node the CA's
+//! validation reaches answers: a token this node does not hold is looked up there, at most
+//! [`BUCKET_LOOKUPS_PER_SECOND`] times a second, so that a flood of made-up tokens on :80
+//! costs the bucket little.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::error::AcmeError;
+use super::kept::BUCKET_PREFIX;
+use crate::storage::StorageDriver;
 
 /// The path prefix HTTP-01 validation requests use (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// A node asks the bucket for tokens it does not hold at most this often; a CA validates a name
+/// with a handful of requests.
+pub const BUCKET_LOOKUPS_PER_SECOND: u32 = 20;
+
+/// How long a lookup in the bucket may take before the answer is 404.
+const BUCKET_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Shared, cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ChallengeTokens {
     tokens: Arc<RwLock<HashMap<String, String>>>,
+    bucket: Option<Arc<InBucket>>,
+}
+
+struct InBucket {
+    driver: Arc<dyn StorageDriver>,
+    /// (start of the current second, lookups in it).
+    window: Mutex<(Instant, u32)>,
+}
+
+impl InBucket {
+    fn key(token: &str) -> String {
+        format!("{BUCKET_PREFIX}/challenges/{token}")
+    }
+
+    /// Whether one more lookup fits in this second's budget.
+    fn admit(&self) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if window.0.elapsed() >= Duration::from_secs(1) {
+            *window = (Instant::now(), 0);
+        }
+        window.1 += 1;
+        window.1 <= BUCKET_LOOKUPS_PER_SECOND
+    }
+}
+
+impl std::fmt::Debug for ChallengeTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChallengeTokens")
+            .field("held", &self.len())
+            .field("in_bucket", &self.bucket.is_some())
+            .finish()
+    }
 }
 
 impl ChallengeTokens {
@@ -21,25 +71,71 @@ impl ChallengeTokens {
         ChallengeTokens::default()
     }
 
+    /// Tokens published in `driver`'s bucket too, and looked up there when not held here.
+    pub fn in_bucket(driver: Arc<dyn StorageDriver>) -> ChallengeTokens {
+        ChallengeTokens {
+            tokens: Arc::default(),
+            bucket: Some(Arc::new(InBucket {
+                driver,
+                window: Mutex::new((Instant::now(), 0)),
+            })),
+        }
+    }
+
     /// The body to answer for a request path, if it is a challenge path with a known token.
-    pub fn answer(&self, path: &str) -> Option<String> {
+    pub async fn answer(&self, path: &str) -> Option<String> {
         let token = path.strip_prefix(CHALLENGE_PREFIX)?;
+        if let Some(answer) = self.held(token) {
+            return Some(answer);
+        }
+        let bucket = self.bucket.as_ref()?;
+        if !is_token(token) || !bucket.admit() {
+            return None;
+        }
+        let key = InBucket::key(token);
+        let lookup = bucket.driver.get(&key);
+        match tokio::time::timeout(BUCKET_LOOKUP_TIMEOUT, lookup).await {
+            Ok(Ok(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
+            Ok(Err(e)) if e.is_not_found() => None,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "looking up an HTTP-01 answer in the bucket failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn held(&self, token: &str) -> Option<String> {
         // A poisoned lock only means a writer panicked between two map operations; the map is
         // still a valid map.
         let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
         tokens.get(token).cloned()
     }
 
-    /// Serves `key_authorization` for `token` until the returned guard is dropped.
-    pub fn publish(&self, token: &str, key_authorization: &str) -> Published {
+    /// Serves `key_authorization` for `token` (from the bucket too, when shared) until the
+    /// returned guard is dropped.
+    pub async fn publish(
+        &self,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<Published, AcmeError> {
         self.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(token.to_owned(), key_authorization.to_owned());
-        Published {
+        let published = Published {
             tokens: self.clone(),
             token: token.to_owned(),
+        };
+        if let Some(bucket) = &self.bucket {
+            let content = Bytes::from(key_authorization.to_owned());
+            bucket
+                .driver
+                .put(&InBucket::key(token), content)
+                .await
+                .map_err(|source| AcmeError::Bucket { source })?;
         }
+        Ok(published)
     }
 
     pub fn len(&self) -> usize {
@@ -51,7 +147,15 @@ impl ChallengeTokens {
     }
 }
 
-/// A token being served; removed on drop.
+/// RFC 8555 §8.1: a token is base64url; anything else is not looked up.
+fn is_token(token: &str) -> bool {
+    (1..=256).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A token being served; removed on drop (from the bucket in the background).
 #[derive(Debug)]
 pub struct Published {
     tokens: ChallengeTokens,
@@ -65,6 +169,16 @@ impl Drop for Published {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.token);
+        if let (Some(bucket), Ok(runtime)) =
+            (&self.tokens.bucket, tokio::runtime::Handle::try_current())
+        {
+            let (driver, key) = (bucket.driver.clone(), InBucket::key(&self.token));
+            runtime.spawn(async move {
+                if let Err(e) = driver.delete(&key).await {
+                    tracing::debug!(error = %e, "withdrawing an HTTP-01 answer from the bucket");
+                }
+            });
+        }
     }
 }
 
@@ -72,24 +186,60 @@ impl Drop for Published {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_published_token_is_answered_until_dropped() {
+    #[tokio::test]
+    async fn a_published_token_is_answered_until_dropped() {
         let tokens = ChallengeTokens::new();
         let path = format!("{CHALLENGE_PREFIX}abc-123");
-        assert_eq!(tokens.answer(&path), None);
-        let published = tokens.publish("abc-123", "abc-123.thumbprint");
+        assert_eq!(tokens.answer(&path).await, None);
+        let published = tokens
+            .publish("abc-123", "abc-123.thumbprint")
+            .await
+            .unwrap();
         assert_eq!(
-            tokens.clone().answer(&path).as_deref(),
+            tokens.clone().answer(&path).await.as_deref(),
             Some("abc-123.thumbprint")
         );
-        assert_eq!(tokens.answer(&format!("{CHALLENGE_PREFIX}other")), None);
         assert_eq!(
-            tokens.answer("/abc-123"),
+            tokens.answer(&format!("{CHALLENGE_PREFIX}other")).await,
+            None
+        );
+        assert_eq!(
+            tokens.answer("/abc-123").await,
             None,
             "only under the challenge path"
         );
         drop(published);
-        assert_eq!(tokens.answer(&path), None);
+        assert_eq!(tokens.answer(&path).await, None);
         assert!(tokens.is_empty());
+    }
+
+    /// Two nodes on one store: the token one publishes, the other answers, until withdrawn;
+    /// a made-up token is looked up only within the budget, and never outside the alphabet.
+    #[tokio::test]
+    async fn a_token_published_on_one_node_is_answered_by_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn StorageDriver> = Arc::new(crate::storage::FsDriver::new(dir.path()));
+        let (a, b) = (
+            ChallengeTokens::in_bucket(store.clone()),
+            ChallengeTokens::in_bucket(store.clone()),
+        );
+        let path = format!("{CHALLENGE_PREFIX}tok_1");
+        let published = a.publish("tok_1", "tok_1.print").await.unwrap();
+        assert_eq!(b.answer(&path).await.as_deref(), Some("tok_1.print"));
+        assert!(b.is_empty(), "looked up, not held");
+        drop(published);
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while b.answer(&path).await.is_some() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("withdrawn from the bucket");
+        assert_eq!(b.answer(&format!("{CHALLENGE_PREFIX}../x")).await, None);
+        assert!(!is_token("../x") && !is_token("") && is_token("AZaz09-_"));
+        let bucket = b.bucket.as_ref().unwrap();
+        *bucket.window.lock().unwrap() = (Instant::now(), 0);
+        let admitted = (0..100).filter(|_| bucket.admit()).count();
+        assert_eq!(admitted, BUCKET_LOOKUPS_PER_SECOND as usize);
     }
 }

@@ -30,11 +30,11 @@ pub async fn serve(listener: std::os::unix::net::UnixListener, manager: Arc<Acme
 
 async fn answer(line: &str, manager: &AcmeManager) -> String {
     match line {
-        "status" => format!("{}ok\n", manager.status().report()),
+        "status" => format!("{}ok\n", manager.status_now().await.report()),
         "renew" => {
             tracing::info!("renewal forced through the control socket");
             match manager.renew_now().await {
-                Ok(_) => format!("{}ok\n", manager.status().report()),
+                Ok(_) => format!("{}ok\n", manager.status_now().await.report()),
                 Err(e) => format!("error: {e}\n"),
             }
         }

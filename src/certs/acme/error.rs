@@ -59,6 +59,23 @@ pub enum AcmeError {
     Timeout { what: &'static str, seconds: u64 },
     #[error("{}: {message}", path.display())]
     State { path: PathBuf, message: String },
+    /// The bucket that keeps the account and certificate for several nodes failed.
+    #[error("the bucket: {source}")]
+    Bucket {
+        #[source]
+        source: crate::storage::StorageError,
+    },
+    /// Several nodes: another node holds the ACME lease and is ordering; its certificate
+    /// reaches this node through the bucket.
+    #[error(
+        "node {node} is ordering the certificate now (it holds the acme lease); this node picks \
+         it up from the bucket within a minute"
+    )]
+    OrderedElsewhere { node: String },
+    /// Several nodes: the `acme` lease could not be renewed during the order (the bucket did
+    /// not answer, or another node took it over after it expired).
+    #[error("the acme lease was lost during the order; it is tried again")]
+    LeaseLost,
     #[error(transparent)]
     Certificate(#[from] CertError),
     #[error("creating the certificate's key or signing request: {0}")]
@@ -153,7 +170,9 @@ impl AcmeError {
             AcmeError::Refused { .. } => "refused",
             AcmeError::Protocol { .. } => "unreachable",
             AcmeError::Timeout { .. } => "timeout",
-            AcmeError::State { .. } => "state",
+            AcmeError::State { .. } | AcmeError::Bucket { .. } => "state",
+            AcmeError::OrderedElsewhere { .. } => "elsewhere",
+            AcmeError::LeaseLost => "lease_lost",
             AcmeError::Certificate(_) | AcmeError::Key(_) => "certificate",
         }
     }

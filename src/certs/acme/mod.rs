@@ -10,12 +10,14 @@
 //! | `schedule.rs` | the pure date rules: lifetime fraction, point in the ARI window, retry backoff with jitter |
 //! | `challenges.rs` | [`ChallengeTokens`]: token → key authorization, read by the :80 listener |
 //! | `state.rs` | the state directory's layout and atomic private writes |
+//! | `kept.rs` | [`Kept`]: the account and certificate in the state directory, or in the bucket several nodes share |
 //! | `control.rs` | the Unix socket `regapp cert status|renew` use to reach the running server |
 //! | `status.rs` | [`Status`]: what `cert status` prints and the metrics will read |
 //! | `error.rs` | [`AcmeError`]: what went wrong in an operator's words, with the CA's detail |
 //!
-//! Architecture Invariant: this module knows instant-acme, rustls and `certs`, nothing of
-//! pingora, the edge, the registry or `config`. The edge only asks [`ChallengeTokens::answer`];
+//! Architecture Invariant: this module knows instant-acme, rustls, `certs`, and for several
+//! nodes the storage driver and `cluster`'s leases; nothing of pingora, the edge, the registry
+//! or `config`. The edge only asks [`ChallengeTokens::answer`];
 //! the TLS handshake only sees the resolver. The schedule is `renew()` (one attempt) plus a
 //! trivial loop, so tests and the CLI run single attempts.
 
@@ -23,6 +25,7 @@ mod account;
 mod challenges;
 pub mod control;
 mod error;
+mod kept;
 mod manager;
 mod order;
 mod renewal;
@@ -40,7 +43,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub use account::{https_connector, Connector};
 pub use challenges::{ChallengeTokens, CHALLENGE_PREFIX};
 pub use error::AcmeError;
-pub use manager::{AcmeManager, Plan};
+pub use kept::Kept;
+pub use manager::{AcmeManager, Plan, ACME_LEASE, PICK_UP_EVERY};
 pub use renewal::Basis;
 pub use state::StateDir;
 pub use status::Status;
@@ -89,6 +93,8 @@ pub fn spawn(manager: Arc<AcmeManager>, http_listen: SocketAddr) -> std::io::Res
         .spawn(move || {
             runtime.block_on(async move {
                 tokio::spawn(control::serve(control, manager.clone()));
+                // Several nodes: the certificate another node ordered, before anything else.
+                manager.pick_up().await;
                 wait_until_listening(http_listen).await;
                 manager.run().await;
             })
@@ -119,11 +125,19 @@ async fn wait_until_listening(addr: SocketAddr) {
 }
 
 /// What `regapp cert status` shows when the server is not running: the stored certificate and
-/// its due date by the lifetime rule (the CA's window is only known to a running server).
-pub fn status_from_disk(options: &AcmeOptions) -> Result<Status, AcmeError> {
+/// its due date by the lifetime rule (the CA's window is only known to a running server); with
+/// several nodes (`bucket`), the bucket's certificate and who holds the `acme` lease.
+pub async fn status_stored(
+    options: &AcmeOptions,
+    bucket: Option<(std::sync::Arc<dyn crate::storage::StorageDriver>, &str)>,
+) -> Result<Status, AcmeError> {
     let state = StateDir::new(&options.state_dir, &options.directory);
-    let certificate = match state.load_certificate()? {
-        Some(key) => Some(
+    let kept = match &bucket {
+        Some((driver, _)) => Kept::in_bucket(driver.clone(), &state),
+        None => Kept::Dir(state),
+    };
+    let certificate = match kept.load_certificate().await? {
+        Some((key, _)) => Some(
             crate::certs::CertInfo::from_der(&key.cert[0])
                 .map_err(crate::certs::CertError::from)?,
         ),
@@ -136,12 +150,23 @@ pub fn status_from_disk(options: &AcmeOptions) -> Result<Status, AcmeError> {
         }
         None => (None, Some(Basis::Missing)),
     };
+    let (node, lease) = match bucket {
+        Some((driver, node)) => {
+            let leases = crate::cluster::Leases::new(driver, node, Duration::ZERO);
+            let holder = leases.holder(ACME_LEASE).await;
+            (Some(node.to_owned()), Some(manager::lease_text(holder)))
+        }
+        None => (None, None),
+    };
     Ok(Status {
         domains: options.domains.clone(),
         directory: options.directory.clone(),
         certificate,
         next_renewal,
         basis,
+        kept: kept.certificate_location(),
+        node,
+        lease,
         ..Status::default()
     })
 }

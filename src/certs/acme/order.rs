@@ -106,7 +106,8 @@ async fn answer_challenges(
                 detail: "the CA offers no http-01 challenge for it".to_owned(),
             });
         };
-        published.push(tokens.publish(&challenge.token, challenge.key_authorization().as_str()));
+        let answer = challenge.key_authorization();
+        published.push(tokens.publish(&challenge.token, answer.as_str()).await?);
         challenge
             .set_ready()
             .await

@@ -55,6 +55,11 @@ impl StateDir {
             .map_err(|e| self.error(&self.dir, e))
     }
 
+    /// Distinguishes one ACME directory URL's account and certificate from another's.
+    pub fn directory_key(&self) -> &str {
+        &self.key
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -116,12 +121,18 @@ impl StateDir {
         key_pem: &str,
     ) -> Result<CertifiedKey, AcmeError> {
         let path = self.certificate_path();
-        let mut both = chain_pem.trim_end().to_owned();
-        both.push('\n');
-        both.push_str(key_pem);
+        let both = Self::pair(chain_pem, key_pem);
         let checked = pem::parse(both.as_bytes(), &path, both.as_bytes(), &path)?;
         write_atomic(&path, both.as_bytes(), PRIVATE_FILE)?;
         Ok(checked)
+    }
+
+    /// The stored form of a pair: the chain (leaf first), then its key.
+    pub fn pair(chain_pem: &str, key_pem: &str) -> String {
+        let mut both = chain_pem.trim_end().to_owned();
+        both.push('\n');
+        both.push_str(key_pem);
+        both
     }
 
     fn error(&self, path: &Path, e: io::Error) -> AcmeError {

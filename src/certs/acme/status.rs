@@ -26,6 +26,11 @@ pub struct Status {
     /// After a failure: when the next attempt may run (the backoff, or the CA's time).
     pub retry_at: Option<SystemTime>,
     pub last_error: Option<String>,
+    /// Where the certificate is kept (a file, or an object in the bucket).
+    pub kept: String,
+    /// Several nodes: this node's name, and who holds the `acme` lease.
+    pub node: Option<String>,
+    pub lease: Option<String>,
 }
 
 impl Status {
@@ -81,6 +86,15 @@ impl Status {
         }
         if let Some(retry) = self.retry_at {
             let _ = writeln!(out, "retry after:   {}", rfc3339(retry));
+        }
+        if !self.kept.is_empty() {
+            let _ = writeln!(out, "kept in:       {}", self.kept);
+        }
+        if let Some(node) = &self.node {
+            let _ = writeln!(out, "node:          {node}");
+        }
+        if let Some(lease) = &self.lease {
+            let _ = writeln!(out, "acme lease:    {lease}");
         }
         out
     }

@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 
 use async_trait::async_trait;
 
-use crate::cluster::{Acquired, Lease, Leases};
+use crate::cluster::{Acquired, Leases};
 use crate::plumbing::control_socket::Interim;
 use crate::registry::store::{Store, StoreError};
 use crate::storage::{Backend, StorageDriver, StorageError, StorageResult, StorageSettings};
@@ -424,7 +424,11 @@ impl Collector {
         if let Some(observer) = &observer {
             observer.on_lease(true);
         }
-        let result = under_lease(lease, !options.dry_run, self.collect(options, progress)).await;
+        let finished = !options.dry_run;
+        let result = lease
+            .keep_while(self.collect(options, progress), |r| finished && r.is_ok())
+            .await
+            .unwrap_or(Err(GcError::LeaseLost));
         if let Some(observer) = &observer {
             observer.on_lease(false);
         }
@@ -560,37 +564,6 @@ impl Collector {
         }
         progress
     }
-}
-
-/// Runs `work` while renewing `lease`, stops it if the lease is lost (another node may have
-/// started collecting), then releases the lease (`finished`: noting the run as done).
-async fn under_lease<T>(
-    mut lease: Lease,
-    finished: bool,
-    work: impl std::future::Future<Output = Result<T, GcError>>,
-) -> Result<T, GcError> {
-    let mut work = std::pin::pin!(work);
-    let mut renewed = std::time::Instant::now();
-    let result = loop {
-        tokio::select! {
-            result = &mut work => break result,
-            _ = tokio::time::sleep(lease.renew_every()) => match lease.renew().await {
-                Ok(true) => renewed = std::time::Instant::now(),
-                Ok(false) => break Err(GcError::LeaseLost),
-                // Until the lease could have expired, the store may come back.
-                Err(e) if renewed.elapsed() < lease.renew_every() * 2 => {
-                    tracing::warn!(error = %e, "renewing the collection's lease failed");
-                }
-                Err(_) => break Err(GcError::LeaseLost),
-            },
-        }
-    };
-    match lease.release(finished && result.is_ok()).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!("the collection's lease was taken over before its release"),
-        Err(e) => tracing::warn!(error = %e, "releasing the collection's lease failed; it expires"),
-    }
-    result
 }
 
 /// `start - grace`, or the epoch when the grace reaches before it.

@@ -392,3 +392,95 @@ fn a_restart_reuses_the_certificate_only_for_the_same_directory() {
     // Moved to another CA (say, from staging to production): that certificate is not served.
     assert!(restart("https://other-ca.test/directory").is_none());
 }
+
+/// Another node of `s`'s CA on `store` (the bucket several nodes share), named `node`.
+fn node_on(
+    s: &Setup,
+    store: &Arc<dyn crate::storage::StorageDriver>,
+    node: &str,
+) -> (Arc<AcmeManager>, Arc<CertResolver>, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let (script, issuer) = (s.script.clone(), s.issuer.clone());
+    let connector: Connector = Arc::new(move || {
+        Ok(Account::builder_with_http(Box::new(FakeCa {
+            script: script.clone(),
+            issuer: issuer.clone(),
+        })))
+    });
+    let resolver = Arc::new(CertResolver::new());
+    let options = AcmeOptions {
+        directory: format!("{BASE}/dir"),
+        contact: Vec::new(),
+        domains: vec![NAME.to_owned()],
+        ca_root: None,
+        eab: None,
+        profile: None,
+        state_dir: state.path().join("acme"),
+    };
+    let tokens = ChallengeTokens::in_bucket(store.clone());
+    let manager = AcmeManager::new(options, resolver.clone(), tokens, connector)
+        .unwrap()
+        .shared(store.clone(), node);
+    (Arc::new(manager), resolver, state)
+}
+
+/// Nodes on one bucket: one orders, the others pick its certificate up (a node that finds it
+/// under the lease orders nothing); a forced renewal reaches the others; while another node
+/// holds the lease, a node waits instead of ordering, and its status names the holder.
+#[test]
+fn nodes_on_one_bucket_order_once_and_pick_up_each_others_certificate() {
+    let s = setup(Script::default(), None);
+    let bucket = tempfile::tempdir().unwrap();
+    let store: Arc<dyn crate::storage::StorageDriver> =
+        Arc::new(crate::storage::FsDriver::new(bucket.path()));
+    let (a, _, _a) = node_on(&s, &store, "a");
+    let (b, b_resolver, _b) = node_on(&s, &store, "b");
+    let (c, c_resolver, _c) = node_on(&s, &store, "c");
+    runtime().block_on(async {
+        let first = a.renew(Basis::Missing).await.unwrap();
+        assert_eq!(s.orders().len(), 1);
+        let picked = b.pick_up().await.expect("a's certificate reaches b");
+        assert_eq!(picked.sha256_fingerprint, first.sha256_fingerprint);
+        assert!(b.pick_up().await.is_none(), "nothing new the second time");
+        // c was due before it looked: under the lease it finds a's and orders nothing.
+        let found = c.renew(Basis::Missing).await.unwrap();
+        assert_eq!(found.sha256_fingerprint, first.sha256_fingerprint);
+        assert_eq!(s.orders().len(), 1, "one order for the cluster");
+
+        let renewed = a.renew(Basis::Forced).await.unwrap();
+        assert_eq!(s.orders().len(), 2);
+        assert_ne!(renewed.sha256_fingerprint, first.sha256_fingerprint);
+        b.pick_up().await.expect("the renewal reaches b");
+        assert_eq!(
+            b_resolver.info().unwrap().sha256_fingerprint,
+            renewed.sha256_fingerprint
+        );
+        assert!(
+            a.pick_up().await.is_none(),
+            "a's own certificate is no news"
+        );
+
+        let other = crate::cluster::Leases::new(store.clone(), "x", Duration::from_secs(60));
+        let crate::cluster::Acquired::Held(_held) = other.try_acquire(ACME_LEASE).await.unwrap()
+        else {
+            panic!("the lease is free between orders");
+        };
+        let busy = c.renew(Basis::Forced).await.unwrap_err();
+        assert!(
+            matches!(&busy, AcmeError::OrderedElsewhere { node } if node == "x"),
+            "{busy}"
+        );
+        assert_eq!(s.orders().len(), 2, "no order while x holds the lease");
+        let status = c.status_now().await;
+        assert_eq!(status.failures_in_a_row, 0, "waiting is not failing");
+        let report = status.report();
+        assert!(report.contains("acme lease:    held by node x"), "{report}");
+        assert!(report.contains("node:          c"), "{report}");
+        assert!(report.contains("regapp-cluster/acme/"), "{report}");
+        c.pick_up().await;
+        assert_eq!(
+            c_resolver.info().unwrap().sha256_fingerprint,
+            renewed.sha256_fingerprint
+        );
+    });
+}
