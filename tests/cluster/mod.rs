@@ -402,18 +402,7 @@ fn wait_for_port(port: u16) {
     });
 }
 
-/// `n` bytes that compress badly and differ with `seed` (xorshift).
-pub fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use crate::util::noise;
 
 pub fn sha256(bytes: &[u8]) -> String {
     crate::util::layout::sha256_digest(bytes)

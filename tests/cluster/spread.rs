@@ -154,27 +154,8 @@ fn a_plain_http_haproxy_over_three_engines_takes_turns() {
     assert_eq!(counts, [2, 2, 2]);
 }
 
-/// `podman --root … --storage-driver vfs ARGS` with its own image store under `dir`; `pull`
-/// and `push` also get alice's credentials, an empty auth file and the cluster's CA.
 fn podman(cluster: &Cluster, dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new("podman");
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args(["--storage-driver", "vfs"])
-        .args(args);
-    if matches!(args.first(), Some(&"pull" | &"push")) {
-        std::fs::write(dir.join("auth.json"), "{}").unwrap();
-        command
-            .arg(format!("--authfile={}", dir.join("auth.json").display()))
-            .arg(format!("--cert-dir={}", cluster.trust_dir().display()))
-            .args(["--creds", &Cluster::creds()]);
-    }
-    command
-        .output()
-        .expect("podman runs (apt-get install podman)")
+    crate::util::podman(dir, &cluster.trust_dir(), Some(&Cluster::creds()), args)
 }
 
 fn ok(out: Output) -> Output {

@@ -60,17 +60,8 @@ fn client() -> Client {
         .expect("a plain-HTTP client builds")
 }
 
-/// Deterministic bytes that differ per `seed`.
 fn content(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    crate::util::noise(len, seed)
 }
 
 /// A request body that trickles out in small reads, so a kill lands mid-upload.

@@ -403,26 +403,8 @@ fn access_explain_prints_the_deciding_rule_per_action() {
     );
 }
 
-/// `podman --root … --storage-driver vfs ARGS`: podman with its own image store in `dir`;
-/// `pull` and `push` also get an empty auth file and the edge's CA.
 fn podman(edge: &EdgeServer, dir: &Path, args: &[&str]) -> Output {
-    let mut command = Command::new("podman");
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args(["--storage-driver", "vfs"])
-        .args(args);
-    if matches!(args.first(), Some(&"pull" | &"push")) {
-        std::fs::write(dir.join("auth.json"), "{}").unwrap();
-        command
-            .arg(format!("--authfile={}", dir.join("auth.json").display()))
-            .arg(format!("--cert-dir={}", edge.trust_dir().display()));
-    }
-    command
-        .output()
-        .expect("podman runs (apt-get install podman)")
+    crate::util::podman(dir, &edge.trust_dir(), None, args)
 }
 
 #[test]

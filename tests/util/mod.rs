@@ -191,3 +191,47 @@ pub fn catalog(registry: &dyn Registry) -> Vec<String> {
     }
     names
 }
+
+/// `podman --root … --storage-driver vfs ARGS`: podman with its own image store in `dir`;
+/// `pull` and `push` also get an empty auth file, the registry's CA in `cert_dir` and
+/// `creds` (`user:password`) when given.
+pub fn podman(
+    dir: &std::path::Path,
+    cert_dir: &std::path::Path,
+    creds: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    let mut command = std::process::Command::new("podman");
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    if matches!(args.first(), Some(&"pull" | &"push")) {
+        std::fs::write(dir.join("auth.json"), "{}").unwrap();
+        command
+            .arg(format!("--authfile={}", dir.join("auth.json").display()))
+            .arg(format!("--cert-dir={}", cert_dir.display()));
+        if let Some(creds) = creds {
+            command.args(["--creds", creds]);
+        }
+    }
+    command
+        .output()
+        .expect("podman runs (apt-get install podman)")
+}
+
+/// `len` bytes that compress badly and differ with `seed` (xorshift).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

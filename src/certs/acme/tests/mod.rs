@@ -29,16 +29,7 @@ fn setup(script: Script, profile: Option<&str>) -> Setup {
     let state = tempfile::tempdir().unwrap();
     let script = Arc::new(Mutex::new(script));
     let issuer = Arc::new(ca_issuer());
-    let connector: Connector = {
-        let script = script.clone();
-        let issuer = issuer.clone();
-        Arc::new(move || {
-            Ok(Account::builder_with_http(Box::new(FakeCa {
-                script: script.clone(),
-                issuer: issuer.clone(),
-            })))
-        })
-    };
+    let connector = fake_connector(&script, &issuer);
     let resolver = Arc::new(CertResolver::new());
     let options = AcmeOptions {
         directory: format!("{BASE}/dir"),
@@ -59,6 +50,20 @@ fn setup(script: Script, profile: Option<&str>) -> Setup {
         issuer,
         _state: state,
     }
+}
+
+/// Accounts whose requests the fake CA answers from `script`, issuing with `issuer`.
+fn fake_connector(
+    script: &Arc<Mutex<Script>>,
+    issuer: &Arc<Issuer<'static, KeyPair>>,
+) -> Connector {
+    let (script, issuer) = (script.clone(), issuer.clone());
+    Arc::new(move || {
+        Ok(Account::builder_with_http(Box::new(FakeCa {
+            script: script.clone(),
+            issuer: issuer.clone(),
+        })))
+    })
 }
 
 impl Setup {
@@ -400,13 +405,7 @@ fn node_on(
     node: &str,
 ) -> (Arc<AcmeManager>, Arc<CertResolver>, tempfile::TempDir) {
     let state = tempfile::tempdir().unwrap();
-    let (script, issuer) = (s.script.clone(), s.issuer.clone());
-    let connector: Connector = Arc::new(move || {
-        Ok(Account::builder_with_http(Box::new(FakeCa {
-            script: script.clone(),
-            issuer: issuer.clone(),
-        })))
-    });
+    let connector = fake_connector(&s.script, &s.issuer);
     let resolver = Arc::new(CertResolver::new());
     let options = AcmeOptions {
         directory: format!("{BASE}/dir"),
