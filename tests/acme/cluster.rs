@@ -116,6 +116,17 @@ fn three_nodes_order_one_certificate_and_a_forced_renewal_reaches_all() {
         text.contains("acme lease:    free (node n1 last ordered"),
         "{text}"
     );
+    // Stopped, a node reads the certificate and the lease from the bucket.
+    nodes[2].stop();
+    let text = stdout(&nodes[2].cert(&["status"]));
+    for expected in [
+        "server:        not running",
+        "acme lease:    free (node n1 last ordered",
+        "kept in:       bucket object",
+        &on_n1,
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
     drop(nodes);
     pebble.stop();
 }
