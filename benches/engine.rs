@@ -6,6 +6,8 @@
 //! push one large blob (POST, one streamed PATCH, PUT ?digest), pull it, push 8 large blobs at
 //! once, push 200 × 1 MiB at c=16, HEAD a blob and GET a manifest at c=16 for a few seconds,
 //! walk a catalog of 10,000 repositories at n=100 and n=1000; and the memory of each process.
+//! `--s3` and `--cluster` put the registries in a SeaweedFS bucket (`--cluster`: behind
+//! HAProxy, on 1 node and on 3) and count the S3 requests of a few operations after the phases.
 //! Results are printed as Markdown tables (BENCHMARKS.md holds a run).
 
 use std::os::unix::fs::MetadataExt;
@@ -17,6 +19,8 @@ use std::time::{Instant, SystemTime};
 mod catalog;
 #[path = "engine/client.rs"]
 mod client;
+#[path = "engine/cluster.rs"]
+mod cluster;
 #[path = "engine/content.rs"]
 mod content;
 #[path = "engine/edge.rs"]
@@ -29,6 +33,8 @@ mod pagecache;
 mod phases;
 #[path = "engine/report.rs"]
 mod report;
+#[path = "engine/requests.rs"]
+mod requests;
 #[path = "engine/s3.rs"]
 mod s3;
 #[path = "../tests/util/seaweed.rs"]
@@ -43,7 +49,7 @@ use content::pseudo_random;
 use options::{Options, Phase, MIB, USAGE};
 use phases::{Content, Target, ROUND_SHIFT};
 use report::{Goal, Report, Unit};
-use server::{status_kib_sum, Server};
+use server::Server;
 
 pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
 pub type BenchResult<T> = Result<T, BenchError>;
@@ -111,6 +117,12 @@ fn run(options: &Options) -> BenchResult<()> {
         started.elapsed()
     );
 
+    // SeaweedFS starts with the first registry in the bucket: with its metrics on.
+    let counter = if options.registries.iter().any(|&k| s3::in_bucket(k)) {
+        Some(requests::Counter::enable(run_dir.path())?)
+    } else {
+        None
+    };
     let mut targets = Vec::new();
     for &kind in &options.registries {
         let dir = run_dir.path().join(kind.name());
@@ -140,7 +152,7 @@ fn run(options: &Options) -> BenchResult<()> {
         .build()?;
     let machine_before = machine_cpu();
     let processes_before = processes_cpu(&targets);
-    runtime.block_on(async {
+    let census = runtime.block_on(async {
         for target in &targets {
             target.client.ping().await?;
         }
@@ -190,7 +202,14 @@ fn run(options: &Options) -> BenchResult<()> {
                 phases::run(phase, target, &content, sizes, &mut report).await?;
             }
         }
-        Ok::<(), BenchError>(())
+        let Some(counter) = &counter else {
+            return Ok(None);
+        };
+        let in_bucket: Vec<&Target> = targets
+            .iter()
+            .filter(|t| s3::in_bucket(t.server.kind))
+            .collect();
+        requests::census(counter, &in_bucket).await.map(Some)
     })?;
     let machine = machine_cpu() - machine_before;
     let processes = processes_cpu(&targets) - processes_before;
@@ -203,22 +222,26 @@ fn run(options: &Options) -> BenchResult<()> {
 
     for target in &mut targets {
         // For nginx: the sum over its master, its workers and the docker-registry behind it.
-        let hwm = status_kib_sum(&target.server.pids(), "VmHWM");
+        // A cluster's largest node (HAProxy not counted).
+        let hwm = target.server.memory_kib("VmHWM");
         if hwm == 0 {
             return Err("cannot read VmHWM".into());
         }
+        let label = if report.cluster() {
+            "peak RSS (VmHWM) of a node after all phases"
+        } else {
+            "peak RSS (VmHWM) after all phases"
+        };
         let goal = report.goal(
             Goal::RegappAtMost(32.0),
             Goal::RegappAtMost(64.0),
             Goal::RegappAtMost(64.0),
         );
-        report.record(
-            "peak RSS (VmHWM) after all phases",
-            Unit::Mib,
-            goal,
-            target.name(),
-            hwm as f64 / 1024.0,
-        );
+        report.record(label, Unit::Mib, goal, target.name(), hwm as f64 / 1024.0);
+        let dir = run_dir.path().join(target.name());
+        if let Some(spread) = cluster::spread(&target.server, &dir) {
+            report.note(spread);
+        }
         target.server.stop();
     }
     drop(targets);
@@ -227,6 +250,9 @@ fn run(options: &Options) -> BenchResult<()> {
     println!("## Where the CPU went\n\n{}", report.cpu());
     for note in report.notes() {
         println!("- {note}");
+    }
+    if let Some(census) = census {
+        println!("\n## S3 requests per operation (SeaweedFS's counters)\n\n{census}");
     }
     Ok(())
 }
@@ -347,6 +373,14 @@ fn print_header(options: &Options, run_dir: &Path) -> BenchResult<()> {
     );
     if options.registries.contains(&server::Kind::Nginx) {
         println!("nginx: {}", output(Command::new("nginx").arg("-v")));
+    }
+    if options
+        .registries
+        .iter()
+        .any(|k| k.cluster_nodes().is_some())
+    {
+        let version = output(Command::new("haproxy").arg("-v"));
+        println!("haproxy: {}", version.lines().next().unwrap_or(""));
     }
     let s = &options.sizes;
     println!(

@@ -17,6 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "engine/cluster.rs"]
+#[allow(dead_code)]
+mod cluster;
 #[path = "engine/edge.rs"]
 #[allow(dead_code)]
 mod edge;
@@ -139,7 +142,7 @@ fn run() -> BenchResult<()> {
 /// The front processes' RSS (nginx's master and workers; regapp is one process), not the
 /// docker-registry behind nginx, which the flood never reaches.
 fn front_pids(server: &Server) -> Vec<u32> {
-    let behind: Vec<u32> = server.inner.as_ref().map_or_else(Vec::new, |s| s.pids());
+    let behind: Vec<u32> = server.inner.iter().flat_map(Server::pids).collect();
     server
         .pids()
         .into_iter()
@@ -151,7 +154,7 @@ fn measure(server: &Server, client: &Client, scenario: &'static str) -> BenchRes
     let pids = front_pids(server);
     let idle = status_kib_sum(&pids, "VmRSS");
     let port = client.address.port();
-    let rss = RssSampler::start(pids.clone());
+    let rss = RssSampler::start(vec![pids.clone()]);
     let stop = Arc::new(AtomicBool::new(false));
     let flood: Box<dyn FnOnce() + Send> = match scenario {
         "idle" => {

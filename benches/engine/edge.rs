@@ -243,7 +243,7 @@ pub fn start_nginx(dir: &Path, regapp: &Path) -> BenchResult<Server> {
             format!("cannot start nginx ({e}); install it with `apt-get install nginx`")
         })?;
     let mut server = Server::spawned(Kind::Nginx, child, log);
-    server.inner = Some(Box::new(registry));
+    server.inner = vec![registry];
     server.wait_for(|| accepts(port).then_some(()))?;
     server.base = format!("https://localhost:{port}");
     server.access = access(&tls.join("ca.crt"));

@@ -11,7 +11,7 @@ pub const MIB: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--registries LIST]
-                                    [--edge] [--http2] [--fresh-pages]
+                                    [--edge] [--s3] [--cluster] [--http2] [--fresh-pages]
 
   --quick            sizes ~10x smaller, 1 s timed phases, 1 round (or REGAPP_BENCH_QUICK=1)
   --rounds N         run phases 1-6 N times, alternating which registry goes first, and report
@@ -22,7 +22,8 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
                      (8, the memory of the registry processes, is always reported)
   --registries LIST  regapp,docker-registry (or REGAPP_BENCH_REGISTRIES); default both;
                      also regapp-edge (regapp with its TLS edge and Basic Auth) and nginx
-                     (Debian's nginx with TLS and auth_basic in front of a docker-registry)
+                     (Debian's nginx with TLS and auth_basic in front of a docker-registry),
+                     and the --s3 and --cluster kinds
   --big-mib N        the size of phases 1 and 2's blob, in MiB (or REGAPP_BENCH_BIG_MIB);
                      default 1024 (128 with --quick); e.g. 6144 for S3's 5 GiB copy limit
   --edge             the same as --registries regapp-edge,nginx,docker-registry: the edge
@@ -31,6 +32,14 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
   --s3               the same as --registries regapp-s3,docker-registry-s3,regapp-s3-redirect,
                      regapp: both engines on one SeaweedFS (the test venv's weed), regapp on disk
                      beside
+  --cluster          the same as --registries regapp-3-nodes,regapp-1-node,docker-registry-1-node:
+                     each behind its own HAProxy (round robin, no stickiness) on one SeaweedFS,
+                     a registry's nodes on one prefix; ratios 3 nodes / 1 node and to
+                     docker-registry; memory per node. Add docker-registry-3-nodes with
+                     --registries (its uploads may fail across nodes: distribution#2225).
+                     With --s3 and --cluster, the S3 requests of an image's push and pull,
+                     a HEAD and a GET manifest are counted after the phases (SeaweedFS's
+                     metrics)
   --http2            clients of TLS servers offer h2 by ALPN, as docker, containerd and skopeo
                      do, and multiplex their workers over one connection with Go's windows
                      (4 MiB per stream, 1 GiB per connection); default: HTTP/1.1, a connection
@@ -139,6 +148,7 @@ impl Options {
         let mut big_mib = env("REGAPP_BENCH_BIG_MIB");
         let mut edge = false;
         let mut s3 = false;
+        let mut cluster = false;
         let mut recycle_pages = true;
         let mut http2 = false;
         let mut args = std::env::args().skip(1);
@@ -155,6 +165,7 @@ impl Options {
                 "--big-mib" => big_mib = Some(args.next().ok_or("--big-mib needs a number")?),
                 "--edge" => edge = true,
                 "--s3" => s3 = true,
+                "--cluster" => cluster = true,
                 "--fresh-pages" => recycle_pages = false,
                 "--http2" => http2 = true,
                 "-h" | "--help" => return Ok(None),
@@ -167,6 +178,10 @@ impl Options {
         }
         if s3 {
             let names: Vec<&str> = Kind::S3.iter().map(|k| k.name()).collect();
+            registries = Some(names.join(","));
+        }
+        if cluster {
+            let names: Vec<&str> = Kind::CLUSTER.iter().map(|k| k.name()).collect();
             registries = Some(names.join(","));
         }
         let phases = match phases {

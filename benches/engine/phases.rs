@@ -16,7 +16,7 @@ use crate::client::{Client, OCI_MANIFEST};
 use crate::content::{slices, Blob};
 use crate::options::{Phase, Sizes, MIB};
 use crate::report::{Goal, Report, Unit};
-use crate::server::{cpu_seconds_sum, own_cpu_seconds, status_kib_sum, RssSampler, Server};
+use crate::server::{cpu_seconds_sum, own_cpu_seconds, RssSampler, Server};
 use crate::{BenchError, BenchResult};
 
 /// No push phase may take longer than this.
@@ -93,14 +93,16 @@ struct Usage {
     wall: Duration,
     server_cpu: f64,
     client_cpu: f64,
-    /// The server's VmHWM once the work is done, KiB: which phase raised the peak.
+    /// The server's VmHWM once the work is done (a cluster's largest node), KiB: which phase
+    /// raised the peak.
     peak_after: u64,
 }
 
 async fn measured<T>(
-    pids: &[u32],
+    server: &Server,
     work: impl Future<Output = BenchResult<T>>,
 ) -> BenchResult<(T, Usage)> {
+    let pids = &server.pids()[..];
     let (server_before, client_before) = (cpu_seconds_sum(pids), own_cpu_seconds());
     let start = Instant::now();
     let value = work.await?;
@@ -108,7 +110,7 @@ async fn measured<T>(
         wall: start.elapsed(),
         server_cpu: cpu_seconds_sum(pids) - server_before,
         client_cpu: own_cpu_seconds() - client_before,
-        peak_after: status_kib_sum(pids, "VmHWM"),
+        peak_after: server.memory_kib("VmHWM"),
     };
     Ok((value, usage))
 }
@@ -124,7 +126,11 @@ fn record_rss(report: &mut Report, phase: u8, name: &str, rss_kib: u64) {
         Goal::RegappAtMost(64.0),
         Goal::RegappAtMost(64.0),
     );
-    let label = format!("max VmRSS during phase {phase}");
+    let label = if report.cluster() {
+        format!("max VmRSS of a node during phase {phase}")
+    } else {
+        format!("max VmRSS during phase {phase}")
+    };
     report.record(&label, Unit::Mib, goal, name, rss_kib as f64 / 1024.0);
 }
 
@@ -136,14 +142,13 @@ pub async fn run(
     report: &mut Report,
 ) -> BenchResult<()> {
     let name = target.name();
-    let pids = target.server.pids();
-    let pid = &pids[..];
+    let server = &target.server;
     let client = target.client.clone();
     match phase {
         Phase::Push => {
             let label = format!("push 1 × {} MiB blob", content.big.len() / MIB as u64);
-            let sampler = RssSampler::start(pids.clone());
-            let ((), usage) = measured(pid, async {
+            let sampler = RssSampler::start(server.memory_groups());
+            let ((), usage) = measured(server, async {
                 tokio::time::timeout(PUSH_LIMIT, client.push_blob("bench/big", &content.big))
                     .await
                     .map_err(|_| "the big push timed out")?
@@ -171,8 +176,8 @@ pub async fn run(
                 target.big_pushed = Some(content.big.digest.clone());
             }
             let label = format!("pull 1 × {} MiB blob", content.big.len() / MIB as u64);
-            let sampler = RssSampler::start(pids.clone());
-            let (received, usage) = measured(pid, async {
+            let sampler = RssSampler::start(server.memory_groups());
+            let (received, usage) = measured(server, async {
                 tokio::time::timeout(
                     PUSH_LIMIT,
                     client.pull_blob("bench/big", &content.big.digest, &content.big.data),
@@ -206,9 +211,12 @@ pub async fn run(
                 blobs.len(),
                 sizes.parallel_size / MIB
             );
-            let sampler = RssSampler::start(pids.clone());
-            let (bytes, usage) =
-                measured(pid, push_all(&client, "bench/parallel", blobs, blobs.len())).await?;
+            let sampler = RssSampler::start(server.memory_groups());
+            let (bytes, usage) = measured(
+                server,
+                push_all(&client, "bench/parallel", blobs, blobs.len()),
+            )
+            .await?;
             let rss = sampler.finish();
             report.record(
                 &label,
@@ -229,7 +237,7 @@ pub async fn run(
                 sizes.concurrency
             );
             let (bytes, usage) = measured(
-                pid,
+                server,
                 push_all(&client, "bench/small", blobs, sizes.concurrency),
             )
             .await?;
@@ -255,7 +263,7 @@ pub async fn run(
                 let digest = Arc::clone(&digest);
                 async move { c.head_blob("bench/head", &digest).await }
             };
-            let (count, usage) = timed(&client, pid, sizes, op).await?;
+            let (count, usage) = timed(&client, server, sizes, op).await?;
             report.record(
                 &label,
                 Unit::ReqPerS,
@@ -270,14 +278,16 @@ pub async fn run(
             record_usage(report, &label, name, &usage);
         }
         Phase::GetManifest => {
-            let manifest = push_image(&client, "bench/manifest", "v1", content).await?;
+            let config = image_config("");
+            let manifest =
+                push_image(&client, "bench/manifest", "v1", &config, &content.layer).await?;
             let got = client.manifest("bench/manifest", "v1").await?;
             if got != manifest {
                 return Err("GET manifest answered other bytes than were pushed".into());
             }
             let label = format!("GET manifest by tag, c={}", sizes.concurrency);
             let op = |c: Client| async move { c.manifest("bench/manifest", "v1").await.map(drop) };
-            let (count, usage) = timed(&client, pid, sizes, op).await?;
+            let (count, usage) = timed(&client, server, sizes, op).await?;
             report.record(
                 &label,
                 Unit::ReqPerS,
@@ -296,7 +306,7 @@ pub async fn run(
                 let label = format!("catalog walk, {} repos, n={page}", sizes.repositories);
                 let max_pages = sizes.repositories / page + 100;
                 let (walk, usage) =
-                    measured(pid, catalog::walk(&client, page, max_pages, WALK_LIMIT)).await?;
+                    measured(server, catalog::walk(&client, page, max_pages, WALK_LIMIT)).await?;
                 if walk.names < sizes.repositories {
                     return Err(format!(
                         "{name}: the catalog walk at n={page} saw {} names, fewer than the {} seeded",
@@ -376,7 +386,7 @@ async fn push_all(
 /// Runs `op` from `sizes.concurrency` workers for `sizes.timed`; returns the operations done.
 async fn timed<F, Fut>(
     client: &Client,
-    pid: &[u32],
+    server: &Server,
     sizes: &Sizes,
     op: F,
 ) -> BenchResult<(u64, Usage)>
@@ -407,21 +417,31 @@ where
         }
     };
     run(WARMUP_REQUESTS, sizes.timed).await?;
-    measured(pid, run(MAX_REQUESTS_PER_WORKER, sizes.timed)).await
+    measured(server, run(MAX_REQUESTS_PER_WORKER, sizes.timed)).await
 }
 
-/// Pushes a one-layer OCI image and tags it; returns the manifest's bytes.
-async fn push_image(
+/// An image config; `variant` makes it another blob.
+pub fn image_config(variant: &str) -> Blob {
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "variant": variant,
+        "rootfs": { "type": "layers", "diff_ids": [] },
+    });
+    Blob::new(Bytes::from(config.to_string()))
+}
+
+/// Pushes a one-layer OCI image (`config`, then `layer`) and tags it; returns the manifest's
+/// bytes.
+pub async fn push_image(
     client: &Client,
     repo: &str,
     tag: &str,
-    content: &Content,
+    config: &Blob,
+    layer: &Blob,
 ) -> BenchResult<Bytes> {
-    let config = Blob::new(Bytes::from_static(
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#,
-    ));
-    client.push_blob(repo, &config).await?;
-    client.push_blob(repo, &content.layer).await?;
+    client.push_blob(repo, config).await?;
+    client.push_blob(repo, layer).await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -432,8 +452,8 @@ async fn push_image(
         },
         "layers": [{
             "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": content.layer.digest,
-            "size": content.layer.len(),
+            "digest": layer.digest,
+            "size": layer.len(),
         }],
         "annotations": { "org.opencontainers.image.title": "regapp engine benchmark" },
     });

@@ -1,6 +1,7 @@
-//! `--s3`: regapp and docker-registry on one SeaweedFS (the tests' harness,
+//! `--s3` and `--cluster`: regapp and docker-registry on one SeaweedFS (the tests' harness,
 //! `tests/util/seaweed.rs`, started once for the run and gone with it), each in a prefix of
-//! its own; the catalog's repositories are written into the bucket with regapp's S3 driver.
+//! its own (a cluster's nodes share theirs); the catalog's repositories are written into the
+//! bucket with regapp's S3 driver.
 
 use std::path::Path;
 
@@ -40,14 +41,14 @@ pub fn regapp_storage(kind: Kind, dir: &Path) -> BenchResult<String> {
 }
 
 /// docker-registry's `storage:` entries for its `s3-aws` driver.
-pub fn docker_registry_storage() -> String {
+pub fn docker_registry_storage(kind: Kind) -> String {
     let server = Seaweed::shared();
     format!(
         "  s3:\n    region: us-east-1\n    regionendpoint: \"{}\"\n    bucket: {BUCKET}\n    \
          accesskey: {ACCESS_KEY}\n    secretkey: {SECRET_KEY}\n    secure: false\n    \
          v4auth: true\n    rootdirectory: /{}\n  redirect:\n    disable: true\n",
         server.endpoint(),
-        prefix(Kind::DockerRegistryS3),
+        prefix(kind),
     )
 }
 
@@ -56,7 +57,7 @@ pub fn in_bucket(kind: Kind) -> bool {
     matches!(
         kind,
         Kind::RegappS3 | Kind::RegappS3Redirect | Kind::DockerRegistryS3
-    )
+    ) || kind.cluster_nodes().is_some()
 }
 
 /// Copies the layout seeded under `root` into `kind`'s prefix, 32 objects at a time.

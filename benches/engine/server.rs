@@ -1,5 +1,6 @@
-//! The two registries as child processes on loopback ports, each on its own data directory,
-//! and what the benchmark reads of them from `/proc`: resident memory and CPU time.
+//! The two registries as child processes on loopback ports, each on its own data directory
+//! (or, for `--cluster`, several nodes of one behind HAProxy), and what the benchmark reads of
+//! them from `/proc`: resident memory and CPU time.
 //!
 //! A [`Server`] is killed when dropped, so a failing or panicking run leaves no process behind.
 
@@ -34,11 +35,23 @@ pub enum Kind {
     RegappS3Redirect,
     /// docker-registry on its `s3-aws` driver, on the same SeaweedFS.
     DockerRegistryS3,
+    /// `--cluster`: three regapp nodes on one prefix of the bucket, behind HAProxy.
+    RegappCluster3,
+    /// One regapp node behind the same HAProxy setup.
+    RegappCluster1,
+    /// One docker-registry on the bucket behind HAProxy.
+    DockerRegistryCluster1,
+    /// Three docker-registry nodes sharing `http.secret` and the prefix, behind HAProxy.
+    DockerRegistryCluster3,
 }
 
 impl Kind {
     /// Every kind, in the order of the report's columns: the first is compared with the next.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 11] = [
+        Kind::RegappCluster3,
+        Kind::RegappCluster1,
+        Kind::DockerRegistryCluster1,
+        Kind::DockerRegistryCluster3,
         Kind::RegappEdge,
         Kind::Nginx,
         Kind::RegappS3,
@@ -58,6 +71,13 @@ impl Kind {
         Kind::RegappS3Redirect,
         Kind::Regapp,
     ];
+    /// `--cluster`: regapp on 3 nodes and on 1, and docker-registry on 1, each behind HAProxy
+    /// on one SeaweedFS (docker-registry on 3 nodes only when named: see BENCHMARKS.md).
+    pub const CLUSTER: [Kind; 3] = [
+        Kind::RegappCluster3,
+        Kind::RegappCluster1,
+        Kind::DockerRegistryCluster1,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -68,7 +88,33 @@ impl Kind {
             Kind::RegappS3 => "regapp-s3",
             Kind::RegappS3Redirect => "regapp-s3-redirect",
             Kind::DockerRegistryS3 => "docker-registry-s3",
+            Kind::RegappCluster3 => "regapp-3-nodes",
+            Kind::RegappCluster1 => "regapp-1-node",
+            Kind::DockerRegistryCluster1 => "docker-registry-1-node",
+            Kind::DockerRegistryCluster3 => "docker-registry-3-nodes",
         }
+    }
+
+    /// How many nodes HAProxy balances over, for the `--cluster` kinds.
+    pub fn cluster_nodes(self) -> Option<usize> {
+        match self {
+            Kind::RegappCluster1 | Kind::DockerRegistryCluster1 => Some(1),
+            Kind::RegappCluster3 | Kind::DockerRegistryCluster3 => Some(3),
+            _ => None,
+        }
+    }
+
+    /// Whether regapp serves this kind's registry (else docker-registry, maybe behind a proxy).
+    pub fn is_regapp(self) -> bool {
+        matches!(
+            self,
+            Kind::Regapp
+                | Kind::RegappEdge
+                | Kind::RegappS3
+                | Kind::RegappS3Redirect
+                | Kind::RegappCluster1
+                | Kind::RegappCluster3
+        )
     }
 }
 
@@ -81,8 +127,8 @@ pub struct Server {
     /// How a client reaches it (TLS, credentials).
     pub access: Access,
     log: PathBuf,
-    /// The docker-registry behind nginx, stopped after it.
-    pub inner: Option<Box<Server>>,
+    /// The servers behind this one, stopped after it: nginx's docker-registry, HAProxy's nodes.
+    pub inner: Vec<Server>,
 }
 
 impl Server {
@@ -90,10 +136,21 @@ impl Server {
     /// its config and log in `dir`, and waits until `GET /v2/` answers 200.
     pub fn start(kind: Kind, dir: &Path, regapp: &Path) -> BenchResult<Server> {
         match kind {
-            Kind::RegappEdge => return crate::edge::start_regapp(dir, regapp),
-            Kind::Nginx => return crate::edge::start_nginx(dir, regapp),
-            _ => {}
+            Kind::RegappEdge => crate::edge::start_regapp(dir, regapp),
+            Kind::Nginx => crate::edge::start_nginx(dir, regapp),
+            _ if kind.cluster_nodes().is_some() => crate::cluster::start(kind, dir, regapp),
+            _ => Server::start_node(kind, dir, regapp, None),
         }
+    }
+
+    /// [`Server::start`] for one engine process; `node` names it in a cluster (regapp's
+    /// `[cluster] node`; docker-registry's nodes share `http.secret` instead).
+    pub fn start_node(
+        kind: Kind,
+        dir: &Path,
+        regapp: &Path,
+        node: Option<&str>,
+    ) -> BenchResult<Server> {
         let root = dir.join("data");
         fs::create_dir_all(&root)?;
         let log = dir.join("server.log");
@@ -101,11 +158,14 @@ impl Server {
         // docker-registry is given its port; regapp picks one and prints it.
         let mut address = None;
         let mut command = match kind {
-            Kind::Regapp | Kind::RegappS3 | Kind::RegappS3Redirect => {
+            _ if kind.is_regapp() => {
                 let config = dir.join("regapp.toml");
                 let storage = crate::s3::regapp_storage(kind, dir)?;
+                let cluster = node.map_or_else(String::new, |n| {
+                    format!("\n[cluster]\nnode = {}\n", toml_string(n))
+                });
                 let text = format!(
-                    "[storage]\nroot = {}\n{storage}\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n",
+                    "[storage]\nroot = {}\n{storage}\n[engine]\nlisten = \"127.0.0.1:0\"\n\n[metrics]\nlisten = \"127.0.0.1:0\"\n{cluster}",
                     toml_string(path_str(&root)?)
                 );
                 fs::write(&config, text)?;
@@ -122,16 +182,22 @@ impl Server {
                 address = Some(format!("127.0.0.1:{port}"));
                 // JSON strings are valid YAML scalars, which takes care of quoting the path.
                 let storage = match kind {
-                    Kind::DockerRegistryS3 => crate::s3::docker_registry_storage(),
+                    _ if crate::s3::in_bucket(kind) => crate::s3::docker_registry_storage(kind),
                     _ => format!(
                         "  filesystem:\n    rootdirectory: {}\n",
                         serde_json::Value::from(path_str(&root)?)
                     ),
                 };
+                // Behind a balancer every node must sign upload state with the same secret.
+                let secret = if node.is_some() {
+                    "  secret: regapp-bench-shared-secret\n"
+                } else {
+                    ""
+                };
                 let yaml = format!(
                     "version: 0.1\nlog:\n  level: error\n\
                      storage:\n{storage}  delete:\n    enabled: true\n\
-                     http:\n  addr: 127.0.0.1:{port}\n",
+                     http:\n  addr: 127.0.0.1:{port}\n{secret}",
                 );
                 fs::write(&config, yaml)?;
                 let mut command = Command::new("docker-registry");
@@ -151,9 +217,12 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(File::create(&log)?);
-        let child = command.spawn().map_err(|e| match kind {
-            Kind::DockerRegistry | Kind::DockerRegistryS3 => format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`"),
-            _ => format!("cannot start {} ({e})", regapp.display()),
+        let child = command.spawn().map_err(|e| {
+            if kind.is_regapp() {
+                format!("cannot start {} ({e})", regapp.display())
+            } else {
+                format!("cannot start docker-registry ({e}); install it with `apt-get install docker-registry`")
+            }
         })?;
         let mut server = Server::spawned(kind, child, log);
         let address = match address {
@@ -177,7 +246,7 @@ impl Server {
             base: String::new(),
             access: Access::default(),
             log,
-            inner: None,
+            inner: Vec::new(),
         }
     }
 
@@ -197,10 +266,25 @@ impl Server {
                 .split_whitespace()
                 .filter_map(|c| c.parse::<u32>().ok()),
         );
-        if let Some(inner) = &self.inner {
+        for inner in &self.inner {
             pids.extend(inner.pids());
         }
         pids
+    }
+
+    /// The processes whose memory counts as one: all of them (nginx with its docker-registry),
+    /// or for a cluster each node apart (HAProxy not counted).
+    pub fn memory_groups(&self) -> Vec<Vec<u32>> {
+        if self.kind.cluster_nodes().is_some() {
+            self.inner.iter().map(Server::pids).collect()
+        } else {
+            vec![self.pids()]
+        }
+    }
+
+    /// A `kB` status field (`VmRSS`, `VmHWM`) summed over each memory group, the largest.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        groups_kib(&self.memory_groups(), field)
     }
 
     /// Polls `ready` until it gives a value, failing with the server's log if the server exits
@@ -224,8 +308,15 @@ impl Server {
         }
     }
 
-    /// SIGTERM, then SIGKILL after [`STOP_GRACE`].
+    /// SIGTERM, then SIGKILL after [`STOP_GRACE`]; then the same for the servers behind it.
     pub fn stop(&mut self) {
+        self.stop_own();
+        for inner in &mut self.inner {
+            inner.stop();
+        }
+    }
+
+    fn stop_own(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
             unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
@@ -246,7 +337,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         if self.kind == Kind::Nginx {
             // SIGKILL would leave nginx's workers behind; SIGTERM makes the master stop them.
-            self.stop();
+            self.stop_own();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -259,7 +350,7 @@ pub fn free_port() -> BenchResult<u16> {
 }
 
 /// Whether `GET /v2/` at `address` answers 200 (plain blocking HTTP/1.0, for start-up only).
-fn answers_v2(address: &str) -> bool {
+pub fn answers_v2(address: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect(address) else {
         return false;
     };
@@ -299,6 +390,15 @@ pub fn status_kib_sum(pids: &[u32], field: &str) -> u64 {
     pids.iter().filter_map(|&p| status_kib(p, field)).sum()
 }
 
+/// [`status_kib_sum`] of each group of processes, the largest.
+pub fn groups_kib(groups: &[Vec<u32>], field: &str) -> u64 {
+    groups
+        .iter()
+        .map(|g| status_kib_sum(g, field))
+        .max()
+        .unwrap_or(0)
+}
+
 /// User + system CPU seconds of several processes so far.
 pub fn cpu_seconds_sum(pids: &[u32]) -> f64 {
     pids.iter().map(|&p| cpu_seconds(p)).sum()
@@ -333,7 +433,8 @@ pub fn own_cpu_seconds() -> f64 {
 }
 
 /// Samples `VmRSS` (summed over the server's processes) every few milliseconds on its own thread; [`RssSampler::finish`]
-/// gives the largest value seen, in KiB.
+/// gives the largest value seen, in KiB. Given several groups of processes (a cluster's nodes),
+/// it keeps the largest group's sum.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
     thread: JoinHandle<u64>,
@@ -344,17 +445,17 @@ impl RssSampler {
     /// However long the phase, the sampler stops by itself after this long.
     const LIMIT: Duration = Duration::from_secs(3600);
 
-    pub fn start(pids: Vec<u32>) -> RssSampler {
+    pub fn start(groups: Vec<Vec<u32>>) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let thread = thread::spawn(move || {
             let until = Instant::now() + Self::LIMIT;
             let mut max = 0;
             while !flag.load(Ordering::Relaxed) && Instant::now() < until {
-                max = max.max(status_kib_sum(&pids, "VmRSS"));
+                max = max.max(groups_kib(&groups, "VmRSS"));
                 thread::sleep(Self::EVERY);
             }
-            max.max(status_kib_sum(&pids, "VmRSS"))
+            max.max(groups_kib(&groups, "VmRSS"))
         });
         RssSampler { stop, thread }
     }
