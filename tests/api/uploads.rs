@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Method, StatusCode};
 
-use super::{image_manifest, sha256, Engine, OCI_MANIFEST};
+use super::{image_manifest, sha256, Engine, Reply, OCI_MANIFEST};
 
 async fn start(e: &Engine, repo: &str) -> String {
     let r = e
@@ -20,6 +20,18 @@ async fn start(e: &Engine, repo: &str) -> String {
     assert!(location.starts_with(&format!("/v2/{repo}/blobs/uploads/")));
     assert!(location.ends_with(r.header("docker-upload-uuid")));
     location
+}
+
+/// PATCHes `head` as an upload's first chunk, with its `Content-Range`.
+async fn patch_first_chunk(e: &Engine, location: &str, head: &[u8]) -> Reply {
+    let range = format!("0-{}", head.len() - 1);
+    e.call(
+        Method::PATCH,
+        location,
+        &[("content-range", &range)],
+        Bytes::copy_from_slice(head),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -76,15 +88,7 @@ async fn an_upload_continues_on_a_restarted_engine() {
     let content: Vec<u8> = (0..9 * 1024 * 1024 + 3).map(|i| (i % 253) as u8).collect();
     let (head, tail) = content.split_at(9 * 1024 * 1024);
     let location = start(&first, "a").await;
-    let range = format!("0-{}", head.len() - 1);
-    let r = first
-        .call(
-            Method::PATCH,
-            &location,
-            &[("content-range", &range)],
-            Bytes::copy_from_slice(head),
-        )
-        .await;
+    let r = patch_first_chunk(&first, &location, head).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
 
     let driver = first.api.store().driver().clone();
@@ -291,15 +295,7 @@ async fn concurrent_pushes_of_one_blob_and_one_manifest_all_succeed() {
         async move {
             let location = start(e, &repo).await;
             let (head, tail) = content.split_at(6 * 1024 * 1024);
-            let range = format!("0-{}", head.len() - 1);
-            let r = e
-                .call(
-                    Method::PATCH,
-                    &location,
-                    &[("content-range", &range)],
-                    Bytes::copy_from_slice(head),
-                )
-                .await;
+            let r = patch_first_chunk(e, &location, head).await;
             assert_eq!(r.status, StatusCode::ACCEPTED, "{:?}", r.body);
             let put = format!("{location}?digest={digest}");
             let r = e

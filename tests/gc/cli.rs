@@ -9,6 +9,16 @@ use super::{blob_path, regapp, regapp_ok};
 use crate::util::regapp::write_config;
 use crate::util::{Regapp, Registry};
 
+/// After `push_kept_and_gone("cli")`: `du` lists the kept repository and a total, and
+/// `gc --dry-run` would remove the gone image's 3 blobs. Returns the dry run's report.
+fn du_and_dry_run(config: &std::path::Path) -> String {
+    let du = regapp_ok(&["du"], config);
+    assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");
+    let dry = regapp_ok(&["gc", "--dry-run"], config);
+    assert!(dry.contains("would remove: 3 blobs"), "{dry}");
+    dry
+}
+
 #[test]
 fn gc_and_du_go_through_the_running_server_or_work_alone() {
     let work = tempfile::tempdir().unwrap();
@@ -18,12 +28,8 @@ fn gc_and_du_go_through_the_running_server_or_work_alone() {
     let pusher = Pusher::new(server.host());
     let (kept, gone) = pusher.push_kept_and_gone("cli");
 
-    let du = regapp_ok(&["du"], &config);
-    assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");
-
-    let dry = regapp_ok(&["gc", "--dry-run"], &config);
+    let dry = du_and_dry_run(&config);
     assert!(dry.contains("collected by the running server"), "{dry}");
-    assert!(dry.contains("would remove: 3 blobs"), "{dry}");
     assert!(
         blob_path(&root, &gone.digest).exists(),
         "a dry run deletes nothing"
@@ -72,10 +78,7 @@ fn gc_and_du_on_a_bucket_go_through_the_running_server() {
     let pusher = Pusher::new(server.host());
     let (kept, gone) = pusher.push_kept_and_gone("cli");
 
-    let du = regapp_ok(&["du"], &config);
-    assert!(du.contains("cli/kept") && du.contains("total: "), "{du}");
-    let dry = regapp_ok(&["gc", "--dry-run"], &config);
-    assert!(dry.contains("would remove: 3 blobs"), "{dry}");
+    du_and_dry_run(&config);
     let run = regapp_ok(&["gc"], &config);
     assert!(run.contains("removed: 3 blobs"), "{run}");
     pusher.verify(&kept);

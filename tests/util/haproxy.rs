@@ -54,7 +54,7 @@ impl Haproxy {
         check_config(&file);
         let mut command = Command::new("haproxy");
         command.arg("-f").arg(&file).arg("-db");
-        // It prints nothing when it is ready (servers start UP); it logs state changes.
+        // It prints nothing when it is ready; it logs state changes and each request.
         let (process, _) = ServerProcess::spawn("haproxy", "haproxy", command, |_| None);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -87,7 +87,7 @@ impl Haproxy {
         &self.config
     }
 
-    /// What HAProxy logged so far (server state changes).
+    /// What HAProxy logged so far (server state changes, one line per request).
     pub fn log(&self) -> String {
         self.process.log()
     }

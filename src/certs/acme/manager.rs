@@ -473,9 +473,7 @@ impl AcmeManager {
             .kept
             .save_certificate(&issued.chain_pem, &issued.key_pem)
             .await?;
-        let version = self.kept.load_certificate().await.ok().flatten();
-        // This node's own certificate is no news to its pick-up.
-        self.inner().seen = version.and_then(|(_, version)| version);
+        // The next pick-up reads it back once and finds it already served.
         Ok(self.resolver.install(Arc::new(key))?)
     }
 

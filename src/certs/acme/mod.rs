@@ -93,8 +93,6 @@ pub fn spawn(manager: Arc<AcmeManager>, http_listen: SocketAddr) -> std::io::Res
         .spawn(move || {
             runtime.block_on(async move {
                 tokio::spawn(control::serve(control, manager.clone()));
-                // Several nodes: the certificate another node ordered, before anything else.
-                manager.pick_up().await;
                 wait_until_listening(http_listen).await;
                 manager.run().await;
             })
