@@ -14,3 +14,4 @@ pub mod ops;
 pub mod plumbing;
 pub mod registry;
 pub mod storage;
+pub mod upstream;

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake gcc pkg-config openssl python3-venv skopeo docker-registry apache2-utils curl nghttp2-client jq pebble prometheus podman haproxy lintian systemd systemd-container adduser)
+packages=(cmake gcc pkg-config openssl python3-venv skopeo docker-registry apache2-utils curl nghttp2-client jq pebble prometheus podman haproxy lintian systemd systemd-container adduser containerd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

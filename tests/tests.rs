@@ -35,6 +35,7 @@ mod crash;
 mod edge;
 mod fuzz;
 mod gc;
+mod mirror;
 mod ops;
 mod readme;
 mod s3;

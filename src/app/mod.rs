@@ -20,6 +20,7 @@ use crate::ops::{self, Reloader, Service};
 use crate::plumbing::background;
 use crate::registry::api::{server, Api};
 use crate::registry::gc::{self, Collector};
+use crate::registry::mirror::Mirrors;
 use crate::registry::store::Store;
 use crate::storage::{Backend, FsDriver};
 
@@ -69,7 +70,8 @@ async fn serve_engine_alone(
     tokio::spawn(store.clone().warm_catalog());
     let api = Api::new(store)
         .body_idle_timeout(DEFAULT_IDLE_TIMEOUT)
-        .metrics(service.metrics.engine.clone());
+        .metrics(service.metrics.engine.clone())
+        .mirrors(open_mirrors(&settings, &service)?);
     let ready_when = service.engine_alone_checks(local);
     service.start(ready_when)?;
     server::serve(listener, api, shutdown_signal(), ENGINE_DRAIN).await?;
@@ -151,7 +153,8 @@ fn engine_behind_edge(
         .require_front_token(front_token.to_owned())
         .enforce_access(access.clone())
         .body_idle_timeout(edge.idle_timeout)
-        .metrics(service.metrics.engine.clone());
+        .metrics(service.metrics.engine.clone())
+        .mirrors(open_mirrors(settings, service)?);
     parts::access_rules(&mut service.reloader, access.clone());
     Ok(api)
 }
@@ -305,6 +308,27 @@ async fn open_store(
         });
     }
     Ok(store)
+}
+
+/// The `[[mirror]]` upstreams' clients (their password and CA files are read now); fetches
+/// spool in `<storage root>/mirror-spool`.
+fn open_mirrors(
+    settings: &Settings,
+    service: &Service<Settings>,
+) -> Result<Arc<Mirrors>, AppError> {
+    let spool = settings.storage.root.join("mirror-spool");
+    let mirrors = Mirrors::new(
+        settings.engine.mirrors.clone(),
+        spool,
+        Some(service.metrics.mirror.clone()),
+    )
+    .map_err(|e| format!("mirror: {e}"))?;
+    for mirror in mirrors.iter() {
+        let m = mirror.settings();
+        tracing::info!(mirror = mirror.name(), url = %m.upstream.url, prefix = %m.prefix,
+            namespace = m.namespace.as_deref().unwrap_or(""), default = m.default, "mirroring");
+    }
+    Ok(Arc::new(mirrors))
 }
 
 /// How long `/readyz` waits for the bucket's answer.

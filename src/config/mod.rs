@@ -25,6 +25,7 @@ mod access;
 mod acme;
 mod diagnostics;
 mod gc;
+mod mirror;
 mod ops;
 mod raw;
 mod storage;
@@ -75,6 +76,7 @@ impl Settings {
             &locator,
         );
         let gc = gc::gc_settings(raw.gc.take(), raw.retention.take(), &locator);
+        let mirrors = mirror::mirror_settings(raw.mirror.take(), &locator);
         let delete_enabled = raw.storage.delete_enabled;
         let storage = storage::storage_settings(std::mem::take(&mut raw.storage), &locator);
         let edge = match raw.edge {
@@ -103,21 +105,25 @@ impl Settings {
             ));
         }
         // Every problem at once, not the first section's only.
-        let (log, edge, access, gc, storage) = match (log, edge, access, gc, storage) {
-            (Ok(log), Ok(edge), Ok(access), Ok(gc), Ok(storage)) if problems.is_empty() => {
-                (log, edge, access, gc, storage)
-            }
-            (log, edge, access, gc, storage) => {
-                let mut errors = log.err().into_iter().collect::<Vec<_>>();
-                errors.extend(edge.err().into_iter().flat_map(|e| e.0));
-                errors.extend(access.err().unwrap_or_default());
-                errors.extend(gc.err().unwrap_or_default());
-                errors.extend(storage.err().unwrap_or_default());
-                errors.extend(problems);
-                errors.sort_by_key(|e| e.line);
-                return Err(ConfigErrors(errors));
-            }
-        };
+        let (log, edge, access, gc, storage, mirrors) =
+            match (log, edge, access, gc, storage, mirrors) {
+                (Ok(log), Ok(edge), Ok(access), Ok(gc), Ok(storage), Ok(mirrors))
+                    if problems.is_empty() =>
+                {
+                    (log, edge, access, gc, storage, mirrors)
+                }
+                (log, edge, access, gc, storage, mirrors) => {
+                    let mut errors = log.err().into_iter().collect::<Vec<_>>();
+                    errors.extend(edge.err().into_iter().flat_map(|e| e.0));
+                    errors.extend(access.err().unwrap_or_default());
+                    errors.extend(gc.err().unwrap_or_default());
+                    errors.extend(storage.err().unwrap_or_default());
+                    errors.extend(mirrors.err().unwrap_or_default());
+                    errors.extend(problems);
+                    errors.sort_by_key(|e| e.line);
+                    return Err(ConfigErrors(errors));
+                }
+            };
         let settings = Settings {
             storage,
             engine: EngineSettings {
@@ -133,6 +139,7 @@ impl Settings {
                         .max_manifest_bytes
                         .unwrap_or(StoreOptions::default().manifest_max_bytes),
                 },
+                mirrors,
             },
             edge,
             metrics: ops::metrics_settings(raw.metrics),
@@ -197,6 +204,7 @@ impl Settings {
             engine: EngineSettings {
                 listen: DEFAULT_LISTEN.parse().expect("the default parses"),
                 store: StoreOptions::default(),
+                mirrors: Vec::new(),
             },
             edge: Some(EdgeSettings {
                 hostname: "localhost".to_owned(),
@@ -421,6 +429,19 @@ impl fmt::Display for Settings {
             "\nmetrics.listen = {}\nmetrics.allow = {:?}\nlog.level = {}\nlog.format = {:?}",
             self.metrics.listen, self.metrics.allow, self.log.level, self.log.format
         )?;
+        for m in &self.engine.mirrors {
+            // Not the password: this text goes to logs.
+            write!(
+                f,
+                "\nmirror {:?} = {} as {}/ (namespace {:?}, default {}, tag_ttl {})",
+                m.upstream.name,
+                m.upstream.url,
+                m.prefix,
+                m.namespace.as_deref().unwrap_or(""),
+                m.default,
+                humantime::format_duration(m.tag_ttl)
+            )?;
+        }
         write!(f, "\ngc.interval = ")?;
         match self.gc.interval {
             Some(interval) => write!(f, "{}", humantime::format_duration(interval))?,

@@ -31,6 +31,26 @@ pub(super) struct RawConfig {
     pub cluster: RawCluster,
     /// `[[access]]`: per-repository rules, in order.
     pub access: Option<Vec<RawAccessRule>>,
+    /// `[[mirror]]`: upstreams the engine caches.
+    pub mirror: Option<Vec<RawMirror>>,
+}
+
+/// One `[[mirror]]`; missing and contradictory keys are reported by `mirror.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMirror {
+    pub name: Option<String>,
+    pub url: Option<String>,
+    pub prefix: Option<String>,
+    pub namespace: Option<String>,
+    pub default: Option<bool>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
+    pub tag_ttl: Option<HumanDuration>,
+    pub max_concurrent: Option<usize>,
+    pub max_bytes: Option<HumanBytes>,
+    pub max_unused: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,5 +233,61 @@ impl<'de> Deserialize<'de> for HumanDuration {
         parse_duration(&text)
             .map(HumanDuration)
             .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size written as humans do: `"50GiB"`, `"500MB"`, `"1024"` (bytes). Units are powers of
+/// 1024 with or without the `i` (`GB` = `GiB`), as in `regapp du`'s output.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HumanBytes(pub u64);
+
+impl<'de> Deserialize<'de> for HumanBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(u64),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Number(n) => Ok(HumanBytes(n)),
+            Written::Text(text) => parse_bytes(&text).map(HumanBytes).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a size like \"50GiB\", \"500MiB\" or a number of bytes"
+                ))
+            }),
+        }
+    }
+}
+
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let power = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 1,
+        "m" | "mb" | "mib" => 2,
+        "g" | "gb" | "gib" => 3,
+        "t" | "tb" | "tib" => 4,
+        _ => return None,
+    };
+    let bytes = number * 1024f64.powi(power);
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+#[cfg(test)]
+mod bytes_tests {
+    #[test]
+    fn sizes_parse_in_powers_of_1024() {
+        assert_eq!(super::parse_bytes("50GiB"), Some(50 << 30));
+        assert_eq!(super::parse_bytes("1.5 GB"), Some(3 << 29));
+        assert_eq!(super::parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(super::parse_bytes("1000"), Some(1000));
+        assert_eq!(super::parse_bytes("lots"), None);
+        assert_eq!(super::parse_bytes("5 parsecs"), None);
     }
 }

@@ -20,12 +20,14 @@ mod edge;
 mod engine;
 mod gc;
 pub mod health;
+mod mirror;
 pub mod server;
 
 pub use cluster::ClusterMetrics;
 pub use edge::EdgeMetrics;
 pub use engine::{EngineMetrics, RouteClass};
 pub use gc::GcMetrics;
+pub use mirror::{Cached, MirrorMetrics};
 
 /// `[metrics]` (checked by `config`).
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +62,7 @@ pub struct Metrics {
     pub tls: TlsMetrics,
     pub gc: GcMetrics,
     pub cluster: ClusterMetrics,
+    pub mirror: MirrorMetrics,
     refreshers: Arc<Mutex<Vec<Refresher>>>,
 }
 
@@ -103,6 +106,7 @@ impl Metrics {
             tls: TlsMetrics::register(&registry),
             gc: GcMetrics::register(&registry),
             cluster: ClusterMetrics::register(&registry),
+            mirror: MirrorMetrics::register(&registry),
             registry,
             refreshers: Arc::default(),
         }

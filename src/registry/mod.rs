@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod gc;
+pub mod mirror;
 pub mod store;
 pub mod types;
 
@@ -16,6 +17,8 @@ pub struct EngineSettings {
     /// The engine's plain-HTTP listener; loopback unless it is meant to be reached directly.
     pub listen: std::net::SocketAddr,
     pub store: store::StoreOptions,
+    /// `[[mirror]]`: the upstreams cached, in the file's order.
+    pub mirrors: Vec<mirror::MirrorSettings>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";

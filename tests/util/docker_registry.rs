@@ -56,25 +56,7 @@ impl DockerRegistry {
         );
         std::fs::write(&config, yaml).expect("write the docker-registry config");
 
-        let mut command = Command::new("docker-registry");
-        command.arg("serve").arg(&config);
-        // 2.8.2 on S3 dies at start when this is set (its transport cannot take a CA bundle).
-        command.env_remove("AWS_CA_BUNDLE");
-        // The registry reads REGISTRY_* variables as config overrides; keep the caller's out.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("REGISTRY_") {
-                command.env_remove(key);
-            }
-        }
-        // Port 0 works: the registry logs the address it really bound, e.g.
-        // `level=info msg="listening on 127.0.0.1:38823"`.
-        let (mut process, found) =
-            ServerProcess::spawn("docker-registry", "docker-registry", command, |line| {
-                let rest = &line[line.find("msg=\"listening on ")? + "msg=\"listening on ".len()..];
-                Some(rest[..rest.find('"')?].to_owned())
-            });
-        let host = process.wait_for_line(&found, "its listening address");
-        process.wait_for_http(&host);
+        let (process, host) = serve(&config);
         Self {
             process,
             host,
@@ -83,7 +65,34 @@ impl DockerRegistry {
     }
 }
 
-fn json(text: &str) -> String {
+/// Runs `docker-registry serve CONFIG` without the caller's `REGISTRY_*` overrides; waits until
+/// it logs its listening address and answers `GET /v2/` (any status). Returns the process and
+/// `127.0.0.1:PORT`. Shared with [`super::upstream::Upstream`], which writes its own configs.
+pub fn serve(config: &Path) -> (ServerProcess, String) {
+    let mut command = Command::new("docker-registry");
+    command.arg("serve").arg(config);
+    // 2.8.2 on S3 dies at start when this is set (its transport cannot take a CA bundle).
+    command.env_remove("AWS_CA_BUNDLE");
+    // The registry reads REGISTRY_* variables as config overrides; keep the caller's out.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("REGISTRY_") {
+            command.env_remove(key);
+        }
+    }
+    // Port 0 works: the registry logs the address it really bound, e.g.
+    // `level=info msg="listening on 127.0.0.1:38823"` (`…:38823, tls"` with `http.tls`).
+    let (mut process, found) =
+        ServerProcess::spawn("docker-registry", "docker-registry", command, |line| {
+            let rest = &line[line.find("msg=\"listening on ")? + "msg=\"listening on ".len()..];
+            Some(rest[..rest.find(['"', ','])?].to_owned())
+        });
+    let host = process.wait_for_line(&found, "its listening address");
+    process.wait_for_http(&host);
+    (process, host)
+}
+
+/// `text` as a quoted YAML scalar (a JSON string is one), for paths and names in configs.
+pub fn json(text: &str) -> String {
     serde_json::Value::from(text).to_string()
 }
 

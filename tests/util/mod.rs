@@ -8,6 +8,7 @@
 // Each test module uses its own subset of these helpers.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod docker_registry;
 pub mod haproxy;
 pub mod images;
@@ -17,6 +18,8 @@ pub mod regapp;
 pub mod seaweed;
 pub mod skopeo;
 pub mod tls;
+pub mod token_issuer;
+pub mod upstream;
 
 use std::path::Path;
 use std::time::Duration;

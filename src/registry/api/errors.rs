@@ -10,8 +10,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
 use super::response::Response;
+use crate::registry::mirror::MirrorError;
 use crate::registry::store::StoreError;
 use crate::storage::StorageError;
+use crate::upstream::UpstreamError;
 
 /// An error answer of the API, carrying what its headers need.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,8 @@ pub enum ApiError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Mirror(#[from] MirrorError),
 }
 
 /// The OCI error codes regapp answers with, and their fixed descriptions.
@@ -72,6 +76,7 @@ pub enum Code {
     Denied,
     TooManyRequests,
     Unsupported,
+    Unavailable,
     RangeInvalid,
     PaginationNumberInvalid,
     Unknown,
@@ -94,6 +99,7 @@ impl Code {
             Code::Denied => "DENIED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
             Code::Unsupported => "UNSUPPORTED",
+            Code::Unavailable => "UNAVAILABLE",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Code::Unknown => "UNKNOWN",
@@ -118,6 +124,7 @@ impl Code {
             Code::Denied => "requested access to the resource is denied",
             Code::TooManyRequests => "too many requests",
             Code::Unsupported => "the operation is unsupported",
+            Code::Unavailable => "service unavailable",
             Code::RangeInvalid => "invalid content range",
             Code::PaginationNumberInvalid => "invalid number of results requested",
             Code::Unknown => "unknown error",
@@ -144,32 +151,23 @@ impl ApiError {
             ApiError::MethodNotAllowed => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
             ApiError::AuthenticationRequired { .. } => (Code::Unauthorized, S::UNAUTHORIZED),
             ApiError::AccessDenied { .. } => (Code::Denied, S::FORBIDDEN),
-            ApiError::Store(e) => match e {
-                StoreError::NameUnknown(_) => (Code::NameUnknown, S::NOT_FOUND),
-                StoreError::BlobUnknown(_) => (Code::BlobUnknown, S::NOT_FOUND),
-                StoreError::UploadUnknown => (Code::BlobUploadUnknown, S::NOT_FOUND),
-                StoreError::UploadOutOfOrder { .. } => {
-                    (Code::RangeInvalid, S::RANGE_NOT_SATISFIABLE)
-                }
-                StoreError::UploadInvalid(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
-                StoreError::DigestMismatch { .. } => (Code::DigestInvalid, S::BAD_REQUEST),
-                StoreError::ManifestUnknown(_) => (Code::ManifestUnknown, S::NOT_FOUND),
-                StoreError::ManifestInvalid(_) => (Code::ManifestInvalid, S::BAD_REQUEST),
-                StoreError::ManifestTooLarge { .. } => {
-                    (Code::ManifestInvalid, S::PAYLOAD_TOO_LARGE)
-                }
-                StoreError::ManifestBlobUnknown(_) => (Code::ManifestBlobUnknown, S::BAD_REQUEST),
-                StoreError::DeleteDisabled => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
-                StoreError::Body(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
-                StoreError::BodyStalled(_) => (Code::BlobUploadInvalid, S::REQUEST_TIMEOUT),
-                StoreError::Storage(StorageError::Full { .. }) => {
-                    (Code::Unknown, S::INSUFFICIENT_STORAGE)
-                }
-                StoreError::Storage(
-                    StorageError::NotFound { .. }
-                    | StorageError::Io { .. }
-                    | StorageError::InvalidKey(_),
-                ) => (Code::Unknown, S::INTERNAL_SERVER_ERROR),
+            ApiError::Store(e) => store_code_and_status(e),
+            ApiError::Mirror(e) => match e {
+                MirrorError::ReadOnly { .. } => (Code::Denied, S::FORBIDDEN),
+                MirrorError::Upstream { source, .. } => match source {
+                    UpstreamError::RateLimited { .. } => {
+                        (Code::TooManyRequests, S::TOO_MANY_REQUESTS)
+                    }
+                    UpstreamError::NotFound => (Code::NameUnknown, S::NOT_FOUND),
+                    UpstreamError::Setup(_)
+                    | UpstreamError::Denied(_)
+                    | UpstreamError::Status(_)
+                    | UpstreamError::TimedOut
+                    | UpstreamError::Unreachable(_)
+                    | UpstreamError::Invalid(_) => (Code::Unavailable, S::SERVICE_UNAVAILABLE),
+                },
+                MirrorError::Spool(_) => (Code::Unknown, S::INTERNAL_SERVER_ERROR),
+                MirrorError::Store(e) => store_code_and_status(e),
             },
         }
     }
@@ -194,9 +192,40 @@ impl ApiError {
             ApiError::Store(StoreError::UploadOutOfOrder { size, .. }) => {
                 headers.insert(header::RANGE, value(upload_range(*size)));
             }
+            ApiError::Mirror(MirrorError::Upstream {
+                source: UpstreamError::RateLimited { retry_after },
+                ..
+            }) => {
+                let seconds = retry_after.as_secs().max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            }
             _ => {}
         }
         response
+    }
+}
+
+/// The code and status of a store error (answered directly or through the mirror).
+fn store_code_and_status(e: &StoreError) -> (Code, StatusCode) {
+    use StatusCode as S;
+    match e {
+        StoreError::NameUnknown(_) => (Code::NameUnknown, S::NOT_FOUND),
+        StoreError::BlobUnknown(_) => (Code::BlobUnknown, S::NOT_FOUND),
+        StoreError::UploadUnknown => (Code::BlobUploadUnknown, S::NOT_FOUND),
+        StoreError::UploadOutOfOrder { .. } => (Code::RangeInvalid, S::RANGE_NOT_SATISFIABLE),
+        StoreError::UploadInvalid(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
+        StoreError::DigestMismatch { .. } => (Code::DigestInvalid, S::BAD_REQUEST),
+        StoreError::ManifestUnknown(_) => (Code::ManifestUnknown, S::NOT_FOUND),
+        StoreError::ManifestInvalid(_) => (Code::ManifestInvalid, S::BAD_REQUEST),
+        StoreError::ManifestTooLarge { .. } => (Code::ManifestInvalid, S::PAYLOAD_TOO_LARGE),
+        StoreError::ManifestBlobUnknown(_) => (Code::ManifestBlobUnknown, S::BAD_REQUEST),
+        StoreError::DeleteDisabled => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
+        StoreError::Body(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
+        StoreError::BodyStalled(_) => (Code::BlobUploadInvalid, S::REQUEST_TIMEOUT),
+        StoreError::Storage(StorageError::Full { .. }) => (Code::Unknown, S::INSUFFICIENT_STORAGE),
+        StoreError::Storage(
+            StorageError::NotFound { .. } | StorageError::Io { .. } | StorageError::InvalidKey(_),
+        ) => (Code::Unknown, S::INTERNAL_SERVER_ERROR),
     }
 }
 

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::auth::access::Access;
 use crate::metrics::{EngineMetrics, RouteClass};
+use crate::registry::mirror::{Mirrors, Target};
 use crate::registry::store::{Body, Store};
 
 mod errors;
@@ -37,6 +38,7 @@ pub struct Api {
     body_idle_timeout: Option<Duration>,
     access: Option<Arc<Access>>,
     metrics: Option<EngineMetrics>,
+    mirrors: Arc<Mirrors>,
 }
 
 /// Who asks, as the front that authenticated the request says.
@@ -87,7 +89,14 @@ impl Api {
             body_idle_timeout: None,
             metrics: None,
             access: None,
+            mirrors: Arc::default(),
         }
+    }
+
+    /// Serves the repositories of `mirrors` from their upstreams (read-only).
+    pub fn mirrors(mut self, mirrors: Arc<Mirrors>) -> Api {
+        self.mirrors = mirrors;
+        self
     }
 
     /// Enforces `access`'s rules for the user the front names in [`FRONT_USER_HEADER`] (no
@@ -259,6 +268,14 @@ impl Api {
             .filter(|_| is_upload(class, &method))
             .map(EngineMetrics::upload_started);
         let permissions = self.permissions(caller);
+        let (route, mirrored) = match route {
+            Ok(route) => match self.mirror_target(&route, &request).await {
+                Ok(Some(target)) => (Ok(route.renamed(target.local.clone())), Some(target)),
+                Ok(None) => (Ok(route), None),
+                Err(e) => (Err(e), None),
+            },
+            Err(e) => (Err(e), None),
+        };
         let response = match route {
             Ok(route) => {
                 // Checked before the handler reads anything, the body above all.
@@ -267,9 +284,15 @@ impl Api {
                     None => Ok(()),
                 };
                 match allowed {
-                    Ok(()) => {
-                        handlers::dispatch(&self.store, route, request, body, &permissions).await
-                    }
+                    Ok(()) => match mirrored {
+                        Some(target) => {
+                            handlers::mirrored::dispatch(&self.store, &target, route, request).await
+                        }
+                        None => {
+                            handlers::dispatch(&self.store, route, request, body, &permissions)
+                                .await
+                        }
+                    },
                     Err(denied) => Err(denied),
                 }
             }
@@ -280,6 +303,25 @@ impl Api {
             Some(metrics) => count(metrics, class, &method, started, response),
             None => response,
         }
+    }
+}
+
+impl Api {
+    /// The mirror a request goes to, if any (`registry::mirror`): by the name's prefix, by
+    /// containerd's `?ns=`, or to the default mirror for a name the store does not hold.
+    async fn mirror_target(
+        &self,
+        route: &Route,
+        request: &Request,
+    ) -> Result<Option<Target>, ApiError> {
+        let Some(name) = route.name() else {
+            return Ok(None);
+        };
+        let writing = !matches!(request.method, Method::GET | Method::HEAD);
+        Ok(self
+            .mirrors
+            .resolve(name, request.query("ns"), writing, &self.store)
+            .await?)
     }
 }
 

@@ -30,6 +30,33 @@ pub enum Route {
 }
 
 impl Route {
+    /// The repository the route acts on, if it names one.
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            Route::Base | Route::Catalog => None,
+            Route::Tags(name)
+            | Route::Manifest(name, _)
+            | Route::Uploads(name)
+            | Route::Upload(name, _)
+            | Route::Blob(name, _)
+            | Route::Referrers(name, _) => Some(name),
+        }
+    }
+
+    /// The same route on another repository (a mirror's local name for what the client
+    /// named).
+    pub fn renamed(self, to: RepoName) -> Route {
+        match self {
+            Route::Base | Route::Catalog => self,
+            Route::Tags(_) => Route::Tags(to),
+            Route::Manifest(_, r) => Route::Manifest(to, r),
+            Route::Uploads(_) => Route::Uploads(to),
+            Route::Upload(_, id) => Route::Upload(to, id),
+            Route::Blob(_, d) => Route::Blob(to, d),
+            Route::Referrers(_, d) => Route::Referrers(to, d),
+        }
+    }
+
     pub fn parse(path: &str) -> Result<Route, ApiError> {
         let rest = match path {
             "/v2" | "/v2/" => return Ok(Route::Base),

@@ -120,3 +120,17 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Links a blob whose bytes are in the store (whichever repository brought them) into
+    /// `repo`; false when they are not. For the mirror: a layer another mirrored repository
+    /// cached is not fetched again.
+    pub async fn blob_link_existing(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
+        let _pin = self.pin(vec![digest.clone()]).await?;
+        if !self.blob_exists(digest).await? {
+            return Ok(false);
+        }
+        self.link_blob(repo, digest).await?;
+        Ok(true)
+    }
+}

@@ -205,3 +205,14 @@ impl Store {
         Ok(found)
     }
 }
+
+impl Store {
+    /// Whether the catalog lists `name` (on a shared store, as of [`SHARED_FRESHNESS`] ago):
+    /// the mirror asks it to tell a local repository from a name for its default upstream.
+    pub async fn repository_exists(&self, name: &RepoName) -> StoreResult<bool> {
+        let found = self
+            .catalog_where(None, Some(1), |listed| listed == name.as_str())
+            .await?;
+        Ok(!found.is_empty())
+    }
+}

@@ -78,6 +78,32 @@ impl Store {
         content_type: Option<&str>,
         body: Bytes,
     ) -> StoreResult<PutManifest> {
+        self.put_manifest(repo, reference, content_type, body, true)
+            .await
+    }
+
+    /// Stores a manifest a mirror fetched from its upstream: checked like a pushed one, except
+    /// that what it references need not be here yet (a pull-through cache fetches blobs and
+    /// child manifests when a client asks for them, as registry:2's proxy does).
+    pub async fn manifest_put_cached(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+    ) -> StoreResult<PutManifest> {
+        self.put_manifest(repo, reference, content_type, body, false)
+            .await
+    }
+
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        check_references: bool,
+    ) -> StoreResult<PutManifest> {
         let limit = self.options.manifest_max_bytes;
         if body.len() > limit {
             return Err(StoreError::ManifestTooLarge { limit });
@@ -106,7 +132,9 @@ impl Store {
         pinned.extend(manifest.manifests.iter().map(|child| child.digest.clone()));
         pinned.push(digest.clone());
         let _pins = self.pin(pinned).await?;
-        self.check_references(repo, &manifest).await?;
+        if check_references {
+            self.check_references(repo, &manifest).await?;
+        }
 
         // In this order, so that a link never names a manifest that is not there and the tag
         // moves last; one publish makes them durable together.

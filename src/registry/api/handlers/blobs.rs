@@ -7,7 +7,9 @@ use crate::registry::api::response::{self, Response, CONTENT_DIGEST};
 use crate::registry::api::Request;
 use crate::registry::store::Store;
 use crate::registry::types::range::{parse_range_header, RangeRequest};
+use crate::registry::types::ByteRange;
 use crate::registry::types::{Digest, RepoName};
+use crate::storage::ByteStream;
 
 const OCTET_STREAM: &str = "application/octet-stream";
 
@@ -18,6 +20,34 @@ pub(super) async fn get(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let size = store.blob_size(name, digest).await?;
+    if req.method == Method::GET {
+        if let Some(url) = store.blob_download_url(digest).await? {
+            let mut response = response::empty(StatusCode::TEMPORARY_REDIRECT);
+            response.headers_mut().insert(header::LOCATION, value(url));
+            response
+                .headers_mut()
+                .insert(CONTENT_DIGEST, value(digest.to_string()));
+            return Ok(response);
+        }
+    }
+    answer(size, digest, req, |range| async move {
+        Ok(store.blob_read(digest, range).await?)
+    })
+    .await
+}
+
+/// A blob of `size` bytes as the request's method and `Range` want it; `read` opens the
+/// bytes (or the range) for a GET.
+pub(super) async fn answer<F, Fut>(
+    size: u64,
+    digest: &Digest,
+    req: &Request,
+    read: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(Option<ByteRange>) -> Fut,
+    Fut: std::future::Future<Output = Result<ByteStream, ApiError>>,
+{
     let range = match req.header(header::RANGE) {
         None => None,
         Some(value) => match parse_range_header(value, size) {
@@ -30,21 +60,10 @@ pub(super) async fn get(
         Some(r) => (StatusCode::PARTIAL_CONTENT, r.len()),
         None => (StatusCode::OK, size),
     };
-    if req.method == Method::GET {
-        if let Some(url) = store.blob_download_url(digest).await? {
-            let mut response = response::empty(StatusCode::TEMPORARY_REDIRECT);
-            response.headers_mut().insert(header::LOCATION, value(url));
-            response
-                .headers_mut()
-                .insert(CONTENT_DIGEST, value(digest.to_string()));
-            return Ok(response);
-        }
-    }
     let mut response = if req.method == Method::HEAD {
         response::head(status, OCTET_STREAM, len)
     } else {
-        let body = store.blob_read(digest, range).await?;
-        response::stream(status, OCTET_STREAM, len, body)
+        response::stream(status, OCTET_STREAM, len, read(range).await?)
     };
     let headers = response.headers_mut();
     headers.insert(CONTENT_DIGEST, value(digest.to_string()));

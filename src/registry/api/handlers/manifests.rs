@@ -7,7 +7,7 @@ use http::{header, Method, StatusCode};
 use crate::registry::api::errors::{value, ApiError};
 use crate::registry::api::response::{self, Response, CONTENT_DIGEST, OCI_SUBJECT};
 use crate::registry::api::Request;
-use crate::registry::store::{Body, Store, StoreError};
+use crate::registry::store::{Body, Store, StoreError, StoredManifest};
 use crate::registry::types::accept::accepts;
 use crate::registry::types::{Reference, RepoName};
 
@@ -18,6 +18,11 @@ pub(super) async fn get(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let manifest = store.manifest_get(name, reference).await?;
+    answer(manifest, req)
+}
+
+/// A stored manifest as the request's method and `Accept` header want it.
+pub(super) fn answer(manifest: StoredManifest, req: &Request) -> Result<Response, ApiError> {
     let accept_lines = req
         .headers
         .get_all(header::ACCEPT)

@@ -15,6 +15,7 @@ use crate::registry::types::{Digest, Reference, UploadId};
 mod blobs;
 mod listing;
 mod manifests;
+pub(super) mod mirrored;
 mod uploads;
 
 pub(super) async fn dispatch(

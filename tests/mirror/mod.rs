@@ -1,0 +1,2 @@
+mod containerd_fixture;
+mod fixtures;
