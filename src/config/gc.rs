@@ -72,5 +72,6 @@ pub(super) fn gc_settings(
         upload_max_age: gc.upload_max_age.map_or(default.upload_max_age, |d| d.0),
         retention: rules,
         clock_skew: default.clock_skew,
+        caches: Vec::new(),
     })
 }

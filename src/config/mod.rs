@@ -16,7 +16,7 @@ use crate::edge::{
 };
 use crate::metrics::MetricsSettings;
 use crate::ops::logging::LogSettings;
-use crate::registry::gc::GcPolicy;
+use crate::registry::gc::{CacheLimit, GcPolicy};
 use crate::registry::store::StoreOptions;
 use crate::registry::{EngineSettings, DEFAULT_LISTEN};
 use crate::storage::{Backend, StorageSettings};
@@ -139,7 +139,7 @@ impl Settings {
                         .max_manifest_bytes
                         .unwrap_or(StoreOptions::default().manifest_max_bytes),
                 },
-                mirrors,
+                mirrors: mirrors.clone(),
             },
             edge,
             metrics: ops::metrics_settings(raw.metrics),
@@ -147,6 +147,15 @@ impl Settings {
             access,
             gc: GcPolicy {
                 clock_skew: cluster.clock_skew,
+                caches: mirrors
+                    .iter()
+                    .map(|m| CacheLimit {
+                        name: m.upstream.name.clone(),
+                        prefix: m.prefix.clone(),
+                        max_bytes: m.max_bytes,
+                        max_unused: m.max_unused,
+                    })
+                    .collect(),
                 ..gc
             },
             cluster,

@@ -142,6 +142,7 @@ mod tests {
                 .collect(),
             total_bytes: 10 * names.len() as u64,
             total_blobs: names.len() as u64,
+            caches: Default::default(),
         };
         observer.on_usage(&usage(&["a", "b"]));
         observer.on_usage(&usage(&["a"]));

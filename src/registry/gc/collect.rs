@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime};
 
 use futures_util::StreamExt;
 
+use super::eviction::{evict, CacheLimit};
 use super::mark::{self, RepoState, Roots};
 use super::progress::Progress;
 use super::retention::rule_for;
@@ -74,11 +75,22 @@ async fn run(
     report.repositories = repos.len() as u64;
     step_done("repositories loaded");
 
-    let untagged_by_retention = retention(&sweeper, policy, &mut repos, start, &mut report).await?;
+    let mut untagged_by_retention =
+        retention(&sweeper, policy, &mut repos, start, &mut report).await?;
+    let (evicted, count) = evict(&sweeper, &policy.caches, &mut repos, start).await?;
+    report.manifests_evicted = count;
+    for (index, digests) in evicted {
+        let repo = &repos[index];
+        untagged_by_retention
+            .entry(repo.name.clone())
+            .or_default()
+            .extend(repo.dependents(digests));
+    }
     let delete_untagged = policy.delete_untagged || options.delete_untagged;
     let kept = kept_revisions(&repos, delete_untagged, &untagged_by_retention, cutoff);
     let (spared, unlinked) =
         unlink_revisions(&sweeper, &repos, &kept, progress, &mut report).await?;
+    forget_pulls(&sweeper, &policy.caches, &repos, &unlinked).await?;
     let (marked, usage) = mark_kept(&repos, &kept, &spared, &mut report);
     step_done("marked");
 
@@ -95,7 +107,30 @@ async fn run(
     }
     report.duration = began.elapsed();
     step_done("upload sessions swept");
-    Ok((report, usage.finish()))
+    Ok((report, usage.finish(&policy.caches)))
+}
+
+/// Removes the pull stamps of the mirrored manifests this run unlinked.
+async fn forget_pulls(
+    sweeper: &Sweeper<'_>,
+    caches: &[CacheLimit],
+    repos: &[RepoState],
+    unlinked: &HashSet<RevisionKey>,
+) -> Result<(), GcError> {
+    if sweeper.dry_run {
+        return Ok(());
+    }
+    for (index, digest) in unlinked {
+        let repo = &repos[*index];
+        if caches.iter().any(|cache| cache.holds(repo.name.as_str())) {
+            let stamp = crate::registry::store::paths::mirror_pulled(&repo.name, digest);
+            match sweeper.driver.delete(&stamp).await {
+                Err(e) if !e.is_not_found() => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Applies every repository's retention rule; returns, per repository, the revisions whose
@@ -302,7 +337,11 @@ async fn apply_retention(
 }
 
 /// `regapp du`: what every repository's manifests reference, nothing deleted.
-pub(super) async fn measure(store: &Store, progress: &mut Progress) -> Result<Usage, GcError> {
+pub(super) async fn measure(
+    store: &Store,
+    caches: &[CacheLimit],
+    progress: &mut Progress,
+) -> Result<Usage, GcError> {
     let names = repository_names(store).await?;
     let repos = mark::load_all(store.driver().as_ref(), names, progress).await?;
     let mut usage = UsageBuilder::default();
@@ -315,7 +354,7 @@ pub(super) async fn measure(store: &Store, progress: &mut Progress) -> Result<Us
                 .flat_map(|refs| refs.blobs.iter().cloned()),
         );
     }
-    Ok(usage.finish())
+    Ok(usage.finish(caches))
 }
 
 async fn repository_names(store: &Store) -> Result<Vec<RepoName>, GcError> {

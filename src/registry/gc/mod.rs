@@ -33,6 +33,7 @@ use crate::storage::{Backend, StorageDriver, StorageError, StorageResult, Storag
 
 mod collect;
 pub mod control;
+mod eviction;
 pub mod lock;
 mod mark;
 pub mod progress;
@@ -43,6 +44,7 @@ mod tests;
 pub mod trash;
 pub mod usage;
 
+pub use eviction::CacheLimit;
 pub use retention::RetentionRule;
 pub use trash::FsTrash;
 
@@ -119,6 +121,8 @@ pub struct GcPolicy {
     /// On a shared store, a push's pin spares a blob if newer than the cutoff less this
     /// (`[cluster] clock_skew`: the pin's time is the pushing node's clock).
     pub clock_skew: Duration,
+    /// The mirrors' cache limits (`[[mirror]] max_bytes`, `max_unused`).
+    pub caches: Vec<CacheLimit>,
 }
 
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
@@ -133,11 +137,15 @@ impl GcPolicy {
     /// and the running server that collects for it.
     pub fn settings_line(&self) -> String {
         format!(
-            "grace {}, delete_untagged {}, upload_max_age {}, {} retention rule(s)",
+            "grace {}, delete_untagged {}, upload_max_age {}, {} retention rule(s), {} mirror cache limit(s)",
             humantime::format_duration(self.grace),
             self.delete_untagged,
             humantime::format_duration(self.upload_max_age),
-            self.retention.len()
+            self.retention.len(),
+            self.caches
+                .iter()
+                .filter(|c| c.max_bytes.is_some() || c.max_unused.is_some())
+                .count()
         )
     }
 }
@@ -146,6 +154,7 @@ impl Default for GcPolicy {
     fn default() -> Self {
         GcPolicy {
             interval: Some(DEFAULT_INTERVAL),
+            caches: Vec::new(),
             grace: DEFAULT_GRACE,
             delete_untagged: false,
             upload_max_age: DEFAULT_UPLOAD_MAX_AGE,
@@ -170,8 +179,10 @@ pub struct GcReport {
     pub duration: Duration,
     pub repositories: u64,
     pub manifests_kept: u64,
-    /// Manifest revisions unlinked (untagged, or untagged by retention).
+    /// Manifest revisions unlinked (untagged, or untagged by retention or eviction).
     pub manifests_removed: u64,
+    /// Mirrored manifests dropped by their cache's limits (unlinked with the rest).
+    pub manifests_evicted: u64,
     /// `(repository, tag)` removed by retention.
     pub tags_removed: Vec<(String, String)>,
     pub blobs_kept: u64,
@@ -201,6 +212,13 @@ impl GcReport {
         let _ = writeln!(out, "{SETTINGS_PREFIX}{}", self.settings);
         for (repo, tag) in &self.tags_removed {
             let _ = writeln!(out, "tag {repo}:{tag} ({verb} by retention)");
+        }
+        if self.manifests_evicted > 0 {
+            let _ = writeln!(
+                out,
+                "mirror caches: {} manifests over their limits ({verb} with what only they hold)",
+                self.manifests_evicted
+            );
         }
         let _ = writeln!(
             out,
@@ -502,7 +520,7 @@ impl Collector {
     }
 
     async fn measure(&self, mut progress: Progress) -> Result<Usage, GcError> {
-        let usage = collect::measure(&self.store, &mut progress).await?;
+        let usage = collect::measure(&self.store, &self.policy().caches, &mut progress).await?;
         progress.finish();
         self.last.lock().expect("last-run lock poisoned").1 = Some(usage.clone());
         if let Some(observer) = self.observer() {

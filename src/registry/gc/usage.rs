@@ -22,6 +22,8 @@ pub struct Usage {
     /// Every referenced blob counted once.
     pub total_bytes: u64,
     pub total_blobs: u64,
+    /// Per mirror (`[[mirror]]` name): what its repositories hold, each blob counted once.
+    pub caches: BTreeMap<String, RepoUsage>,
 }
 
 /// Collects the blobs of each repository, then sums.
@@ -38,7 +40,8 @@ impl UsageBuilder {
             .extend(blobs);
     }
 
-    pub fn finish(self) -> Usage {
+    /// Sums per repository, per mirror cache (`caches`) and in total.
+    pub fn finish(self, caches: &[super::CacheLimit]) -> Usage {
         let mut holders: HashMap<&Digest, (u64, u32)> = HashMap::new();
         for blobs in self.per_repo.values() {
             for (digest, size) in blobs {
@@ -60,10 +63,42 @@ impl UsageBuilder {
                 (name.clone(), usage)
             })
             .collect();
+        let caches = caches
+            .iter()
+            .map(|cache| {
+                let mut blobs: HashMap<&Digest, u64> = HashMap::new();
+                for (name, repo_blobs) in &self.per_repo {
+                    if cache.holds(name) {
+                        blobs.extend(repo_blobs.iter().map(|(d, size)| (d, *size)));
+                    }
+                }
+                let usage = RepoUsage {
+                    referenced_bytes: blobs.values().sum(),
+                    exclusive_bytes: blobs
+                        .iter()
+                        .filter(|(d, _)| {
+                            holders.get(*d).is_some_and(|(_, n)| {
+                                // Held only by this cache's repositories.
+                                *n as usize
+                                    == self
+                                        .per_repo
+                                        .iter()
+                                        .filter(|(name, b)| cache.holds(name) && b.contains_key(*d))
+                                        .count()
+                            })
+                        })
+                        .map(|(_, size)| size)
+                        .sum(),
+                    blobs: blobs.len() as u64,
+                };
+                (cache.name.clone(), usage)
+            })
+            .collect();
         Usage {
             repositories,
             total_bytes: holders.values().map(|(size, _)| size).sum(),
             total_blobs: holders.len() as u64,
+            caches,
         }
     }
 }
@@ -81,6 +116,13 @@ impl Usage {
             let _ = writeln!(
                 out,
                 "{:>14} {:>14} {:>7}  {name}",
+                usage.referenced_bytes, usage.exclusive_bytes, usage.blobs
+            );
+        }
+        for (name, usage) in &self.caches {
+            let _ = writeln!(
+                out,
+                "{:>14} {:>14} {:>7}  mirror {name} (its repositories, each blob once)",
                 usage.referenced_bytes, usage.exclusive_bytes, usage.blobs
             );
         }
@@ -104,7 +146,7 @@ mod tests {
         let mut builder = UsageBuilder::default();
         builder.add("a", [(shared.clone(), 100), (own.clone(), 10)]);
         builder.add("b", [(shared.clone(), 100), (shared, 100)]);
-        let usage = builder.finish();
+        let usage = builder.finish(&[]);
         assert_eq!(usage.total_bytes, 110);
         assert_eq!(usage.total_blobs, 2);
         let a = &usage.repositories["a"];

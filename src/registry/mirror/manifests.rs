@@ -20,8 +20,20 @@ const MANIFEST_TYPES: &[&str] = &[
 ];
 
 impl Target {
-    /// The manifest `reference` names in the mirrored repository.
+    /// The manifest `reference` names in the mirrored repository; stamps it as pulled.
     pub async fn manifest(
+        &self,
+        store: &Store,
+        reference: &Reference,
+    ) -> Result<StoredManifest, MirrorError> {
+        let manifest = self.find_manifest(store, reference).await?;
+        self.mirror
+            .pulled(store, &self.local, &manifest.digest)
+            .await;
+        Ok(manifest)
+    }
+
+    async fn find_manifest(
         &self,
         store: &Store,
         reference: &Reference,

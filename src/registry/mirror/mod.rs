@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use crate::metrics::{Cached, MirrorMetrics};
 use crate::registry::store::{Store, StoreError};
-use crate::registry::types::RepoName;
+use crate::registry::types::{Digest, RepoName};
 use crate::upstream::{Upstream, UpstreamError, UpstreamSettings};
 
 mod blobs;
@@ -93,6 +93,8 @@ pub struct Mirror {
     /// is asked once more).
     tags_checked: Mutex<HashMap<(String, String), Instant>>,
     flights: flights::Flights,
+    /// When this node last wrote each manifest's pull stamp.
+    stamped: Mutex<HashMap<(String, Digest), Instant>>,
     /// Whether the last upstream request failed, so that failures are logged once, not per
     /// request.
     failing: AtomicBool,
@@ -106,7 +108,13 @@ pub struct Target {
     pub mirror: Arc<Mirror>,
     pub local: RepoName,
     pub remote: String,
+    /// The name the client used (what a tag list answers with).
+    pub asked: RepoName,
 }
+
+/// A manifest's pull stamp is rewritten at most this often per node: the cache limits judge
+/// age in minutes, not seconds.
+const STAMP_EVERY: Duration = Duration::from_secs(60);
 
 /// Most tag confirmations remembered; beyond it the oldest are forgotten (and asked again).
 const MAX_TAGS_CHECKED: usize = 100_000;
@@ -134,6 +142,7 @@ impl Mirrors {
                 upstream,
                 tags_checked: Mutex::default(),
                 flights: flights::Flights::new(spool.clone()),
+                stamped: Mutex::default(),
                 failing: AtomicBool::new(false),
                 metrics: metrics.clone(),
                 settings,
@@ -171,6 +180,7 @@ impl Mirrors {
                 mirror: mirror.clone(),
                 local,
                 remote: remote.to_owned(),
+                asked: name.clone(),
             })
         };
         if let Some(ns) = ns {
@@ -188,6 +198,7 @@ impl Mirrors {
                     mirror: mirror.clone(),
                     local: name.clone(),
                     remote: rest.to_owned(),
+                    asked: name.clone(),
                 }));
             }
         }
@@ -266,6 +277,29 @@ impl Mirror {
                     );
                 }
             }
+        }
+    }
+
+    /// Stamps `digest` of `repo` as pulled now, unless this node did within [`STAMP_EVERY`].
+    /// A failed stamp is logged, not answered: the pull itself succeeded.
+    async fn pulled(&self, store: &Store, repo: &RepoName, digest: &Digest) {
+        {
+            let mut stamped = self.stamped.lock().expect("not poisoned");
+            let key = (repo.to_string(), digest.clone());
+            if stamped
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < STAMP_EVERY)
+            {
+                return;
+            }
+            if stamped.len() >= MAX_TAGS_CHECKED {
+                stamped.retain(|_, at| at.elapsed() < STAMP_EVERY);
+            }
+            stamped.insert(key, Instant::now());
+        }
+        if let Err(e) = store.manifest_pulled(repo, digest).await {
+            tracing::warn!(mirror = self.name(), %repo, %digest, error = %e,
+                "the manifest's pull time could not be stored");
         }
     }
 

@@ -171,6 +171,13 @@ impl Store {
         })
     }
 
+    /// Records that a mirrored repository's manifest was pulled now (its stamp's time), for
+    /// the cache limits the collector applies (`gc::eviction`).
+    pub async fn manifest_pulled(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
+        let stamp = paths::mirror_pulled(repo, digest);
+        Ok(self.driver.put(&stamp, Bytes::new()).await?)
+    }
+
     /// Deletes a manifest by digest (with every tag pointing at it) or a tag alone.
     pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> StoreResult<()> {
         self.ensure_delete_enabled()?;

@@ -10,6 +10,7 @@
 //!     _manifests/tags/<tag>/current/link                   what the tag points to now
 //!     _manifests/tags/<tag>/index/<alg>/<hex>/link         every digest the tag pointed to
 //!     _uploads/<uuid>/data | startedat                     an upload in progress
+//! regapp-mirror/pulled/<name…>/<alg>/<hex>                 a mirrored manifest's last pull
 //! ```
 //!
 //! A link file holds `<alg>:<hex>` with no newline. Names, tags, digests and upload ids are
@@ -134,6 +135,17 @@ pub fn upload_started_at(name: &RepoName, id: &UploadId) -> String {
 /// its write a crash separates, the state of the size the upload has is there.
 pub fn upload_hash_state(name: &RepoName, id: &UploadId, offset: u64) -> String {
     format!("{}/regapp-hashstates/{offset}", upload_dir(name, id))
+}
+
+/// When a mirrored repository's manifest was last pulled: the object's modification time
+/// (regapp's own, outside registry:2's tree, which ignores it). Read by the collector for the
+/// mirrors' cache limits.
+pub fn mirror_pulled(name: &RepoName, digest: &Digest) -> String {
+    format!(
+        "regapp-mirror/pulled/{name}/{}/{}",
+        digest.algorithm().as_str(),
+        digest.hex()
+    )
 }
 
 /// Directory names inside a repository that mark it as one (v2.8 looks for `_layers`, v3 for

@@ -82,7 +82,7 @@ async fn tags(
         .finish();
     match target.tags(&query).await {
         Some(mut list) => {
-            list["name"] = serde_json::Value::String(name.to_string());
+            list["name"] = serde_json::Value::String(target.asked.to_string());
             Ok(json_response(StatusCode::OK, &list))
         }
         None => listing::tags(store, name, req).await,
