@@ -502,3 +502,68 @@ fn a_node_is_named_by_its_host_unless_named_in_cluster() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn mirrors_are_read_with_their_defaults_and_limits() {
+    let text = r#"
+[[mirror]]
+name = "dockerhub"
+url = "https://registry-1.docker.io/"
+namespace = "docker.io"
+default = true
+username = "me"
+password_file = "/etc/regapp/hub-password"
+max_bytes = "50GiB"
+max_unused = "30d"
+
+[[mirror]]
+name = "ghcr"
+url = "https://ghcr.io"
+prefix = "gh"
+tag_ttl = "1m"
+max_concurrent = 2
+"#;
+    let settings = Settings::parse(text, "test").unwrap();
+    let [hub, ghcr] = &settings.engine.mirrors[..] else {
+        panic!("two mirrors: {:?}", settings.engine.mirrors)
+    };
+    assert_eq!(hub.upstream.url, "https://registry-1.docker.io");
+    assert_eq!(hub.prefix, "dockerhub", "the prefix defaults to the name");
+    assert_eq!(hub.namespace.as_deref(), Some("docker.io"));
+    assert!(hub.default && !ghcr.default);
+    assert_eq!(hub.tag_ttl, crate::registry::mirror::DEFAULT_TAG_TTL);
+    assert_eq!(hub.max_bytes, Some(50 << 30));
+    assert_eq!(hub.max_unused, Some(Duration::from_secs(30 * 86_400)));
+    assert_eq!(hub.upstream.username.as_deref(), Some("me"));
+    assert_eq!(
+        (
+            ghcr.prefix.as_str(),
+            ghcr.tag_ttl,
+            ghcr.upstream.max_concurrent
+        ),
+        ("gh", Duration::from_secs(60), 2)
+    );
+    // The collector gets each mirror's limits.
+    let caches: Vec<_> = settings
+        .gc
+        .caches
+        .iter()
+        .map(|c| (&c.prefix[..], c.max_bytes))
+        .collect();
+    assert_eq!(caches, [("dockerhub", Some(50 << 30)), ("gh", None)]);
+}
+
+#[test]
+fn mirror_mistakes_are_errors_with_line_and_key() {
+    let text = "[[mirror]]\nname = \"a\"\nurl = \"https://a\"\ndefault = true\n\n\
+                [[mirror]]\nname = \"b\"\nurl = \"https://b/v2\"\nprefix = \"a\"\ndefault = true\n";
+    let errors = Settings::parse(text, "test").unwrap_err().0;
+    assert_eq!(
+        lines_and_keys(&errors),
+        [
+            (Some(8), "mirror[1].url".to_owned()),
+            (Some(9), "mirror[1].prefix".to_owned()),
+            (Some(10), "mirror[1].default".to_owned()),
+        ]
+    );
+}

@@ -322,3 +322,32 @@ impl Mirror {
         checked.insert((repo.to_string(), tag.to_owned()), Instant::now());
     }
 }
+
+/// Repositories under `<prefix>/` that were pushed, not cached by a mirror (no pull stamps):
+/// a mirror with that prefix hides them (pulls go upstream, pushes are refused). For
+/// `check-config`'s warning.
+pub async fn local_repositories_under(
+    store: &Store,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut local = Vec::new();
+    for name in store.walk_repository_dirs().await? {
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let Ok(repo) = name.parse::<RepoName>() else {
+            continue;
+        };
+        if !rest.starts_with('/') {
+            continue;
+        }
+        let stamps = crate::registry::store::paths::mirror_pulled_dir(&repo);
+        match store.driver().list(&stamps).await {
+            Ok(found) if !found.is_empty() => {}
+            Ok(_) => local.push(name),
+            Err(e) if e.is_not_found() => local.push(name),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(local)
+}

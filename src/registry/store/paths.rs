@@ -142,10 +142,17 @@ pub fn upload_hash_state(name: &RepoName, id: &UploadId, offset: u64) -> String 
 /// mirrors' cache limits.
 pub fn mirror_pulled(name: &RepoName, digest: &Digest) -> String {
     format!(
-        "regapp-mirror/pulled/{name}/{}/{}",
+        "{}/{}/{}",
+        mirror_pulled_dir(name),
         digest.algorithm().as_str(),
         digest.hex()
     )
+}
+
+/// The pull stamps of one mirrored repository: a repository without them was pushed, not
+/// cached.
+pub fn mirror_pulled_dir(name: &RepoName) -> String {
+    format!("regapp-mirror/pulled/{name}")
 }
 
 /// Directory names inside a repository that mark it as one (v2.8 looks for `_layers`, v3 for
