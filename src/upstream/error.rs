@@ -12,7 +12,9 @@ pub enum UpstreamError {
     NotFound,
     #[error("the upstream asks to wait {}", humantime::format_duration(*retry_after))]
     RateLimited { retry_after: Duration },
-    #[error("the upstream refused regapp's credentials (HTTP {0})")]
+    #[error(
+        "the upstream refused (HTTP {0}): no such repository, or regapp's credentials lack access"
+    )]
     Denied(u16),
     #[error("the upstream answered HTTP {0}")]
     Status(u16),

@@ -158,15 +158,20 @@ impl ApiError {
                     UpstreamError::RateLimited { .. } => {
                         (Code::TooManyRequests, S::TOO_MANY_REQUESTS)
                     }
-                    UpstreamError::NotFound => (Code::NameUnknown, S::NOT_FOUND),
+                    // Docker Hub refuses a repository that does not exist as one that needs
+                    // credentials: both read "not here" to a client.
+                    UpstreamError::NotFound | UpstreamError::Denied(_) => {
+                        (Code::NameUnknown, S::NOT_FOUND)
+                    }
                     UpstreamError::Setup(_)
-                    | UpstreamError::Denied(_)
                     | UpstreamError::Status(_)
                     | UpstreamError::TimedOut
                     | UpstreamError::Unreachable(_)
                     | UpstreamError::Invalid(_) => (Code::Unavailable, S::SERVICE_UNAVAILABLE),
                 },
-                MirrorError::Spool(_) => (Code::Unknown, S::INTERNAL_SERVER_ERROR),
+                MirrorError::Spool(_) | MirrorError::Setup { .. } => {
+                    (Code::Unknown, S::INTERNAL_SERVER_ERROR)
+                }
                 MirrorError::Store(e) => store_code_and_status(e),
             },
         }

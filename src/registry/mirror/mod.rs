@@ -73,6 +73,12 @@ pub enum MirrorError {
         #[source]
         source: UpstreamError,
     },
+    #[error("[[mirror]] {name:?}: {source}")]
+    Setup {
+        name: String,
+        #[source]
+        source: UpstreamError,
+    },
     #[error("the mirror's spool file: {0}")]
     Spool(#[source] std::io::Error),
     #[error(transparent)]
@@ -256,9 +262,15 @@ impl Mirror {
     }
 
     /// Records how an upstream request went: logs the first failure after a success (and the
-    /// recovery), counts every failure by kind. A 404 is an answer, not a failure.
+    /// recovery), counts every failure by kind. A 404 is an answer, not a failure, and so is a
+    /// refusal: Docker Hub answers 401 for a repository that does not exist.
     fn upstream_result<T>(&self, result: &Result<T, UpstreamError>) {
         match result {
+            Err(UpstreamError::Denied(_)) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.upstream_error(self.name(), "denied");
+                }
+            }
             Ok(_) | Err(UpstreamError::NotFound) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!(mirror = self.name(), "the upstream answers again");
