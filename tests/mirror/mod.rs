@@ -1,2 +1,4 @@
+mod cache;
+mod config;
 mod containerd_fixture;
 mod fixtures;

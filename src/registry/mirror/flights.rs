@@ -27,6 +27,9 @@ use crate::registry::types::{Digest, RepoName};
 use crate::storage::ByteStream;
 use crate::upstream::UpstreamError;
 
+/// How long a finished flight stays joinable after its blob is in the store.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How much a reader reads from the spool at once.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -152,8 +155,7 @@ struct Fetch {
 
 impl Fetch {
     async fn run(self, body: ByteStream) {
-        let outcome = self.spool(body).await;
-        match outcome {
+        match self.spool(body).await {
             Ok(()) => {
                 self.publish.send_replace(Progress::Verified);
                 let whole = self.flight.read(0, self.flight.size);
@@ -166,15 +168,20 @@ impl Fetch {
                     tracing::warn!(mirror = self.mirror.name(), digest = %self.digest, error = %e,
                         "a fetched blob could not be stored");
                 }
+                // A request that looked in the store just before the commit joins this flight
+                // (whole and verified) rather than fetching the blob again.
+                tokio::time::sleep(LINGER).await;
+                self.mirror.flights.finished(&self.digest);
             }
             Err(e) => {
                 tracing::warn!(mirror = self.mirror.name(), digest = %self.digest, error = %e,
                     "fetching a blob failed");
-                self.publish
-                    .send_replace(Progress::Failed(e.to_string().into()));
+                // Gone first, so that no request joins a flight that failed: the next one
+                // fetches afresh.
+                self.mirror.flights.finished(&self.digest);
+                self.publish.send_replace(Progress::Failed(e.into()));
             }
         }
-        self.mirror.flights.finished(&self.digest);
     }
 
     /// Streams the upstream's body into the spool file, publishing progress; Ok once the

@@ -10,6 +10,9 @@ use crate::registry::store::{Store, StoreError, StoredManifest};
 use crate::registry::types::{Digest, Reference};
 use crate::upstream::UpstreamError;
 
+/// How long a cached tag's confirmation may take before the cached manifest is served.
+const REVALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The media types a fetched manifest's `Content-Type` is believed for; anything else is
 /// left to the manifest's own `mediaType` field.
 const MANIFEST_TYPES: &[&str] = &[
@@ -61,7 +64,16 @@ impl Target {
                 return Ok(self.again(cached));
             }
         }
-        let head = mirror.upstream.manifest_head(&self.remote, tag).await;
+        // With a cached copy to fall back on, a slow upstream is not waited for long.
+        let head = match &cached {
+            Some(_) => tokio::time::timeout(
+                REVALIDATE_TIMEOUT,
+                mirror.upstream.manifest_head(&self.remote, tag),
+            )
+            .await
+            .unwrap_or(Err(UpstreamError::TimedOut)),
+            None => mirror.upstream.manifest_head(&self.remote, tag).await,
+        };
         mirror.upstream_result(&head);
         match (head, cached) {
             (Ok(answer), Some(cached))
