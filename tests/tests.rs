@@ -18,6 +18,10 @@
 //! - `s3`: the engine on a SeaweedFS that goes away mid-upload (more S3 runs: tests/run-all.sh).
 //! - `cluster`: three nodes on one bucket behind HAProxy: skopeo and podman spread over them, an
 //!   upload across nodes past a `kill -9`, pushes while every node collects, read-after-write.
+//! - `mirror`: the pull-through cache in front of real upstreams (docker-registry open, with
+//!   Basic over TLS, with token auth from an issuer in the test, and another regapp): skopeo,
+//!   podman, containerd's `ctr` and Docker's requests; one fetch per blob, stale answers, tag
+//!   TTLs, 429s, eviction, `check-config`.
 //!
 //! The registry under test is regapp (`REGAPP_TEST_TARGET` unset or `regapp`); set
 //! `REGAPP_TEST_TARGET=docker-registry` to check the harness against the reference registry.

@@ -1,4 +1,5 @@
 mod cache;
+mod clients;
 mod config;
 mod containerd_fixture;
 mod fixtures;

@@ -184,7 +184,16 @@ impl ApiError {
         } else {
             tracing::debug!(error = %self, "request refused");
         }
-        let mut response = error_response(status, code, &self.to_string()).map(|body| {
+        let detail = self.to_string();
+        // Clients print `code: message`, never the detail: where the reason is the news (a
+        // mirror refusing a push, an upstream that cannot be asked), it is the message too.
+        let message = match &self {
+            ApiError::Mirror(MirrorError::ReadOnly { .. } | MirrorError::Upstream { .. }) => {
+                detail.as_str()
+            }
+            _ => code.message(),
+        };
+        let mut response = error_response_saying(status, code, message, &detail).map(|body| {
             Full::new(body)
                 .map_err(|never| match never {})
                 .boxed_unsync()
@@ -240,7 +249,17 @@ fn store_code_and_status(e: &StoreError) -> (Code, StatusCode) {
 /// What the engine answers for every error, and the edge for what it refuses itself (401,
 /// 403, 429, 431).
 pub fn error_response(status: http::StatusCode, code: Code, detail: &str) -> http::Response<Bytes> {
-    let body = error_body(code, detail);
+    error_response_saying(status, code, code.message(), detail)
+}
+
+/// [`error_response`] with a `message` of its own instead of the code's fixed description.
+fn error_response_saying(
+    status: http::StatusCode,
+    code: Code,
+    message: &str,
+    detail: &str,
+) -> http::Response<Bytes> {
+    let body = error_body_saying(code, message, detail);
     let length = HeaderValue::from(body.len());
     let mut response = http::Response::new(body);
     *response.status_mut() = status;
@@ -257,10 +276,10 @@ pub fn error_response(status: http::StatusCode, code: Code, detail: &str) -> htt
     response
 }
 
-pub fn error_body(code: Code, detail: &str) -> bytes::Bytes {
+fn error_body_saying(code: Code, message: &str, detail: &str) -> bytes::Bytes {
     let body = json!({"errors": [{
         "code": code.as_str(),
-        "message": code.message(),
+        "message": message,
         "detail": detail,
     }]});
     serde_json::to_vec(&body)

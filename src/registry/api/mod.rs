@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use crate::auth::access::Access;
 use crate::metrics::{EngineMetrics, RouteClass};
-use crate::registry::mirror::{Mirrors, Target};
+use crate::registry::mirror::{Intent, Mirrors, Target};
 use crate::registry::store::{Body, Store};
 
 mod errors;
@@ -317,10 +317,15 @@ impl Api {
         let Some(name) = route.name() else {
             return Ok(None);
         };
-        let writing = !matches!(request.method, Method::GET | Method::HEAD);
+        let intent = match (route, &request.method) {
+            (Route::Blob(..), &Method::HEAD) => Intent::ProbeBlob,
+            (Route::Blob(..), &Method::GET) => Intent::FetchBlob,
+            (_, &Method::GET | &Method::HEAD) => Intent::Read,
+            _ => Intent::Write,
+        };
         Ok(self
             .mirrors
-            .resolve(name, request.query("ns"), writing, &self.store)
+            .resolve(name, request.query("ns"), intent, &self.store)
             .await?)
     }
 }

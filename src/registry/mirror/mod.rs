@@ -107,6 +107,19 @@ pub struct Mirror {
     metrics: Option<MirrorMetrics>,
 }
 
+/// What a request would do, as far as choosing a mirror goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// A manifest, tag list or referrers read.
+    Read,
+    /// `HEAD` of a blob: how a push asks whether to upload it.
+    ProbeBlob,
+    /// `GET` of a blob.
+    FetchBlob,
+    /// Anything else: uploads, manifest PUTs, deletes.
+    Write,
+}
+
 /// A request's repository resolved to a mirror: the local name it is stored under and the
 /// upstream's name for it.
 #[derive(Clone)]
@@ -165,14 +178,17 @@ impl Mirrors {
         self.mirrors.iter()
     }
 
-    /// The mirror a request for `name` goes to, if any. `ns` is containerd's `?ns=`;
-    /// `writing` requests never go to the default mirror (pushes to unprefixed names are
-    /// local) but are resolved by prefix, so that they can be refused.
+    /// The mirror a request for `name` goes to, if any. `ns` is containerd's `?ns=`. By
+    /// prefix or namespace every request is resolved (writes, to be refused). The default
+    /// mirror takes only what Docker's `registry-mirrors` sends for a name the store does not
+    /// hold: manifests and tag lists, then GETs of blobs once a manifest of that name is
+    /// cached. A push's probes (blob HEADs) and writes stay local, so a first push to an
+    /// unprefixed name neither asks the upstream nor takes its blobs for the push's.
     pub async fn resolve(
         &self,
         name: &RepoName,
         ns: Option<&str>,
-        writing: bool,
+        intent: Intent,
         store: &Store,
     ) -> Result<Option<Target>, StoreError> {
         if self.mirrors.is_empty() {
@@ -211,10 +227,18 @@ impl Mirrors {
         let Some(default) = self.mirrors.iter().find(|m| m.settings.default) else {
             return Ok(None);
         };
-        if writing || store.repository_exists(name).await? {
+        if matches!(intent, Intent::Write | Intent::ProbeBlob)
+            || store.repository_exists(name).await?
+        {
             return Ok(None);
         }
-        Ok(under(default, name.as_str()))
+        let Some(target) = under(default, name.as_str()) else {
+            return Ok(None);
+        };
+        if intent == Intent::FetchBlob && !store.repository_exists(&target.local).await? {
+            return Ok(None);
+        }
+        Ok(Some(target))
     }
 }
 
