@@ -60,9 +60,10 @@ pub(super) fn choose(
 ) -> Vec<Candidate> {
     let (mut dropped, mut kept): (Vec<Candidate>, Vec<Candidate>) =
         candidates.into_iter().partition(|c| {
-            limit.max_unused.is_some_and(|age| {
-                now.duration_since(c.last_pulled).unwrap_or(Duration::ZERO) > age
-            })
+            c.last_pulled <= spare_after
+                && limit.max_unused.is_some_and(|age| {
+                    now.duration_since(c.last_pulled).unwrap_or(Duration::ZERO) > age
+                })
         });
     let Some(max_bytes) = limit.max_bytes else {
         return dropped;
@@ -245,8 +246,20 @@ mod tests {
             now,
         );
         assert_eq!(names(&dropped, &all), ["mid", "old"]);
-        // Pulled within the last 25 minutes (the grace): only "old" may go, over the limit.
-        let dropped = choose(candidates, &limit(Some(100), None), now, now - MINUTE * 25);
+        // Pulled within the last 25 minutes (the grace): only "old" may go, whatever the limit.
+        let dropped = choose(
+            candidates.clone(),
+            &limit(Some(100), None),
+            now,
+            now - MINUTE * 25,
+        );
+        assert_eq!(names(&dropped, &all), ["old"]);
+        let dropped = choose(
+            candidates,
+            &limit(None, Some(MINUTE)),
+            now,
+            now - MINUTE * 25,
+        );
         assert_eq!(names(&dropped, &all), ["old"]);
     }
 
