@@ -8,6 +8,8 @@
 //! walk a catalog of 10,000 repositories at n=100 and n=1000; and the memory of each process.
 //! `--s3` and `--cluster` put the registries in a SeaweedFS bucket (`--cluster`: behind
 //! HAProxy, on 1 node and on 3) and count the S3 requests of a few operations after the phases.
+//! `--mirror` runs no phases: it pulls through regapp's `[[mirror]]` and docker-registry's proxy
+//! mode from one upstream (`engine/mirror.rs`).
 //! Results are printed as Markdown tables (BENCHMARKS.md holds a run).
 
 use std::os::unix::fs::MetadataExt;
@@ -25,6 +27,8 @@ mod cluster;
 mod content;
 #[path = "engine/edge.rs"]
 mod edge;
+#[path = "engine/mirror.rs"]
+mod mirror;
 #[path = "engine/options.rs"]
 mod options;
 #[path = "engine/pagecache.rs"]
@@ -106,6 +110,9 @@ fn run(options: &Options) -> BenchResult<()> {
     // Run a private copy: a `cargo build` elsewhere must not swap the binary mid-run.
     let regapp = run_dir.path().join("regapp-under-test");
     std::fs::copy(&options.regapp, &regapp)?;
+    if options.mirror {
+        return mirror::run(options, run_dir.path(), &regapp);
+    }
 
     let sizes = &options.sizes;
     let started = Instant::now();
@@ -371,6 +378,10 @@ fn print_header(options: &Options, run_dir: &Path) -> BenchResult<()> {
         "docker-registry: {}",
         output(Command::new("docker-registry").arg("--version"))
     );
+    if options.mirror {
+        // The mirror comparison prints its own sizes.
+        return Ok(());
+    }
     if options.registries.contains(&server::Kind::Nginx) {
         println!("nginx: {}", output(Command::new("nginx").arg("-v")));
     }

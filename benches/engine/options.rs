@@ -11,7 +11,7 @@ pub const MIB: usize = 1024 * 1024;
 
 pub const USAGE: &str = "\
 usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--registries LIST]
-                                    [--edge] [--s3] [--cluster] [--http2] [--fresh-pages]
+                                    [--edge] [--s3] [--cluster] [--mirror] [--http2] [--fresh-pages]
 
   --quick            sizes ~10x smaller, 1 s timed phases, 1 round (or REGAPP_BENCH_QUICK=1)
   --rounds N         run phases 1-6 N times, alternating which registry goes first, and report
@@ -40,6 +40,11 @@ usage: cargo bench --bench engine -- [--quick] [--rounds N] [--phases LIST] [--r
                      With --s3 and --cluster, the S3 requests of an image's push and pull,
                      a HEAD and a GET manifest are counted after the phases (SeaweedFS's
                      metrics)
+  --mirror           pulls through a pull-through cache (issue 33), instead of the phases: one
+                     docker-registry upstream holding an image with a 512 MiB layer and 100
+                     small images; cold and warm pulls through regapp's [[mirror]] and through
+                     docker-registry's proxy mode, and from the upstream directly (--quick:
+                     64 MiB and 20 images; --rounds applies)
   --http2            clients of TLS servers offer h2 by ALPN, as docker, containerd and skopeo
                      do, and multiplex their workers over one connection with Go's windows
                      (4 MiB per stream, 1 GiB per connection); default: HTTP/1.1, a connection
@@ -129,6 +134,8 @@ pub struct Options {
     pub recycle_pages: bool,
     /// Offer h2 to TLS servers (what Go clients do) instead of HTTP/1.1 only.
     pub http2: bool,
+    /// `--mirror`: the pull-through cache comparison (`mirror.rs`) instead of the phases.
+    pub mirror: bool,
     pub rounds: usize,
     pub phases: Vec<Phase>,
     pub registries: Vec<Kind>,
@@ -149,6 +156,7 @@ impl Options {
         let mut edge = false;
         let mut s3 = false;
         let mut cluster = false;
+        let mut mirror = false;
         let mut recycle_pages = true;
         let mut http2 = false;
         let mut args = std::env::args().skip(1);
@@ -166,6 +174,7 @@ impl Options {
                 "--edge" => edge = true,
                 "--s3" => s3 = true,
                 "--cluster" => cluster = true,
+                "--mirror" => mirror = true,
                 "--fresh-pages" => recycle_pages = false,
                 "--http2" => http2 = true,
                 "-h" | "--help" => return Ok(None),
@@ -255,6 +264,7 @@ impl Options {
             quick,
             recycle_pages,
             http2,
+            mirror,
             rounds,
             phases,
             registries,
