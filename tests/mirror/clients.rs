@@ -9,21 +9,17 @@
 //! mirror that silently re-fetches, or answers from the wrong place, fails here.
 //! What each client sends: /work/shared/notes/mirror.md.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use super::edge_clients::{fetch, podman, skopeo_copy, stored_repository, succeeded};
+use super::support::{mirror_table, HUB};
 use crate::edge::{EdgeServer, PASSWORD, USER};
 use crate::util::containerd::{write_hosts_dir, Containerd};
 use crate::util::images::{docker_schema2, multi_arch_index, small_image, Image};
 use crate::util::layout::{assert_same_blobs, sha256_digest, OciLayout};
 use crate::util::skopeo::{docker_ref, oci_ref};
 use crate::util::upstream::Upstream;
-use crate::util::{header_value, Regapp, Registry, Skopeo};
-
-/// Docker Hub's registry host: unreachable from the tests (no internet), and never tried when
-/// the mirror answers.
-const HUB: &str = "https://registry-1.docker.io";
+use crate::util::{Regapp, Registry, Skopeo};
 
 /// The Accept headers dockerd sends for a manifest, one header each (moby's pull through
 /// distribution's client: schema2, manifest list, OCI manifest and index, schema1 signed).
@@ -38,66 +34,6 @@ const DOCKER_ACCEPT: &[&str] = &[
 const DOCKER_USER_AGENT: &str = "docker/28.2.2 go/go1.24.3 git-commit/e6534b4 kernel/6.1.0 \
      os/linux arch/amd64 UpstreamClient(Docker-Client/28.2.2 \\(linux\\))";
 
-/// One `[[mirror]]` table; `extra` adds keys (`namespace = …`, `username = …`).
-fn mirror_table(name: &str, url: &str, extra: &str) -> String {
-    format!("\n[[mirror]]\nname = {name:?}\nurl = {url:?}\nprefix = {name:?}\n{extra}\n")
-}
-
-/// `skopeo --insecure-policy ARGS` against the edge, trusting its CA, with no auth file of the
-/// machine's; `copy` gets the CA on both sides.
-fn skopeo(edge: &EdgeServer, args: &[&str]) -> Output {
-    let trust = edge.trust_dir();
-    let trust = trust.to_str().expect("UTF-8 temp paths");
-    let (head, rest) = args.split_first().expect("a skopeo subcommand");
-    let mut command = Command::new("skopeo");
-    command
-        .args(["--insecure-policy", "--command-timeout=120s", head])
-        .arg("--retry-times=0");
-    match *head {
-        "copy" => command.args(["--src-cert-dir", trust, "--dest-cert-dir", trust]),
-        _ => command.args(["--cert-dir", trust]),
-    };
-    command
-        .args(rest)
-        .env("REGISTRY_AUTH_FILE", edge.dir.path().join("no-auth.json"))
-        .env_remove("CONTAINERS_REGISTRIES_CONF")
-        .output()
-        .expect("skopeo runs (apt-get install skopeo)")
-}
-
-/// `skopeo copy --preserve-digests` of `src` to `dst` through the edge with `creds` on the
-/// registry side (`src` or `dest`); the manifest digest, or skopeo's stderr.
-fn skopeo_copy(
-    edge: &EdgeServer,
-    side: &str,
-    creds: &str,
-    src: &str,
-    dst: &str,
-) -> Result<String, String> {
-    let digest_file = tempfile::NamedTempFile::new().expect("a digest file");
-    let digest_arg = format!("--digestfile={}", digest_file.path().display());
-    let creds_arg = format!("--{side}-creds={creds}");
-    let out = skopeo(
-        edge,
-        &[
-            "copy",
-            "--quiet",
-            "--preserve-digests",
-            &digest_arg,
-            &creds_arg,
-            src,
-            dst,
-        ],
-    );
-    match out.status.success() {
-        true => Ok(std::fs::read_to_string(digest_file.path())
-            .expect("skopeo wrote its digest file")
-            .trim()
-            .to_owned()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
-}
-
 /// Every blob of `image` but its top manifest (configs, layers, and an index's manifests).
 fn blobs_below_top(image: &Image) -> Vec<String> {
     let mut blobs: Vec<String> = image.layout.blob_digests().into_iter().collect();
@@ -111,140 +47,6 @@ fn blob_gets(upstream: &Upstream, repo: &str, digests: &[String]) -> Vec<usize> 
         .iter()
         .map(|d| upstream.requests_with_status("GET", &format!("/v2/{repo}/blobs/{d}"), 200))
         .collect()
-}
-
-/// Every request the upstream answered (any method, any status).
-fn upstream_total(upstream: &Upstream) -> usize {
-    // `requests` first waits until the log has caught up.
-    upstream.requests("GET", "/");
-    upstream.access_log().len()
-}
-
-/// A response through the edge as curl got it: status, head (as `curl -D` writes it) and the
-/// body's raw bytes.
-struct Fetched {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
-}
-
-impl Fetched {
-    fn header(&self, name: &str) -> Option<String> {
-        header_value(&self.head, name)
-    }
-
-    fn text(&self) -> String {
-        format!("{}{}", self.head, String::from_utf8_lossy(&self.body))
-    }
-}
-
-/// `curl -X METHOD URL` through the edge (its CA trusted), with `creds` when given and `headers`;
-/// for HEAD, `--head`.
-fn fetch(
-    edge: &EdgeServer,
-    creds: Option<&str>,
-    method: &str,
-    path: &str,
-    headers: &[String],
-) -> Fetched {
-    let dir = tempfile::tempdir().expect("a scratch dir for curl");
-    let (head_file, body_file) = (dir.path().join("head"), dir.path().join("body"));
-    let url = format!("{}{path}", edge.url());
-    let mut args: Vec<String> = vec![
-        "-D".into(),
-        head_file.display().to_string(),
-        "-o".into(),
-        body_file.display().to_string(),
-    ];
-    match method {
-        "HEAD" => args.push("--head".into()),
-        method => args.extend(["-X".into(), method.into()]),
-    }
-    if let Some(creds) = creds {
-        args.extend(["-u".into(), creds.into()]);
-    }
-    for header in headers {
-        args.extend(["-H".into(), header.clone()]);
-    }
-    args.push(url.clone());
-    // Not `edge::curl_with_ca`: its `-i` would write the head into the body file.
-    let out = Command::new("curl")
-        .args(["-sS", "--cacert"])
-        .arg(edge.ca())
-        .args(["-w", "status=%{http_code}\n"])
-        .args(&args)
-        .output()
-        .expect("curl runs (apt-get install curl)");
-    let said = String::from_utf8_lossy(&out.stdout);
-    let status = said
-        .lines()
-        .find_map(|l| l.strip_prefix("status="))
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "curl {method} {url}: no status: {said}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    Fetched {
-        status,
-        head: std::fs::read_to_string(&head_file).unwrap_or_default(),
-        body: std::fs::read(&body_file).unwrap_or_default(),
-    }
-}
-
-/// `podman --root … --storage-driver vfs ARGS` with its own image store in `dir`, the edge's
-/// CA, `registries_conf` as its registries.conf and regapp user `user`/`password` in its auth
-/// file for the edge's host. Not `--creds`: podman sends those to the primary location only,
-/// never to a mirror (containers/image `docker_image_src.go`), as `podman login` users expect.
-fn podman(
-    dir: &Path,
-    edge: &EdgeServer,
-    registries_conf: &Path,
-    (user, password): (&str, &str),
-    args: &[&str],
-) -> Output {
-    let auth = crate::util::basic_auth(user, password);
-    let auth = auth.strip_prefix("Basic ").expect("a Basic value");
-    let auths = serde_json::json!({ "auths": { edge.host(): { "auth": auth } } });
-    std::fs::write(dir.join("auth.json"), auths.to_string()).expect("write podman's auth file");
-    let mut command = Command::new("podman");
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args(["--storage-driver", "vfs"])
-        .args(args);
-    if args.first() == Some(&"pull") {
-        command
-            .arg(format!("--authfile={}", dir.join("auth.json").display()))
-            .arg(format!("--cert-dir={}", edge.trust_dir().display()));
-    }
-    command
-        .env("CONTAINERS_REGISTRIES_CONF", registries_conf)
-        .env_remove("REGISTRY_AUTH_FILE")
-        .output()
-        .expect("podman runs (apt-get install podman)")
-}
-
-fn succeeded(what: &str, out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The directory of local repository `name` in the edge's store.
-fn stored_repository(edge: &EdgeServer, name: &str) -> PathBuf {
-    edge.dir
-        .path()
-        .join("data/docker/registry/v2/repositories")
-        .join(name)
 }
 
 /// Protects the mirror's TLS + Basic upstream path and its tag cache: skopeo pulls
@@ -270,7 +72,7 @@ fn skopeo_pulls_by_prefix_through_the_edge_from_a_basic_tls_upstream_and_then_fr
     let edge = EdgeServer::start_with_rules(&[], &mirror_table("private", &upstream.url(), &extra));
     let creds = format!("{USER}:{PASSWORD}");
     let remote = docker_ref(&edge.host(), "private/team/app:v1");
-    let after_push = upstream_total(&upstream);
+    let after_push = upstream.total_requests();
 
     let first = work.path().join("first");
     let digest = skopeo_copy(&edge, "src", &creds, &remote, &oci_ref(&first, "v1"))
@@ -292,7 +94,7 @@ fn skopeo_pulls_by_prefix_through_the_edge_from_a_basic_tls_upstream_and_then_fr
         challenged >= 1 && asked.iter().all(|r| matches!(r.status, 200 | 401)),
         "regapp went without credentials until challenged, then was let in: {asked:?}"
     );
-    let before = upstream_total(&upstream);
+    let before = upstream.total_requests();
 
     let second = work.path().join("second");
     let again = skopeo_copy(&edge, "src", &creds, &remote, &oci_ref(&second, "v1"))
@@ -315,7 +117,7 @@ fn skopeo_pulls_by_prefix_through_the_edge_from_a_basic_tls_upstream_and_then_fr
         "no blob GET the second time"
     );
     assert_eq!(
-        upstream_total(&upstream),
+        upstream.total_requests(),
         before,
         "the second pull asked the upstream nothing"
     );
@@ -349,7 +151,7 @@ fn podman_pulls_docker_hub_names_through_a_registries_conf_mirror_from_a_token_u
         pushed.push((name, tag, digest, image));
     }
     let tokens_for_pushes = issuer.requests().len();
-    let before_pulls = upstream_total(&upstream);
+    let before_pulls = upstream.total_requests();
     let edge = EdgeServer::start_with_rules(
         &[],
         &mirror_table(
@@ -536,7 +338,7 @@ fn containerd_pulls_docker_io_names_by_namespace_through_the_edge() {
     assert!(stored_repository(&edge, "dockerhub/library/alpine").is_dir());
 
     // The same content under its local name, from the cache.
-    let before = upstream_total(&upstream);
+    let before = upstream.total_requests();
     let creds = format!("{USER}:{PASSWORD}");
     let local = fetch(
         &edge,
@@ -547,7 +349,7 @@ fn containerd_pulls_docker_io_names_by_namespace_through_the_edge() {
     );
     assert_eq!(local.status, 200, "{}", local.text());
     assert_eq!(local.header("docker-content-digest"), Some(pushed.clone()));
-    assert_eq!(upstream_total(&upstream), before, "served from the cache");
+    assert_eq!(upstream.total_requests(), before, "served from the cache");
     eprintln!(
         "containerd by ns: {pushed}; upstream: {manifest_gets} manifest GET, blob GETs \
          {fetched:?}; {:?}",
@@ -678,7 +480,7 @@ fn docker_registry_mirrors_requests_go_to_the_default_mirror_and_local_names_sta
     .unwrap_or_else(|e| panic!("alice pushes team/app:1: {e}"));
     assert_eq!(local_digest, local_image.top.digest);
     let during_push = upstream.access_log();
-    let before = upstream_total(&upstream);
+    let before = upstream.total_requests();
     let manifest = fetch(
         &edge,
         Some(&creds),
@@ -707,7 +509,7 @@ fn docker_registry_mirrors_requests_go_to_the_default_mirror_and_local_names_sta
         anonymous.text()
     );
     assert_eq!(
-        upstream_total(&upstream),
+        upstream.total_requests(),
         before,
         "the local repository is served without asking the upstream"
     );
@@ -801,7 +603,7 @@ fn mirrored_names_refuse_pushes_and_local_names_take_them() {
     .unwrap_or_else(|e| panic!("a push to a local name: {e}"));
     assert_eq!(local, image.top.digest);
 
-    let before = upstream_total(&upstream);
+    let before = upstream.total_requests();
     let upload = fetch(
         &edge,
         Some(&creds),
@@ -818,7 +620,7 @@ fn mirrored_names_refuse_pushes_and_local_names_take_them() {
         detail.contains("read-only mirror") && detail.contains("dockerhub"),
         "{body}"
     );
-    assert_eq!(upstream_total(&upstream), before, "no upstream request");
+    assert_eq!(upstream.total_requests(), before, "no upstream request");
     eprintln!(
         "read-only: skopeo said {:?}; POST uploads: 403 {body}; {:?}",
         refused.lines().last().unwrap_or_default(),
@@ -844,7 +646,7 @@ fn access_rules_on_the_local_name_keep_a_user_from_mirrored_content() {
     let upstream = Upstream::open();
     let image = small_image(&work.path().join("image"), "access-mirror");
     let pushed = upstream.push(&image.reference(), "library/redis:7");
-    let after_push = upstream_total(&upstream);
+    let after_push = upstream.total_requests();
     let rules = format!(
         "[[access]]\nrepositories = \"dockerhub/**\"\nusers = [\"{USER}\"]\nactions = [\"pull\"]\n\n\
          [[access]]\nrepositories = \"team/**\"\nusers = [\"bob\"]\nactions = [\"pull\", \"push\"]\n{}",
@@ -890,7 +692,7 @@ fn access_rules_on_the_local_name_keep_a_user_from_mirrored_content() {
         );
     }
     assert_eq!(
-        upstream_total(&upstream),
+        upstream.total_requests(),
         after_push,
         "the upstream saw nothing of bob's attempts: {:?}",
         &upstream.access_log()[after_push..]
@@ -906,7 +708,7 @@ fn access_rules_on_the_local_name_keep_a_user_from_mirrored_content() {
     .unwrap_or_else(|e| panic!("alice pulls: {e}"));
     assert_eq!(digest, pushed);
     assert_same_blobs(&image.layout, &OciLayout::open(&work.path().join("alice")));
-    let after_alice = upstream_total(&upstream);
+    let after_alice = upstream.total_requests();
     assert!(after_alice > after_push);
 
     let blob = &blobs_below_top(&image)[0];
@@ -918,7 +720,7 @@ fn access_rules_on_the_local_name_keep_a_user_from_mirrored_content() {
         let answer = fetch(&edge, Some(bob), "GET", &path, &[]);
         assert_eq!(answer.status, 403, "{path}: {}", answer.text());
     }
-    assert_eq!(upstream_total(&upstream), after_alice);
+    assert_eq!(upstream.total_requests(), after_alice);
     eprintln!(
         "access: bob 403 by prefix and by ns with 0 upstream requests; alice pulled {digest} \
          ({} upstream requests); {:?}",
@@ -944,7 +746,7 @@ fn a_local_push_to_a_name_the_default_mirror_also_holds_uploads_every_blob() {
         &mirror_table("dockerhub", &upstream.url(), "default = true\n"),
     );
     let creds = format!("{USER}:{PASSWORD}");
-    let before = upstream_total(&upstream);
+    let before = upstream.total_requests();
 
     let pushed = skopeo_copy(
         &edge,

@@ -1,16 +1,21 @@
 //! `[[mirror]]` in `check-config`: every mistake at once with its line and key, and the
 //! warning for a prefix that hides repositories pushed under it.
 
-use std::process::Command;
-
 use crate::util::images::small_image;
-use crate::util::regapp::write_config;
+use crate::util::regapp::{self, write_config};
 use crate::util::{regapp_fails, Regapp, Registry, Skopeo};
 
+/// Docker Hub under `dockerhub/`, as an operator writes it.
+const HUB_MIRROR: &str = r#"
+[[mirror]]
+name = "hub"
+url = "https://registry-1.docker.io"
+prefix = "dockerhub"
+"#;
+
+/// `regapp check-config`: whether it passed, its stdout and its stderr.
 fn check_config(config: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_regapp"))
-        .args(["check-config", "--config"])
-        .arg(config)
+    let out = regapp::command(&["check-config"], config)
         .output()
         .expect("run regapp check-config");
     (
@@ -25,12 +30,8 @@ fn mistakes_in_mirrors_are_errors_with_line_and_key() {
     let root = tempfile::tempdir().unwrap();
     let (_dir, config) = write_config(
         root.path(),
-        r#"
-[[mirror]]
-name = "hub"
-url = "https://registry-1.docker.io"
-prefix = "dockerhub"
-namespace = "docker.io"
+        &format!(
+            r#"{HUB_MIRROR}namespace = "docker.io"
 default = true
 
 [[mirror]]
@@ -41,7 +42,8 @@ namespace = "docker.io"
 default = true
 username = "me"
 max_concurrent = 0
-"#,
+"#
+        ),
     );
     let stderr = regapp_fails("check-config", &config);
     for expected in [
@@ -83,15 +85,7 @@ fn a_prefix_over_pushed_repositories_is_a_warning_not_an_error() {
             &format!("docker://{}/dockerhub/mine:v1", regapp.host()),
         );
     }
-    let (_dir, config) = write_config(
-        root.path(),
-        r#"
-[[mirror]]
-name = "hub"
-url = "https://registry-1.docker.io"
-prefix = "dockerhub"
-"#,
-    );
+    let (_dir, config) = write_config(root.path(), HUB_MIRROR);
     let (ok, stdout, stderr) = check_config(&config);
     assert!(ok, "check-config failed:\n{stderr}");
     assert!(

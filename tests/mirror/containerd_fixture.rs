@@ -2,16 +2,13 @@
 //! mirror for `docker.io` really sends containerd's pulls to the mirror, with `?ns=docker.io`,
 //! and the fixture reads back what containerd stored. The mirror tests rely on all of this.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use super::support::HUB;
 use crate::util::containerd::{hosts_toml, write_hosts_dir, Containerd};
-use crate::util::images::small_image;
+use crate::util::images::{small_image, Image};
 use crate::util::skopeo::docker_ref;
 use crate::util::{DockerRegistry, Registry, Skopeo};
-
-/// Docker Hub's registry host: unreachable from the tests (no internet), and never tried when
-/// the mirror answers.
-const HUB: &str = "https://registry-1.docker.io";
 
 /// Protects the fixture the mirror tests stand on: `ctr images pull docker.io/library/alpine:3`
 /// with a `hosts.toml` naming a docker-registry as mirror fetches everything from it, asks with
@@ -19,16 +16,9 @@ const HUB: &str = "https://registry-1.docker.io";
 #[test]
 fn pulls_a_docker_hub_name_through_a_hosts_toml_mirror() {
     let work = tempfile::tempdir().expect("create a scratch dir");
-    let mirror = DockerRegistry::start(&work.path().join("root"));
-    let skopeo = Skopeo::new();
-    let image = small_image(&work.path().join("image"), "containerd-fixture");
-    let pushed = skopeo.copy(
-        &image.reference(),
-        &docker_ref(mirror.host(), "library/alpine:3"),
-    );
+    let (mirror, image, pushed, hosts) =
+        docker_io_mirror(work.path(), "containerd-fixture", "library/alpine:3");
     assert_eq!(pushed, image.top.digest, "skopeo kept the manifest digest");
-    let hosts = work.path().join("hosts");
-    write_hosts_dir(&hosts, "docker.io", HUB, &mirror.url(), None, false, false);
 
     let containerd = Containerd::start();
     let said = containerd
@@ -84,15 +74,8 @@ fn pulls_a_docker_hub_name_through_a_hosts_toml_mirror() {
 #[test]
 fn fetches_without_unpacking_through_the_same_mirror() {
     let work = tempfile::tempdir().expect("create a scratch dir");
-    let mirror = DockerRegistry::start(&work.path().join("root"));
-    let skopeo = Skopeo::new();
-    let image = small_image(&work.path().join("image"), "containerd-fetch");
-    let pushed = skopeo.copy(
-        &image.reference(),
-        &docker_ref(mirror.host(), "library/busybox:1"),
-    );
-    let hosts = work.path().join("hosts");
-    write_hosts_dir(&hosts, "docker.io", HUB, &mirror.url(), None, false, false);
+    let (mirror, image, pushed, hosts) =
+        docker_io_mirror(work.path(), "containerd-fetch", "library/busybox:1");
 
     let containerd = Containerd::start();
     containerd
@@ -133,6 +116,22 @@ fn hosts_toml_names_the_mirror_before_the_server() {
            skip_verify = true\n  \
            override_path = true\n"
     );
+}
+
+/// A docker-registry under `work` holding [`small_image`] `image_name` as `name_and_tag`
+/// (pushed by skopeo), and a hosts directory naming it the mirror of `docker.io`: the
+/// registry, the image, the digest skopeo pushed and the hosts directory.
+fn docker_io_mirror(
+    work: &Path,
+    image_name: &str,
+    name_and_tag: &str,
+) -> (DockerRegistry, Image, String, PathBuf) {
+    let mirror = DockerRegistry::start(&work.join("root"));
+    let image = small_image(&work.join("image"), image_name);
+    let pushed = Skopeo::new().copy(&image.reference(), &docker_ref(mirror.host(), name_and_tag));
+    let hosts = work.join("hosts");
+    write_hosts_dir(&hosts, "docker.io", HUB, &mirror.url(), None, false, false);
+    (mirror, image, pushed, hosts)
 }
 
 /// The docker-registry's access log shows the tag resolved and every blob fetched from the

@@ -2,5 +2,8 @@ mod cache;
 mod clients;
 mod config;
 mod containerd_fixture;
+mod edge_clients;
 mod eviction;
+mod fake_upstream;
 mod fixtures;
+mod support;

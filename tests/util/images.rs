@@ -159,6 +159,54 @@ pub fn big_layer_image(dir: &Path, file_size: u64) -> Image {
     }
 }
 
+/// A plain tar of one file, `data/noise.bin`, of `len` bytes of [`super::noise`] (`seed`
+/// makes it distinct).
+pub fn noise_tar(len: usize, seed: u64) -> Vec<u8> {
+    tar_bytes(&[("data/noise.bin", &super::noise(len, seed))])
+}
+
+/// An image of one plain-tar layer and its config, as [`one_layer_image`] writes it.
+pub struct OneLayerImage {
+    /// The image, tagged `v1`; its top is the manifest.
+    pub image: Image,
+    pub config: Descriptor,
+    pub layer: Descriptor,
+}
+
+/// A linux/amd64 image at `dir`, tagged `v1`, whose one layer is the plain tar `layer`; a
+/// non-empty `env` goes into its config (so that images over the same layer differ).
+pub fn one_layer_image(dir: &Path, layer: &[u8], env: &[String]) -> OneLayerImage {
+    let layout = OciLayout::create(dir);
+    let layer = layout.put_blob(layout::OCI_LAYER_TAR, layer);
+    // Keys in this order, as a `json!` literal writes them, whatever serde_json's map.
+    let mut config = json!({ "architecture": "amd64", "os": "linux" });
+    if !env.is_empty() {
+        config["config"] = json!({ "Env": env });
+    }
+    // A plain tar is its own diff_id.
+    config["rootfs"] = json!({ "type": "layers", "diff_ids": [layer.digest] });
+    let config = layout.put_json(layout::OCI_CONFIG, &config);
+    let manifest = layout.put_json(
+        layout::OCI_MANIFEST,
+        &json!({
+            "schemaVersion": 2,
+            "mediaType": layout::OCI_MANIFEST,
+            "config": config.to_json(),
+            "layers": [layer.to_json()],
+        }),
+    );
+    layout.tag("v1", &manifest);
+    OneLayerImage {
+        image: Image {
+            layout,
+            tag: "v1",
+            top: manifest,
+        },
+        config,
+        layer,
+    }
+}
+
 /// Deterministic bytes for a big file: 64 KiB of pseudo-random data repeated, each chunk
 /// stamped with its index so that a reordered, repeated or dropped chunk changes the digest.
 struct Pattern {

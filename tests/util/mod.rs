@@ -17,6 +17,7 @@ pub mod process;
 pub mod regapp;
 pub mod seaweed;
 pub mod skopeo;
+pub mod store;
 pub mod tls;
 pub mod token_issuer;
 pub mod upstream;
@@ -71,9 +72,7 @@ pub fn header_value(head: &str, name: &str) -> Option<String> {
 
 /// Runs `regapp <command> --config <config>`, which must fail; returns its stderr.
 pub fn regapp_fails(command: &str, config: &Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_regapp"))
-        .args([command, "--config"])
-        .arg(config)
+    let out = regapp::command(&[command], config)
         .output()
         .expect("run regapp");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -195,6 +194,20 @@ pub fn catalog(registry: &dyn Registry) -> Vec<String> {
     names
 }
 
+/// `podman --root DIR/root --runroot DIR/run --storage-driver vfs ARGS`, not yet run: podman
+/// with its own image store in `dir`.
+pub fn podman_command(dir: &Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new("podman");
+    command
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--runroot")
+        .arg(dir.join("run"))
+        .args(["--storage-driver", "vfs"])
+        .args(args);
+    command
+}
+
 /// `podman --root … --storage-driver vfs ARGS`: podman with its own image store in `dir`;
 /// `pull` and `push` also get an empty auth file, the registry's CA in `cert_dir` and
 /// `creds` (`user:password`) when given.
@@ -204,14 +217,7 @@ pub fn podman(
     creds: Option<&str>,
     args: &[&str],
 ) -> std::process::Output {
-    let mut command = std::process::Command::new("podman");
-    command
-        .arg("--root")
-        .arg(dir.join("root"))
-        .arg("--runroot")
-        .arg(dir.join("run"))
-        .args(["--storage-driver", "vfs"])
-        .args(args);
+    let mut command = podman_command(dir, args);
     if matches!(args.first(), Some(&"pull" | &"push")) {
         std::fs::write(dir.join("auth.json"), "{}").unwrap();
         command

@@ -106,6 +106,13 @@ impl Regapp {
     }
 }
 
+/// `regapp ARGS… --config CONFIG` with the binary Cargo built for this test run, not yet run.
+pub fn command(args: &[&str], config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_regapp"));
+    command.args(args).arg("--config").arg(config);
+    command
+}
+
 /// Writes the config [`Regapp::start_with`] uses, for commands such as `regapp gc --config`
 /// that need it without a server.
 pub fn write_config(root: &Path, extra: &str) -> (TempDir, std::path::PathBuf) {
@@ -140,6 +147,30 @@ impl Regapp {
         addr.parse::<std::net::SocketAddr>()
             .unwrap_or_else(|e| panic!("metrics address {addr:?}: {e}"))
             .port()
+    }
+
+    /// The server's process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// `regapp ARGS… --config` of this server, as an operator runs `regapp gc` or `du` beside
+    /// it (they go through its socket); their stdout. Panics with everything they and the
+    /// server said unless they succeed.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = command(args, &self.config())
+            .env("REGAPP_LOG", "warn")
+            .output()
+            .expect("run the regapp binary");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "regapp {args:?} failed ({}):\n{stdout}{}\n--- server ---\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            self.process.log()
+        );
+        stdout
     }
 
     /// `systemctl reload`: SIGHUP, on which regapp reads its config file again.

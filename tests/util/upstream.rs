@@ -236,6 +236,22 @@ impl Upstream {
         self.matching(method, uri_contains, Some(status))
     }
 
+    /// Every request the registry answered, whatever the method, URI and status; exact, as
+    /// [`Upstream::requests`].
+    pub fn total_requests(&self) -> usize {
+        self.sync_log();
+        self.access_log().len()
+    }
+
+    /// Requests the registry answered with `status`, whatever the method and URI; exact.
+    pub fn total_with_status(&self, status: u16) -> usize {
+        self.sync_log();
+        self.access_log()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
+    }
+
     fn matching(&self, method: &str, uri_contains: &str, status: Option<u16>) -> usize {
         self.sync_log();
         self.access_log()

@@ -211,10 +211,12 @@ impl Fetch {
                     "the upstream sent more than its Content-Length of {size}"
                 ));
             }
-            hasher.update(&chunk);
-            self.mirror.fetched(chunk.len() as u64);
             let len = chunk.len() as u64;
-            write_at(&self.flight.file, chunk, written)
+            self.mirror.fetched(len);
+            // The write runs on a blocking thread while this task hashes the same bytes.
+            let write = write_at(&self.flight.file, chunk.clone(), written);
+            hasher.update(&chunk);
+            write
                 .await
                 .map_err(|e| format!("writing the spool file: {e}"))?;
             written += len;
@@ -235,11 +237,15 @@ impl Fetch {
     }
 }
 
-async fn write_at(file: &Arc<std::fs::File>, chunk: Bytes, at: u64) -> std::io::Result<()> {
+/// Starts writing `chunk` at `at` on a blocking thread; the future is its result.
+fn write_at(
+    file: &Arc<std::fs::File>,
+    chunk: Bytes,
+    at: u64,
+) -> impl std::future::Future<Output = std::io::Result<()>> {
     let file = file.clone();
-    tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at))
-        .await
-        .map_err(std::io::Error::other)?
+    let write = tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at));
+    async move { write.await.map_err(std::io::Error::other)? }
 }
 
 impl Flight {

@@ -58,48 +58,47 @@ impl Target {
             }
             Reference::Tag(tag) => tag.as_str(),
         };
-        if let Some(cached) = &cached {
-            if mirror.tag_fresh(&self.local, tag) {
-                mirror.hit(Cached::Manifest);
-                return Ok(self.again(cached));
+        let Some(cached) = cached else {
+            // Nothing to confirm: one GET, not a HEAD first.
+            mirror.miss(Cached::Manifest);
+            let fetched = self.fetch(store, reference, None).await;
+            if fetched.is_ok() {
+                mirror.tag_confirmed(&self.local, tag);
             }
+            return fetched;
+        };
+        if mirror.tag_fresh(&self.local, tag) {
+            mirror.hit(Cached::Manifest);
+            return Ok(cached);
         }
         // With a cached copy to fall back on, a slow upstream is not waited for long.
-        let head = match &cached {
-            Some(_) => tokio::time::timeout(
-                REVALIDATE_TIMEOUT,
-                mirror.upstream.manifest_head(&self.remote, tag),
-            )
-            .await
-            .unwrap_or(Err(UpstreamError::TimedOut)),
-            None => mirror.upstream.manifest_head(&self.remote, tag).await,
-        };
+        let head = tokio::time::timeout(
+            REVALIDATE_TIMEOUT,
+            mirror.upstream.manifest_head(&self.remote, tag),
+        )
+        .await
+        .unwrap_or(Err(UpstreamError::TimedOut));
         mirror.upstream_result(&head);
-        match (head, cached) {
-            (Ok(answer), Some(cached))
-                if answer.digest.as_deref() == Some(&cached.digest.to_string()) =>
-            {
+        match head {
+            Ok(answer) if answer.digest.as_deref() == Some(&cached.digest.to_string()) => {
                 mirror.tag_confirmed(&self.local, tag);
                 mirror.hit(Cached::Manifest);
                 Ok(cached)
             }
-            (Err(UpstreamError::NotFound), _) => {
-                Err(StoreError::ManifestUnknown(tag.to_owned()).into())
-            }
-            (Err(_), Some(cached)) => {
+            Err(UpstreamError::NotFound) => Err(StoreError::ManifestUnknown(tag.to_owned()).into()),
+            Err(_) => {
                 mirror.stale();
                 Ok(cached)
             }
-            (Err(source), None) => Err(self.unavailable(reference, source)),
-            // Moved upstream, new here, or no digest in the HEAD's answer: fetch it.
-            (Ok(_), cached) => {
+            // Moved upstream, or no digest in the HEAD's answer: fetch it.
+            Ok(_) => {
                 mirror.miss(Cached::Manifest);
-                match (self.fetch(store, reference, None).await, cached) {
-                    (Err(MirrorError::Upstream { .. }), Some(cached)) => {
+                match self.fetch(store, reference, None).await {
+                    Err(MirrorError::Upstream { .. }) => {
                         mirror.stale();
                         Ok(cached)
                     }
-                    (fetched, _) => {
+                    fetched => {
                         if fetched.is_ok() {
                             mirror.tag_confirmed(&self.local, tag);
                         }
@@ -157,14 +156,6 @@ impl Target {
             .manifest_put_cached(&self.local, reference, media_type, body)
             .await?;
         Ok(store.manifest_get(&self.local, reference).await?)
-    }
-
-    fn again(&self, cached: &StoredManifest) -> StoredManifest {
-        StoredManifest {
-            digest: cached.digest.clone(),
-            media_type: cached.media_type,
-            body: cached.body.clone(),
-        }
     }
 
     fn unavailable(&self, reference: &Reference, source: UpstreamError) -> MirrorError {
