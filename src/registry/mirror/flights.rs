@@ -30,6 +30,9 @@ use crate::upstream::UpstreamError;
 /// How long a finished flight stays joinable after its blob is in the store.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The longest the store's copy of a fetched blob waits for the clients reading it.
+const COMMIT_WAITS_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How much a reader reads from the spool at once.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -43,6 +46,8 @@ pub struct Flight {
     pub size: u64,
     file: Arc<std::fs::File>,
     progress: watch::Receiver<Progress>,
+    /// One clone per client stream reading the spool (the count is how many read now).
+    readers: Arc<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -126,6 +131,7 @@ impl Flights {
             size: blob.length,
             file: Arc::new(file),
             progress,
+            readers: Arc::new(()),
         });
         let task = Fetch {
             mirror: mirror.clone(),
@@ -158,7 +164,8 @@ impl Fetch {
         match self.spool(body).await {
             Ok(()) => {
                 self.publish.send_replace(Progress::Verified);
-                let whole = self.flight.read(0, self.flight.size);
+                self.clients_done().await;
+                let whole = self.flight.read_unseen(0, self.flight.size);
                 if let Err(e) = self
                     .store
                     .upload_monolithic(&self.local, &self.digest, whole)
@@ -181,6 +188,16 @@ impl Fetch {
                 self.mirror.flights.finished(&self.digest);
                 self.publish.send_replace(Progress::Failed(e.into()));
             }
+        }
+    }
+
+    /// Waits (a while at most) for the clients still reading the spool: the store's copy hashes
+    /// and writes the blob again, CPU better left to them until they have it.
+    async fn clients_done(&self) {
+        let deadline = tokio::time::Instant::now() + COMMIT_WAITS_AT_MOST;
+        while Arc::strong_count(&self.flight.readers) > 1 && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -249,8 +266,17 @@ fn write_at(
 }
 
 impl Flight {
-    /// The bytes `start..end` as they become readable; fails if the fetch does.
+    /// The bytes `start..end` as they become readable, for a client; fails if the fetch does.
     pub fn read(self: &Arc<Self>, start: u64, end: u64) -> ByteStream {
+        let reading = self.readers.clone();
+        Box::pin(self.read_unseen(start, end).map(move |chunk| {
+            let _counted = &reading;
+            chunk
+        }))
+    }
+
+    /// [`Flight::read`] without counting as a client (the store's copy).
+    fn read_unseen(self: &Arc<Self>, start: u64, end: u64) -> ByteStream {
         let state = (self.clone(), self.progress.clone(), start);
         Box::pin(futures_util::stream::unfold(
             Some(state),
