@@ -550,6 +550,50 @@ fn one_token_per_upstream_repository_serves_several_pulls() {
     );
 }
 
+/// Protects the authenticated token flow (Docker Hub with `username`): a private upstream
+/// refuses regapp without credentials (the client gets 404 `NAME_UNKNOWN`, as Docker Hub's
+/// refusal reads), and with `username` and `password_file` regapp gets its token with Basic
+/// credentials (`account=` the user) and pulls.
+#[test]
+fn a_private_token_upstream_is_pulled_with_the_mirrors_credentials() {
+    let work = tempfile::tempdir().expect("create a scratch dir");
+    let upstream = Upstream::token_auth();
+    let issuer = upstream
+        .token_issuer()
+        .expect("a token upstream has an issuer");
+    let image = small_image(&work.path().join("private"), "private");
+    let digest = upstream.push(&image.reference(), "team/private:1");
+    issuer.set_anonymous_pull(false);
+    let client = client();
+
+    let anonymous = start_mirroring(&work.path().join("anonymous"), &upstream.url(), "1m");
+    let refused = get_manifest(&client, &anonymous, "dockerhub/team/private", "1");
+    assert_eq!(refused.status, 404, "a refused repository reads as unknown");
+    assert_error_code(&refused, "NAME_UNKNOWN");
+    drop(anonymous);
+
+    let (user, password) = issuer.credentials();
+    let password_file = work.path().join("upstream-password");
+    std::fs::write(&password_file, format!("{password}\n")).expect("write the password file");
+    let mirror = prefixed_mirror_table(
+        MIRROR,
+        "dockerhub",
+        &upstream.url(),
+        &format!("username = {user:?}\npassword_file = {password_file:?}\n"),
+    );
+    let regapp = Regapp::start_with(&work.path().join("with-credentials"), &mirror);
+    let issued_before = issuer.requests().len();
+    assert_eq!(
+        pull(&client, &regapp, "dockerhub/team/private", "1"),
+        digest
+    );
+    let asked: Vec<_> = issuer.requests()[issued_before..].to_vec();
+    assert_eq!(asked.len(), 1, "one token for the repository: {asked:?}");
+    assert_eq!(asked[0].user.as_deref(), Some(user.as_str()));
+    assert_eq!(asked[0].scopes, ["repository:team/private:pull"]);
+    assert_eq!(asked[0].status, 200);
+}
+
 /// Protects integrity: an upstream that sends bytes other than the digest names (the right
 /// length) gets the client's body cut before its end, and the blob is not stored: no file in
 /// regapp's storage has its digest, and the next request fetches it again.
