@@ -67,6 +67,9 @@ pub struct ExplainArgs {
     pub user: String,
     /// A repository name, e.g. `team-a/app`.
     pub repository: String,
+    /// Also say whether this tag of the repository is immutable, and by which rule.
+    #[arg(long)]
+    pub tag: Option<String>,
     #[command(flatten)]
     pub config: ConfigArg,
 }

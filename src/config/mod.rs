@@ -25,6 +25,7 @@ mod access;
 mod acme;
 mod diagnostics;
 mod gc;
+mod immutable;
 mod mirror;
 mod ops;
 mod raw;
@@ -77,6 +78,7 @@ impl Settings {
         );
         let gc = gc::gc_settings(raw.gc.take(), raw.retention.take(), &locator);
         let mirrors = mirror::mirror_settings(raw.mirror.take(), &locator);
+        let immutable = immutable::immutable_tags(raw.immutable.take(), &locator);
         let delete_enabled = raw.storage.delete_enabled;
         let storage = storage::storage_settings(std::mem::take(&mut raw.storage), &locator);
         let edge = match raw.edge {
@@ -105,20 +107,25 @@ impl Settings {
             ));
         }
         // Every problem at once, not the first section's only.
-        let (log, edge, access, gc, storage, mirrors) =
-            match (log, edge, access, gc, storage, mirrors) {
-                (Ok(log), Ok(edge), Ok(access), Ok(gc), Ok(storage), Ok(mirrors))
-                    if problems.is_empty() =>
-                {
-                    (log, edge, access, gc, storage, mirrors)
-                }
-                (log, edge, access, gc, storage, mirrors) => {
+        let (log, edge, access, gc, storage, mirrors, immutable) =
+            match (log, edge, access, gc, storage, mirrors, immutable) {
+                (
+                    Ok(log),
+                    Ok(edge),
+                    Ok(access),
+                    Ok(gc),
+                    Ok(storage),
+                    Ok(mirrors),
+                    Ok(immutable),
+                ) if problems.is_empty() => (log, edge, access, gc, storage, mirrors, immutable),
+                (log, edge, access, gc, storage, mirrors, immutable) => {
                     let mut errors = log.err().into_iter().collect::<Vec<_>>();
                     errors.extend(edge.err().into_iter().flat_map(|e| e.0));
                     errors.extend(access.err().unwrap_or_default());
                     errors.extend(gc.err().unwrap_or_default());
                     errors.extend(storage.err().unwrap_or_default());
                     errors.extend(mirrors.err().unwrap_or_default());
+                    errors.extend(immutable.err().unwrap_or_default());
                     errors.extend(problems);
                     errors.sort_by_key(|e| e.line);
                     return Err(ConfigErrors(errors));
@@ -138,6 +145,7 @@ impl Settings {
                         .engine
                         .max_manifest_bytes
                         .unwrap_or(StoreOptions::default().manifest_max_bytes),
+                    immutable,
                 },
                 mirrors: mirrors.clone(),
             },

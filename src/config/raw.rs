@@ -33,6 +33,16 @@ pub(super) struct RawConfig {
     pub access: Option<Vec<RawAccessRule>>,
     /// `[[mirror]]`: upstreams the engine caches.
     pub mirror: Option<Vec<RawMirror>>,
+    /// `[[immutable]]`: tags that never move.
+    pub immutable: Option<Vec<RawImmutable>>,
+}
+
+/// One `[[immutable]]` rule.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImmutable {
+    pub repositories: Option<String>,
+    pub tags: Option<String>,
 }
 
 /// One `[[mirror]]`; missing and contradictory keys are reported by `mirror.rs`.

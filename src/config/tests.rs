@@ -567,3 +567,27 @@ fn mirror_mistakes_are_errors_with_line_and_key() {
         ]
     );
 }
+
+#[test]
+fn immutable_rules_are_read_and_their_mistakes_named() {
+    let text = "[[immutable]]\ntags = \"^v[0-9]+$\"\n\n[[immutable]]\nrepositories = \"prod/**\"\ntags = \".*\"\n";
+    let settings = Settings::parse(text, "test").unwrap();
+    let immutable = &settings.engine.store.immutable;
+    assert_eq!(immutable.rule_for("team/app", "v2").map(|r| r.0), Some(1));
+    assert_eq!(
+        immutable.rule_for("prod/app", "latest").map(|r| r.0),
+        Some(2)
+    );
+    assert!(immutable.rule_for("team/app", "latest").is_none());
+
+    let text = "[[immutable]]\nrepositories = \"team/**\"\n\n[[immutable]]\ntags = \"(\"\n";
+    let errors = Settings::parse(text, "test").unwrap_err().0;
+    assert_eq!(
+        lines_and_keys(&errors),
+        [
+            // A missing key is reported at its table's header.
+            (Some(1), "immutable[0].tags".to_owned()),
+            (Some(5), "immutable[1].tags".to_owned()),
+        ]
+    );
+}

@@ -15,7 +15,7 @@ const READER: &str = "bob";
 const READER_PASSWORD: &str = "builder";
 
 /// `skopeo --insecure-policy ARGS` against the edge, trusting its CA.
-fn skopeo(edge: &EdgeServer, args: &[&str]) -> Output {
+pub(super) fn skopeo(edge: &EdgeServer, args: &[&str]) -> Output {
     let trust = edge.trust_dir();
     let mut command = Command::new("skopeo");
     command.args(["--insecure-policy", "--command-timeout=120s"]);

@@ -14,6 +14,7 @@ use crate::util::process::ServerProcess;
 mod access;
 mod auth;
 mod hostile;
+mod immutable;
 mod linger;
 mod proxy;
 mod tls;

@@ -188,9 +188,8 @@ impl ApiError {
         // Clients print `code: message`, never the detail: where the reason is the news (a
         // mirror refusing a push, an upstream that cannot be asked), it is the message too.
         let message = match &self {
-            ApiError::Mirror(MirrorError::ReadOnly { .. } | MirrorError::Upstream { .. }) => {
-                detail.as_str()
-            }
+            ApiError::Mirror(MirrorError::ReadOnly { .. } | MirrorError::Upstream { .. })
+            | ApiError::Store(StoreError::TagImmutable { .. }) => detail.as_str(),
             _ => code.message(),
         };
         let mut response = error_response_saying(status, code, message, &detail).map(|body| {
@@ -234,6 +233,7 @@ fn store_code_and_status(e: &StoreError) -> (Code, StatusCode) {
         StoreError::ManifestTooLarge { .. } => (Code::ManifestInvalid, S::PAYLOAD_TOO_LARGE),
         StoreError::ManifestBlobUnknown(_) => (Code::ManifestBlobUnknown, S::BAD_REQUEST),
         StoreError::DeleteDisabled => (Code::Unsupported, S::METHOD_NOT_ALLOWED),
+        StoreError::TagImmutable { .. } => (Code::Denied, S::FORBIDDEN),
         StoreError::Body(_) => (Code::BlobUploadInvalid, S::BAD_REQUEST),
         StoreError::BodyStalled(_) => (Code::BlobUploadInvalid, S::REQUEST_TIMEOUT),
         StoreError::Storage(StorageError::Full { .. }) => (Code::Unknown, S::INSUFFICIENT_STORAGE),

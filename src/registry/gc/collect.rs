@@ -15,7 +15,7 @@ use super::retention::rule_for;
 use super::sweep::Sweeper;
 use super::usage::{Usage, UsageBuilder};
 use super::{cutoff, Disposal, GcError, GcPolicy, GcReport, RunOptions};
-use crate::registry::store::Store;
+use crate::registry::store::{ImmutableTags, Store};
 use crate::registry::types::{Digest, RepoName};
 
 /// Revision unlinks in flight at once (each a hop to a blocking thread).
@@ -75,8 +75,9 @@ async fn run(
     report.repositories = repos.len() as u64;
     step_done("repositories loaded");
 
+    let immutable = &store.options().immutable;
     let mut untagged_by_retention =
-        retention(&sweeper, policy, &mut repos, start, &mut report).await?;
+        retention(&sweeper, policy, immutable, &mut repos, start, &mut report).await?;
     let (evicted, count) = evict(&sweeper, &policy.caches, &mut repos, start).await?;
     report.manifests_evicted = count;
     for (index, digests) in evicted {
@@ -138,13 +139,14 @@ async fn forget_pulls(
 async fn retention(
     sweeper: &Sweeper<'_>,
     policy: &GcPolicy,
+    immutable: &ImmutableTags,
     repos: &mut [RepoState],
     start: SystemTime,
     report: &mut GcReport,
 ) -> Result<HashMap<RepoName, HashSet<Digest>>, GcError> {
     let mut untagged_by_retention = HashMap::new();
     for repo in repos {
-        let removed = apply_retention(sweeper, policy, repo, start).await?;
+        let removed = apply_retention(sweeper, policy, immutable, repo, start).await?;
         if removed.is_empty() {
             continue;
         }
@@ -311,9 +313,11 @@ async fn sweep_leftovers(
 
 /// Removes the tags the repository's retention rule selects; returns `(tag, target)` of each
 /// and drops them from `repo.tags`.
+/// Tags an `[[immutable]]` rule holds are never removed (they still count for `keep_last`).
 async fn apply_retention(
     sweeper: &Sweeper<'_>,
     policy: &GcPolicy,
+    immutable: &ImmutableTags,
     repo: &mut RepoState,
     now: SystemTime,
 ) -> Result<Vec<(String, Digest)>, GcError> {
@@ -327,6 +331,9 @@ async fn apply_retention(
         .collect();
     let mut removed = Vec::new();
     for tag in rule.tags_to_remove(&tags, now) {
+        if immutable.rule_for(repo.name.as_str(), &tag).is_some() {
+            continue;
+        }
         let (target, _) = repo.tags[&tag].clone();
         if sweeper.tag(&repo.name, &tag, &target).await? {
             repo.tags.remove(&tag);

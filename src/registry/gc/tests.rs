@@ -22,11 +22,12 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Fixture::with_options(StoreOptions::default())
+    }
+
+    fn with_options(options: StoreOptions) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::new(
-            Arc::new(FsDriver::new(dir.path())),
-            StoreOptions::default(),
-        ));
+        let store = Arc::new(Store::new(Arc::new(FsDriver::new(dir.path())), options));
         Fixture { dir, store }
     }
 
@@ -433,6 +434,43 @@ async fn retention_removes_old_tags_beyond_keep_last_except_protected_ones() {
     assert_eq!(
         report.manifests_removed, 2,
         "untagged by retention, so removed"
+    );
+}
+
+#[tokio::test]
+async fn retention_never_removes_an_immutable_tag() {
+    let f = Fixture::with_options(StoreOptions {
+        immutable: crate::registry::store::ImmutableTags::new(vec![
+            crate::registry::store::ImmutableRule {
+                repositories: crate::auth::access::RepoGlob::parse("**").unwrap(),
+                tags: Regex::new(r"^v[0-9]+\.[0-9]+\.[0-9]+$").unwrap(),
+            },
+        ]),
+        ..StoreOptions::default()
+    });
+    let day = Duration::from_secs(86_400);
+    for (tag, days) in [("v1.0.0", 90), ("nightly", 60), ("latest", 1)] {
+        f.image("ci/app", tag, &[&format!("layer of {tag}")], None)
+            .await;
+        f.age_tag("ci/app", tag, day * days);
+    }
+    let report = f
+        .collect_with(GcPolicy {
+            grace: Duration::ZERO,
+            delete_untagged: true,
+            retention: vec![RetentionRule::new(
+                crate::auth::access::RepoGlob::parse("ci/**").unwrap(),
+                Some(1),
+                None,
+                None,
+            )],
+            ..GcPolicy::default()
+        })
+        .await;
+    // keep_last 1 keeps "latest"; "v1.0.0" is older but immutable.
+    assert_eq!(
+        report.tags_removed,
+        [("ci/app".to_owned(), "nightly".to_owned())]
     );
 }
 

@@ -27,6 +27,16 @@ pub enum StoreError {
     ManifestTooLarge { limit: usize },
     #[error("manifest references {0}, which this repository does not have")]
     ManifestBlobUnknown(Digest),
+    #[error("{repo}:{tag} is immutable by {rule}{}", match current {
+        Some(d) => format!(" and names {d}: push that digest, or another tag"),
+        None => String::new(),
+    })]
+    TagImmutable {
+        repo: RepoName,
+        tag: String,
+        rule: String,
+        current: Option<Digest>,
+    },
     #[error("deleting is disabled on this registry (storage.delete_enabled = false)")]
     DeleteDisabled,
     #[error("the request body failed: {0}")]

@@ -122,6 +122,13 @@ impl Store {
             }
             Reference::Tag(_) => Digest::sha256_of(&body),
         };
+        // A client's push may not move an immutable tag; held until the tag is written.
+        let _immutable = match reference {
+            Reference::Tag(tag) if check_references => {
+                self.check_immutable(repo, tag, Some(&digest)).await?
+            }
+            _ => None,
+        };
         // Pinned before the checks: the collector either skips these digests or has deleted
         // them already, in which case the checks fail (see `pins`).
         let mut pinned: Vec<Digest> = manifest
@@ -185,6 +192,7 @@ impl Store {
             Reference::Tag(tag) => {
                 let unknown = || StoreError::ManifestUnknown(reference.to_string());
                 self.tag_target(repo, tag).await?.ok_or_else(unknown)?;
+                let _immutable = self.check_immutable(repo, tag, None).await?;
                 self.driver
                     .delete(&paths::tag_dir(repo, tag))
                     .await
@@ -196,9 +204,13 @@ impl Store {
                     .stat(&link)
                     .await
                     .or_unknown(|| StoreError::ManifestUnknown(digest.to_string()))?;
+                let tags = self.tags_pointing_at(repo, digest).await?;
+                for tag in &tags {
+                    self.check_immutable(repo, tag, None).await?;
+                }
                 // Tags first: a crash in between leaves a manifest without tags, never a tag
                 // pointing at a manifest that is gone.
-                for tag in self.tags_pointing_at(repo, digest).await? {
+                for tag in tags {
                     match self.driver.delete(&paths::tag_dir(repo, &tag)).await {
                         Err(e) if !e.is_not_found() => return Err(e.into()),
                         _ => {}
@@ -212,6 +224,31 @@ impl Store {
                     .await
                     .or_unknown(|| StoreError::ManifestUnknown(digest.to_string()))
             }
+        }
+    }
+
+    /// Refuses to move (`to` another digest than it names) or delete (`to` None) a tag an
+    /// `[[immutable]]` rule holds; the guard serialises immutable writes in this process.
+    async fn check_immutable(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        to: Option<&Digest>,
+    ) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        let Some(rule) = self.options.immutable.describe(repo.as_str(), tag.as_str()) else {
+            return Ok(None);
+        };
+        let guard = self.immutable_writes.lock().await;
+        let current = self.tag_target(repo, tag).await?;
+        match (to, current) {
+            (Some(to), Some(current)) if *to == current => Ok(Some(guard)),
+            (Some(_), None) => Ok(Some(guard)),
+            (_, current) => Err(StoreError::TagImmutable {
+                repo: repo.clone(),
+                tag: tag.to_string(),
+                rule,
+                current,
+            }),
         }
     }
 

@@ -17,6 +17,7 @@ pub mod byte_budget;
 mod catalog;
 mod error;
 mod hashing;
+mod immutable;
 mod manifests;
 pub mod paths;
 mod pins;
@@ -27,6 +28,7 @@ mod tags;
 mod uploads;
 
 pub use error::{StoreError, StoreResult};
+pub use immutable::{ImmutableRule, ImmutableTags};
 pub use manifests::{PutManifest, StoredManifest};
 pub use pins::{PinGuard, Pins};
 
@@ -42,6 +44,8 @@ pub struct StoreOptions {
     pub delete_enabled: bool,
     /// Larger manifests are refused with 413.
     pub manifest_max_bytes: usize,
+    /// `[[immutable]]`: tags that never move or go.
+    pub immutable: ImmutableTags,
 }
 
 /// registry:2's limit.
@@ -52,6 +56,7 @@ impl Default for StoreOptions {
         StoreOptions {
             delete_enabled: true,
             manifest_max_bytes: DEFAULT_MANIFEST_MAX_BYTES,
+            immutable: ImmutableTags::default(),
         }
     }
 }
@@ -75,6 +80,9 @@ pub struct Store {
     catalog: Catalog,
     pins: Pins,
     batch_budget: BatchBudget,
+    /// Held while an immutable tag is checked and written, so that two first pushes of one
+    /// immutable tag cannot both pass the check (in this process; see ARCHITECTURE.md).
+    immutable_writes: tokio::sync::Mutex<()>,
 }
 
 /// A request body as the store consumes it.
@@ -91,6 +99,7 @@ impl Store {
             catalog: Catalog::default(),
             pins: Pins::default(),
             batch_budget: BatchBudget::default(),
+            immutable_writes: tokio::sync::Mutex::new(()),
         }
     }
 

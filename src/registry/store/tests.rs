@@ -249,3 +249,75 @@ async fn concurrent_pushes_of_one_blob_into_many_repositories_all_succeed() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_immutable_tag_takes_its_own_digest_again_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = ImmutableTags::new(vec![ImmutableRule {
+        repositories: crate::auth::access::RepoGlob::parse("**").unwrap(),
+        tags: regex::Regex::new(r"^v[0-9]+\.[0-9]+\.[0-9]+$").unwrap(),
+    }]);
+    let store = Store::new(
+        Arc::new(FsDriver::new(dir.path())),
+        StoreOptions {
+            immutable: rules,
+            ..StoreOptions::default()
+        },
+    );
+    let repo = name("team/app");
+    let config = push_blob(&store, &repo, b"{}").await;
+    let one = push_blob(&store, &repo, b"hello").await;
+    let two = push_blob(&store, &repo, b"world").await;
+    let release = Reference::parse("v1.0.0").unwrap();
+    let latest = Reference::parse("latest").unwrap();
+    let (first, second) = (
+        image_manifest(&config, &one, None),
+        image_manifest(&config, &two, None),
+    );
+    let pushed = store
+        .manifest_put(&repo, &release, None, first.clone())
+        .await
+        .unwrap();
+    // A CI retry of the same push.
+    store
+        .manifest_put(&repo, &release, None, first.clone())
+        .await
+        .unwrap();
+    let refused = store
+        .manifest_put(&repo, &release, None, second.clone())
+        .await
+        .unwrap_err();
+    let StoreError::TagImmutable { rule, current, .. } = &refused else {
+        panic!("{refused:?}")
+    };
+    assert!(
+        rule.starts_with("[[immutable]] #1 (repositories \"**\""),
+        "{rule}"
+    );
+    assert_eq!(current.as_ref(), Some(&pushed.digest));
+    assert!(
+        refused.to_string().contains("team/app:v1.0.0 is immutable"),
+        "{refused}"
+    );
+    // A mutable tag moves as ever.
+    store
+        .manifest_put(&repo, &latest, None, first.clone())
+        .await
+        .unwrap();
+    store
+        .manifest_put(&repo, &latest, None, second.clone())
+        .await
+        .unwrap();
+    // Neither the tag nor the manifest it names can be deleted.
+    assert!(matches!(
+        store.manifest_delete(&repo, &release).await,
+        Err(StoreError::TagImmutable { .. })
+    ));
+    let by_digest = Reference::Digest(pushed.digest.clone());
+    assert!(matches!(
+        store.manifest_delete(&repo, &by_digest).await,
+        Err(StoreError::TagImmutable { .. })
+    ));
+    let kept = store.manifest_get(&repo, &release).await.unwrap();
+    assert_eq!(kept.digest, pushed.digest);
+}
