@@ -2,6 +2,8 @@
 //! except ACME HTTP-01 challenges (`/.well-known/acme-challenge/<token>`), answered from the
 //! certificate manager's [`ChallengeTokens`] (404 for a token it does not hold).
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use async_trait::async_trait;
 use http::{header, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -41,7 +43,11 @@ impl ServeHttp for RedirectToHttps {
             response = response.header(name, value);
         }
         if path_and_query.starts_with(CHALLENGE_PREFIX) {
-            if let Some(answer) = self.challenges.answer(uri.path()).await {
+            let client = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+            if let Some(answer) = self.challenges.answer(uri.path(), client).await {
                 return response
                     .status(StatusCode::OK)
                     .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -85,7 +85,6 @@ pub struct Upstream {
 }
 
 struct Inner {
-    name: String,
     base: String,
     client: reqwest::Client,
     auth: auth::Authorizer,
@@ -139,7 +138,6 @@ impl Upstream {
             .map_err(|e| setup(format!("HTTP client: {e}")))?;
         Ok(Upstream {
             inner: Arc::new(Inner {
-                name: settings.name.clone(),
                 base: settings.url.trim_end_matches('/').to_owned(),
                 auth: auth::Authorizer::new(client.clone(), credentials),
                 client,
@@ -147,10 +145,6 @@ impl Upstream {
                 quiet_until: Mutex::new(None),
             }),
         })
-    }
-
-    pub fn name(&self) -> &str {
-        &self.inner.name
     }
 
     pub fn url(&self) -> &str {
@@ -320,12 +314,6 @@ impl Upstream {
             }
             None => Ok(()),
         }
-    }
-
-    /// How long requests are held back still (after a 429), if they are.
-    pub fn quiet_for(&self) -> Option<Duration> {
-        let quiet = self.inner.quiet_until.lock().expect("not poisoned");
-        quiet.and_then(|until| until.checked_duration_since(Instant::now()))
     }
 }
 

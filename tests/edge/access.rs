@@ -354,17 +354,7 @@ fn access_explain_prints_the_deciding_rule_per_action() {
     )
     .unwrap();
     let explain = |user: &str, repo: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_regapp"))
-            .args(["access", "explain", user, repo, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::util::regapp_ok(&["access", "explain", user, repo], &config)
     };
     let text = explain("bob", "public/base");
     let origin = format!("{}:12", config.display());

@@ -546,7 +546,9 @@ fn one_token_per_upstream_repository_serves_several_pulls() {
         "the scheme is known: no second challenge"
     );
     eprintln!(
-        "tokens: 3 pulls of library/busybox took 1 token, library/alpine 1 more; 1 upstream 401"
+        "tokens: 3 pulls of library/busybox and 1 of library/alpine took {} tokens; {} upstream 401",
+        asked.len(),
+        upstream.total_with_status(401) - denied_before
     );
 }
 

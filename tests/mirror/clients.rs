@@ -517,6 +517,10 @@ fn docker_registry_mirrors_requests_go_to_the_default_mirror_and_local_names_sta
         .iter()
         .filter(|r| r.uri.contains("team/app"))
         .collect();
+    assert!(
+        pushed_upstream_asks.is_empty(),
+        "a push to a local name asks the upstream nothing: {pushed_upstream_asks:?}"
+    );
     eprintln!(
         "docker default mirror: {pushed}; upstream: {manifest_gets} manifest GET, blob GETs \
          {fetched:?}; local team/app served with 0 upstream requests (the push itself caused \

@@ -70,6 +70,17 @@ pub fn header_value(head: &str, name: &str) -> Option<String> {
     })
 }
 
+/// Runs `regapp <args> --config <config>`, which must succeed; returns its stdout.
+pub fn regapp_ok(args: &[&str], config: &Path) -> String {
+    let out = regapp::command(args, config).output().expect("run regapp");
+    assert!(
+        out.status.success(),
+        "regapp {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("regapp prints UTF-8")
+}
+
 /// Runs `regapp <command> --config <config>`, which must fail; returns its stderr.
 pub fn regapp_fails(command: &str, config: &Path) -> String {
     let out = regapp::command(&[command], config)

@@ -4,26 +4,32 @@
 //! A lookup is a read lock on a tiny map; tokens live only while their order runs
 //! ([`Published`] removes them when dropped, also when the order fails half-way). With several
 //! nodes on one bucket the answers are also objects in the bucket, so whichever node the CA's
-//! validation reaches answers: a token this node does not hold is looked up there, at most
-//! [`BUCKET_LOOKUPS_PER_SECOND`] times a second, so that a flood of made-up tokens on :80
-//! costs the bucket little.
+//! validation reaches answers: a token this node does not hold is looked up there. Lookups that
+//! find nothing are limited per client address ([`MISSES_PER_CLIENT`]), so that a flood of
+//! made-up tokens on :80 costs the bucket little and cannot crowd out the CA's validations.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use super::error::AcmeError;
 use super::kept::BUCKET_PREFIX;
+use crate::auth::limiter::{client_key, FailureLimiter};
 use crate::storage::StorageDriver;
 
 /// The path prefix HTTP-01 validation requests use (RFC 8555 §8.3).
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// A node asks the bucket for tokens it does not hold at most this often; a CA validates a name
-/// with a handful of requests.
-pub const BUCKET_LOOKUPS_PER_SECOND: u32 = 20;
+/// Bucket lookups of tokens that are not there one client may cause in a row, then one per
+/// [`MISS_REFILL`]: a CA's validations find their token and cost nothing, so a client making
+/// tokens up cannot spend the lookups of another (the CA's) as one shared budget would let it.
+const MISSES_PER_CLIENT: u32 = 20;
+const MISS_REFILL: Duration = Duration::from_millis(100);
+/// Clients whose misses are remembered at once.
+const MISS_CLIENTS: usize = 10_000;
 
 /// How long a lookup in the bucket may take before the answer is 404.
 const BUCKET_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,23 +43,13 @@ pub struct ChallengeTokens {
 
 struct InBucket {
     driver: Arc<dyn StorageDriver>,
-    /// (start of the current second, lookups in it).
-    window: Mutex<(Instant, u32)>,
+    /// Lookups that found nothing, per client address.
+    misses: FailureLimiter,
 }
 
 impl InBucket {
     fn key(token: &str) -> String {
         format!("{BUCKET_PREFIX}/challenges/{token}")
-    }
-
-    /// Whether one more lookup fits in this second's budget.
-    fn admit(&self) -> bool {
-        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
-        if window.0.elapsed() >= Duration::from_secs(1) {
-            *window = (Instant::now(), 0);
-        }
-        window.1 += 1;
-        window.1 <= BUCKET_LOOKUPS_PER_SECOND
     }
 }
 
@@ -77,26 +73,31 @@ impl ChallengeTokens {
             tokens: Arc::default(),
             bucket: Some(Arc::new(InBucket {
                 driver,
-                window: Mutex::new((Instant::now(), 0)),
+                misses: FailureLimiter::new(MISSES_PER_CLIENT, MISS_REFILL, MISS_CLIENTS),
             })),
         }
     }
 
-    /// The body to answer for a request path, if it is a challenge path with a known token.
-    pub async fn answer(&self, path: &str) -> Option<String> {
+    /// The body to answer for a request path from `client`, if it is a challenge path with a
+    /// known token.
+    pub async fn answer(&self, path: &str, client: IpAddr) -> Option<String> {
         let token = path.strip_prefix(CHALLENGE_PREFIX)?;
         if let Some(answer) = self.held(token) {
             return Some(answer);
         }
         let bucket = self.bucket.as_ref()?;
-        if !is_token(token) || !bucket.admit() {
+        let client = client_key(client);
+        if !is_token(token) || bucket.misses.check(client, Instant::now()).is_err() {
             return None;
         }
         let key = InBucket::key(token);
         let lookup = bucket.driver.get(&key);
         match tokio::time::timeout(BUCKET_LOOKUP_TIMEOUT, lookup).await {
             Ok(Ok(bytes)) => String::from_utf8(bytes.to_vec()).ok(),
-            Ok(Err(e)) if e.is_not_found() => None,
+            Ok(Err(e)) if e.is_not_found() => {
+                bucket.misses.record_failure(client, Instant::now());
+                None
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "looking up an HTTP-01 answer in the bucket failed");
                 None
@@ -186,30 +187,34 @@ impl Drop for Published {
 mod tests {
     use super::*;
 
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[tokio::test]
     async fn a_published_token_is_answered_until_dropped() {
         let tokens = ChallengeTokens::new();
         let path = format!("{CHALLENGE_PREFIX}abc-123");
-        assert_eq!(tokens.answer(&path).await, None);
+        assert_eq!(tokens.answer(&path, CLIENT).await, None);
         let published = tokens
             .publish("abc-123", "abc-123.thumbprint")
             .await
             .unwrap();
         assert_eq!(
-            tokens.clone().answer(&path).await.as_deref(),
+            tokens.clone().answer(&path, CLIENT).await.as_deref(),
             Some("abc-123.thumbprint")
         );
         assert_eq!(
-            tokens.answer(&format!("{CHALLENGE_PREFIX}other")).await,
+            tokens
+                .answer(&format!("{CHALLENGE_PREFIX}other"), CLIENT)
+                .await,
             None
         );
         assert_eq!(
-            tokens.answer("/abc-123").await,
+            tokens.answer("/abc-123", CLIENT).await,
             None,
             "only under the challenge path"
         );
         drop(published);
-        assert_eq!(tokens.answer(&path).await, None);
+        assert_eq!(tokens.answer(&path, CLIENT).await, None);
         assert!(tokens.is_empty());
     }
 
@@ -225,21 +230,33 @@ mod tests {
         );
         let path = format!("{CHALLENGE_PREFIX}tok_1");
         let published = a.publish("tok_1", "tok_1.print").await.unwrap();
-        assert_eq!(b.answer(&path).await.as_deref(), Some("tok_1.print"));
+        assert_eq!(
+            b.answer(&path, CLIENT).await.as_deref(),
+            Some("tok_1.print")
+        );
         assert!(b.is_empty(), "looked up, not held");
         drop(published);
+        // Withdrawn from the bucket itself (not a lookup that the budget refuses).
         tokio::time::timeout(Duration::from_secs(5), async {
-            while b.answer(&path).await.is_some() {
+            while store.get(&InBucket::key("tok_1")).await.is_ok() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })
         .await
         .expect("withdrawn from the bucket");
-        assert_eq!(b.answer(&format!("{CHALLENGE_PREFIX}../x")).await, None);
+        assert_eq!(b.answer(&path, CLIENT).await, None);
         assert!(!is_token("../x") && !is_token("") && is_token("AZaz09-_"));
-        let bucket = b.bucket.as_ref().unwrap();
-        *bucket.window.lock().unwrap() = (Instant::now(), 0);
-        let admitted = (0..100).filter(|_| bucket.admit()).count();
-        assert_eq!(admitted, BUCKET_LOOKUPS_PER_SECOND as usize);
+        // A client making tokens up spends its own misses, not the CA's lookups.
+        for n in 0..MISSES_PER_CLIENT + 5 {
+            b.answer(&format!("{CHALLENGE_PREFIX}made-up-{n}"), CLIENT)
+                .await;
+        }
+        let misses = &b.bucket.as_ref().unwrap().misses;
+        assert!(misses.check(client_key(CLIENT), Instant::now()).is_err());
+        let published = a.publish("tok_2", "tok_2.print").await.unwrap();
+        let ca: IpAddr = "192.0.2.7".parse().unwrap();
+        let path = format!("{CHALLENGE_PREFIX}tok_2");
+        assert_eq!(b.answer(&path, ca).await.as_deref(), Some("tok_2.print"));
+        drop(published);
     }
 }

@@ -66,31 +66,24 @@ impl UsageBuilder {
         let caches = caches
             .iter()
             .map(|cache| {
-                let mut blobs: HashMap<&Digest, u64> = HashMap::new();
+                // Each blob the cache's repositories reference, and how many of them do.
+                let mut held: HashMap<&Digest, (u64, u32)> = HashMap::new();
                 for (name, repo_blobs) in &self.per_repo {
                     if cache.holds(name) {
-                        blobs.extend(repo_blobs.iter().map(|(d, size)| (d, *size)));
+                        for (digest, size) in repo_blobs {
+                            held.entry(digest).or_insert((*size, 0)).1 += 1;
+                        }
                     }
                 }
-                let usage = RepoUsage {
-                    referenced_bytes: blobs.values().sum(),
-                    exclusive_bytes: blobs
-                        .iter()
-                        .filter(|(d, _)| {
-                            holders.get(*d).is_some_and(|(_, n)| {
-                                // Held only by this cache's repositories.
-                                *n as usize
-                                    == self
-                                        .per_repo
-                                        .iter()
-                                        .filter(|(name, b)| cache.holds(name) && b.contains_key(*d))
-                                        .count()
-                            })
-                        })
-                        .map(|(_, size)| size)
-                        .sum(),
-                    blobs: blobs.len() as u64,
-                };
+                let mut usage = RepoUsage::default();
+                for (digest, (size, in_cache)) in &held {
+                    usage.referenced_bytes += size;
+                    usage.blobs += 1;
+                    // Exclusive: no repository outside the cache references it.
+                    if holders.get(digest).is_some_and(|(_, n)| n == in_cache) {
+                        usage.exclusive_bytes += size;
+                    }
+                }
                 (cache.name.clone(), usage)
             })
             .collect();

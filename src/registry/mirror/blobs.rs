@@ -12,8 +12,8 @@ use crate::upstream::UpstreamError;
 
 /// Where a mirrored blob's bytes come from.
 pub enum MirroredBlob {
-    /// The store has it, linked into the repository: serve it as any blob.
-    Stored,
+    /// The store has it, linked into the repository, of this size: serve it as any blob.
+    Stored(u64),
     /// Being fetched: read it from the flight (which knows its size).
     Fetching(Arc<Flight>),
 }
@@ -25,14 +25,14 @@ impl Target {
         store: &Arc<Store>,
         digest: &Digest,
     ) -> Result<MirroredBlob, MirrorError> {
-        if self.stored(store, digest).await? {
+        if let Some(size) = self.stored(store, digest).await? {
             self.mirror.hit(Cached::Blob);
-            return Ok(MirroredBlob::Stored);
+            return Ok(MirroredBlob::Stored(size));
         }
         let (flight, started) = self
             .mirror
             .flights
-            .join_or_start(&self.mirror, store, &self.local, &self.remote, digest)
+            .join_or_start(self, store, digest)
             .await
             .map_err(|e| self.blob_unknown(digest, e))?;
         if started {
@@ -45,9 +45,9 @@ impl Target {
 
     /// The size of `digest`, from the store, a flight or a HEAD upstream (nothing fetched).
     pub async fn blob_size(&self, store: &Store, digest: &Digest) -> Result<u64, MirrorError> {
-        if self.stored(store, digest).await? {
+        if let Some(size) = self.stored(store, digest).await? {
             self.mirror.hit(Cached::Blob);
-            return Ok(store.blob_size(&self.local, digest).await?);
+            return Ok(size);
         }
         if let Some(flight) = self.mirror.flights.running(digest) {
             return Ok(flight.size);
@@ -70,13 +70,16 @@ impl Target {
         })
     }
 
-    /// Whether the repository can serve `digest` from the store now, linking bytes another
-    /// repository brought.
-    async fn stored(&self, store: &Store, digest: &Digest) -> Result<bool, MirrorError> {
+    /// The size of `digest` if the repository can serve it from the store now, linking bytes
+    /// another repository brought.
+    async fn stored(&self, store: &Store, digest: &Digest) -> Result<Option<u64>, MirrorError> {
         match store.blob_size(&self.local, digest).await {
-            Ok(_) => Ok(true),
+            Ok(size) => Ok(Some(size)),
             Err(StoreError::BlobUnknown(_)) => {
-                Ok(store.blob_link_existing(&self.local, digest).await?)
+                if !store.blob_link_existing(&self.local, digest).await? {
+                    return Ok(None);
+                }
+                Ok(Some(store.blob_size(&self.local, digest).await?))
             }
             Err(e) => Err(e.into()),
         }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{watch, OnceCell};
 
-use super::{Mirror, MirrorError};
+use super::{Mirror, MirrorError, Target};
 use crate::registry::store::batcher::Batcher;
 use crate::registry::store::Store;
 use crate::registry::types::{Digest, RepoName};
@@ -77,10 +77,8 @@ impl Flights {
     /// (a miss) or joined (a hit on the flight). Concurrent callers wait for one start.
     pub(super) async fn join_or_start(
         &self,
-        mirror: &Arc<Mirror>,
+        target: &Target,
         store: &Arc<Store>,
-        local: &RepoName,
-        remote: &str,
         digest: &Digest,
     ) -> Result<(Arc<Flight>, bool), MirrorError> {
         let cell = {
@@ -91,7 +89,7 @@ impl Flights {
         let result = cell
             .get_or_try_init(|| {
                 started = true;
-                self.start(mirror, store, local, remote, digest)
+                self.start(target, store, digest)
             })
             .await;
         match result {
@@ -112,13 +110,15 @@ impl Flights {
 
     async fn start(
         &self,
-        mirror: &Arc<Mirror>,
+        target: &Target,
         store: &Arc<Store>,
-        local: &RepoName,
-        remote: &str,
         digest: &Digest,
     ) -> Result<Arc<Flight>, MirrorError> {
-        let answer = mirror.upstream.blob(remote, &digest.to_string()).await;
+        let mirror = &target.mirror;
+        let answer = mirror
+            .upstream
+            .blob(&target.remote, &digest.to_string())
+            .await;
         mirror.upstream_result(&answer);
         let blob = answer.map_err(|source| MirrorError::Upstream {
             what: format!("blob {digest}"),
@@ -136,7 +136,7 @@ impl Flights {
         let task = Fetch {
             mirror: mirror.clone(),
             store: store.clone(),
-            local: local.clone(),
+            local: target.local.clone(),
             digest: digest.clone(),
             flight: flight.clone(),
             publish,

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::{MirrorError, Target};
 use crate::metrics::Cached;
 use crate::registry::store::{Store, StoreError, StoredManifest};
+use crate::registry::types::manifest::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
 use crate::registry::types::{Digest, Reference};
 use crate::upstream::UpstreamError;
 
@@ -15,12 +16,7 @@ const REVALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5
 
 /// The media types a fetched manifest's `Content-Type` is believed for; anything else is
 /// left to the manifest's own `mediaType` field.
-const MANIFEST_TYPES: &[&str] = &[
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-];
+const MANIFEST_TYPES: &[&str] = &[OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST];
 
 impl Target {
     /// The manifest `reference` names in the mirrored repository; stamps it as pulled.
@@ -152,10 +148,14 @@ impl Target {
             .as_deref()
             .filter(|t| MANIFEST_TYPES.contains(t));
         let body: Bytes = answer.body;
-        store
-            .manifest_put_cached(&self.local, reference, media_type, body)
+        let stored = store
+            .manifest_put_cached(&self.local, reference, media_type, body.clone())
             .await?;
-        Ok(store.manifest_get(&self.local, reference).await?)
+        Ok(StoredManifest {
+            digest: stored.digest,
+            media_type: stored.media_type,
+            body,
+        })
     }
 
     fn unavailable(&self, reference: &Reference, source: UpstreamError) -> MirrorError {

@@ -170,10 +170,6 @@ impl Mirrors {
         Ok(Mirrors { mirrors })
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.mirrors.is_empty()
-    }
-
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Mirror>> {
         self.mirrors.iter()
     }

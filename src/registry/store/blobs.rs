@@ -126,6 +126,10 @@ impl Store {
     /// `repo`; false when they are not. For the mirror: a layer another mirrored repository
     /// cached is not fetched again.
     pub async fn blob_link_existing(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
+        // Most asked are simply not here: a stat, before a pin costs a write on a bucket.
+        if !self.blob_exists(digest).await? {
+            return Ok(false);
+        }
         let _pin = self.pin(vec![digest.clone()]).await?;
         if !self.blob_exists(digest).await? {
             return Ok(false);

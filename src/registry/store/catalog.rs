@@ -139,11 +139,7 @@ impl Store {
         limit: Option<usize>,
         keep: impl Fn(&str) -> bool,
     ) -> StoreResult<Vec<String>> {
-        if self.catalog.names.read().await.is_none() {
-            let walked = self.walk_repositories().await?;
-            self.catalog.install_walk(walked).await;
-        }
-        self.catalog.read_markers(self.driver.as_ref()).await?;
+        self.catalog_ready().await?;
         let names = self.catalog.names.read().await;
         let names = names.as_ref().expect("the catalog was walked above");
         let start = match last {
@@ -156,6 +152,16 @@ impl Store {
             .take(limit.unwrap_or(usize::MAX))
             .cloned()
             .collect())
+    }
+
+    /// Walks the repositories once, then on a shared store reads the other nodes' markers
+    /// when stale.
+    async fn catalog_ready(&self) -> StoreResult<()> {
+        if self.catalog.names.read().await.is_none() {
+            let walked = self.walk_repositories().await?;
+            self.catalog.install_walk(walked).await;
+        }
+        self.catalog.read_markers(self.driver.as_ref()).await
     }
 
     async fn walk_repositories(&self) -> StoreResult<BTreeSet<String>> {
@@ -210,9 +216,11 @@ impl Store {
     /// Whether the catalog lists `name` (on a shared store, as of [`SHARED_FRESHNESS`] ago):
     /// the mirror asks it to tell a local repository from a name for its default upstream.
     pub async fn repository_exists(&self, name: &RepoName) -> StoreResult<bool> {
-        let found = self
-            .catalog_where(None, Some(1), |listed| listed == name.as_str())
-            .await?;
-        Ok(!found.is_empty())
+        self.catalog_ready().await?;
+        let names = self.catalog.names.read().await;
+        Ok(names
+            .as_ref()
+            .expect("the catalog was walked above")
+            .contains(name.as_str()))
     }
 }

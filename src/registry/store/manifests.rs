@@ -21,6 +21,7 @@ pub struct StoredManifest {
 #[derive(Debug)]
 pub struct PutManifest {
     pub digest: Digest,
+    pub media_type: &'static str,
     pub subject: Option<Digest>,
 }
 
@@ -174,6 +175,7 @@ impl Store {
         );
         Ok(PutManifest {
             digest,
+            media_type: summary.media_type,
             subject: summary.subject.clone(),
         })
     }

@@ -20,6 +20,16 @@ pub(super) async fn get(
     req: &Request,
 ) -> Result<Response, ApiError> {
     let size = store.blob_size(name, digest).await?;
+    get_sized(store, size, digest, req).await
+}
+
+/// [`get`] of a blob the repository is known to serve, of `size` bytes.
+pub(super) async fn get_sized(
+    store: &Store,
+    size: u64,
+    digest: &Digest,
+    req: &Request,
+) -> Result<Response, ApiError> {
     if req.method == Method::GET {
         if let Some(url) = store.blob_download_url(digest).await? {
             let mut response = response::empty(StatusCode::TEMPORARY_REDIRECT);

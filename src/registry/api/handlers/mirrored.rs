@@ -32,10 +32,10 @@ pub(in crate::registry::api) async fn dispatch(
             let manifest = target.manifest(store, &reference).await?;
             manifests::answer(manifest, &req)
         }
-        (Route::Blob(name, digest), M::GET) => {
+        (Route::Blob(_, digest), M::GET) => {
             let digest = parse_digest(&digest)?;
             match target.blob(store, &digest).await? {
-                MirroredBlob::Stored => blobs::get(store, &name, &digest, &req).await,
+                MirroredBlob::Stored(size) => blobs::get_sized(store, size, &digest, &req).await,
                 MirroredBlob::Fetching(flight) => {
                     blobs::answer(flight.size, &digest, &req, |range| async move {
                         let (start, end) = range.map_or((0, flight.size), |r| (r.start, r.end + 1));
