@@ -190,6 +190,8 @@ impl AcmeManager {
             Ok(info) => {
                 tracing::info!(names = ?info.dns_names, not_after = %rfc3339(info.not_after),
                     sha256 = %info.sha256_fingerprint, "installed the certificate from the bucket");
+                // Not an attempt of this node's: nothing counted, but nothing pending either.
+                self.settled(&info);
                 Some(info)
             }
             Err(e) => {
@@ -355,7 +357,6 @@ impl AcmeManager {
                 if let Err(e) = lease.release(false).await {
                     tracing::warn!(error = %e, "releasing the acme lease failed; it expires");
                 }
-                self.succeeded(&info, None);
                 return Ok(info);
             }
         }
@@ -391,7 +392,7 @@ impl AcmeManager {
             });
         match result {
             Ok(info) => {
-                self.succeeded(&info, Some(started));
+                self.succeeded(&info, started);
                 Ok(info)
             }
             Err(e) => Err(self.failed(e, started)),
@@ -399,9 +400,20 @@ impl AcmeManager {
     }
 
     /// Counts and logs an installed certificate (`started`: ordered here, that long ago).
-    fn succeeded(&self, info: &CertInfo, started: Option<Instant>) {
+    /// Counts and logs an attempt that installed `info`.
+    fn succeeded(&self, info: &CertInfo, started: Instant) {
+        *self.inner().status.attempts.entry("success").or_default() += 1;
+        self.settled(info);
+        tracing::info!(names = ?info.dns_names, not_after = %rfc3339(info.not_after),
+            sha256 = %info.sha256_fingerprint, issuer = %info.issuer,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "ACME certificate installed");
+    }
+
+    /// `info` is in use (ordered here or picked up from the bucket): no failure or retry is
+    /// pending, and the lifetime rule says when to renew until the schedule asks the CA again.
+    fn settled(&self, info: &CertInfo) {
         let mut inner = self.inner();
-        *inner.status.attempts.entry("success").or_default() += 1;
         inner.status.failures_in_a_row = 0;
         inner.status.last_error = None;
         inner.status.retry_at = None;
@@ -412,12 +424,6 @@ impl AcmeManager {
         let (due, basis) = without_ari(info, &self.options.domains, SystemTime::now());
         inner.status.next_renewal = Some(due);
         inner.status.basis = Some(basis);
-        if let Some(started) = started {
-            tracing::info!(names = ?info.dns_names, not_after = %rfc3339(info.not_after),
-                sha256 = %info.sha256_fingerprint, issuer = %info.issuer,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "ACME certificate installed");
-        }
     }
 
     /// Counts and logs a failed attempt and schedules the retry; the certificate in use stays.
